@@ -1,0 +1,46 @@
+"""Models: `Model` (models.yolo), the blocks and attention plug-ins (models.common), and `load_model`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+__all__ = ["load_model", "resolve_weights", "WEIGHTS_DIR"]
+
+WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
+
+
+def resolve_weights(weights: str | Path) -> Path:
+    """A weights path as given if it exists, else the file of that name shipped in `weights/`."""
+    path = Path(weights)
+    if path.is_file():
+        return path
+    shipped = WEIGHTS_DIR / path.name
+    if shipped.is_file():
+        return shipped
+    have = ", ".join(p.name for p in sorted(WEIGHTS_DIR.glob("*.pt"))) or "none"
+    raise FileNotFoundError(f"weights {str(weights)!r} not found (as a path, or in {WEIGHTS_DIR}: {have})")
+
+
+def model_from_checkpoint(ckpt: dict, verbose: bool = False):
+    """Build the Model a checkpoint describes and load its weights (fp32)."""
+    from models.yolo import Model
+
+    names = list(ckpt.get("names") or [])
+    model = Model(ckpt["yaml"], nc=len(names) or None, verbose=verbose)
+    state = ckpt.get("ema") or ckpt["model"]
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    if names:
+        model.names = names
+    return model
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool = False):
+    """The model of a checkpoint (this project's or an official YOLOv5 .pt), in eval mode on `device`."""
+    from utils.checkpoint import load_checkpoint
+    from utils.torch_utils import select_device
+
+    model = model_from_checkpoint(load_checkpoint(resolve_weights(path)))
+    model = model.to(select_device(device)).eval()
+    return model.fuse() if fuse else model

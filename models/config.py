@@ -1,0 +1,72 @@
+"""Model YAML lookup: bare names resolve in `configs/`, a scale letter in the name picks from `scales:`.
+
+`yolov5n.yaml` reads `configs/yolov5.yaml` with scale n; `yolov5s_biformer.yaml` reads
+`configs/yolov5_biformer.yaml` with scale s. A path that exists is read as it is. A YAML that already has
+`depth_multiple`/`width_multiple` (YOLOv5's own files) is used unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from copy import deepcopy
+from pathlib import Path
+
+import yaml
+
+__all__ = ["CONFIG_DIR", "load_model_config", "resolve_config_path", "list_configs"]
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+_SCALED_NAME = re.compile(r"^(?P<arch>yolov\d+)(?P<scale>[nsmlx])(?P<rest>(?:[_-].*)?)\.ya?ml$")
+
+
+def list_configs() -> list[Path]:
+    return sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config_path(cfg: str | Path) -> tuple[Path, str | None]:
+    """(file to read, scale letter or None) for a config name or path."""
+    path = Path(cfg)
+    if path.suffix not in (".yaml", ".yml"):
+        path = path.with_suffix(".yaml")
+    for candidate in (path, CONFIG_DIR / path.name):
+        if candidate.is_file():
+            return candidate, None
+    m = _SCALED_NAME.match(path.name)
+    if m:
+        base = m["arch"] + m["rest"] + path.suffix
+        for candidate in (path.with_name(base), CONFIG_DIR / base):
+            if candidate.is_file():
+                return candidate, m["scale"]
+    known = ", ".join(p.name for p in list_configs())
+    raise FileNotFoundError(
+        f"model config {str(cfg)!r} not found; give a path to a YAML file or one of: {known} "
+        f"(a scale letter n/s/m/l/x after 'yolov5' picks the size, e.g. yolov5s_biformer.yaml)"
+    )
+
+
+def load_model_config(cfg: str | Path | dict) -> dict:
+    """The model dict with `depth_multiple` and `width_multiple` set, and `yaml_file` naming its source."""
+    if isinstance(cfg, dict):
+        d = deepcopy(cfg)
+        path, scale = Path(d.get("yaml_file", "model.yaml")), d.get("scale")
+    else:
+        path, scale = resolve_config_path(cfg)
+        with open(path, encoding="utf-8") as f:
+            d = yaml.safe_load(f)
+        if not isinstance(d, dict):
+            raise ValueError(f"{path}: a model YAML must be a mapping with backbone and head, got {type(d).__name__}")
+        d["yaml_file"] = Path(cfg).name if scale else path.name
+    for key in ("backbone", "head"):
+        if key not in d:
+            raise ValueError(f"{path}: model YAML has no {key!r} section; keys present: {sorted(d)}")
+    scales = d.get("scales")
+    if scales:
+        if scale is None:
+            scale = d.get("scale") or next(iter(scales))
+        if scale not in scales:
+            raise ValueError(f"{path}: scale {scale!r} is not in its scales {sorted(scales)}")
+        d["depth_multiple"], d["width_multiple"] = scales[scale][0], scales[scale][1]
+        d["scale"] = scale
+    d.setdefault("depth_multiple", 1.0)
+    d.setdefault("width_multiple", 1.0)
+    return d

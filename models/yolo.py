@@ -1,0 +1,226 @@
+"""The YOLOv5 detection model: `parse_model` builds layers from a YAML dict through the module registry.
+
+    from models.yolo import Model
+    model = Model("yolov5n_biformer.yaml", nc=80)
+"""
+
+from __future__ import annotations
+
+import math
+from copy import deepcopy
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+import models.common  # noqa: F401  (registers the blocks and attention plug-ins)
+from models.config import load_model_config
+from models.registry import LayerSpec, detect_head, lookup, register
+from utils.log import LOGGER, setup_logging
+
+__all__ = ["Detect", "Model", "DetectionModel", "parse_model"]
+
+
+@register(channels=detect_head)
+class Detect(nn.Module):
+    """Anchor-based YOLOv5 head.
+
+    Training: returns the raw maps, one per level, shaped (batch, anchors, ny, nx, 5 + nc).
+    Inference: returns (decoded, raw maps); decoded is (batch, anchors * cells summed over levels, 5 + nc)
+    with boxes as pixel (cx, cy, w, h), ordered by level (P3, P4, P5), then anchor, then y, then x.
+    `anchors` is stored in units of each level's stride, as YOLOv5 stores it.
+    """
+
+    export = False  # True: inference returns only the decoded tensor
+
+    def __init__(self, nc: int = 80, anchors=(), ch=(), inplace: bool = True):
+        super().__init__()
+        self.nc = nc
+        self.no = nc + 5  # outputs per anchor
+        self.nl = len(anchors)  # levels
+        self.na = len(anchors[0]) // 2  # anchors per level
+        self.grid = [torch.empty(0) for _ in range(self.nl)]
+        self.anchor_grid = [torch.empty(0) for _ in range(self.nl)]
+        self.register_buffer("anchors", torch.tensor(anchors).float().view(self.nl, -1, 2))  # (nl, na, 2)
+        self.register_buffer("stride", torch.zeros(self.nl), persistent=False)  # set by Model
+        self.m = nn.ModuleList(nn.Conv2d(x, self.no * self.na, 1) for x in ch)
+        self.inplace = inplace
+
+    def forward(self, x: list[torch.Tensor]):
+        z = []
+        for i in range(self.nl):
+            x[i] = self.m[i](x[i])
+            bs, _, ny, nx = x[i].shape
+            # (bs, na*no, ny, nx) -> (bs, na, ny, nx, no)
+            x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
+            if not self.training:
+                if self.grid[i].shape[2:4] != x[i].shape[2:4] or self.grid[i].device != x[i].device:
+                    self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
+                xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
+                xy = (xy * 2 + self.grid[i]) * self.stride[i]  # YOLOv5 v6: centre offset in (-0.5, 1.5)
+                wh = (wh * 2) ** 2 * self.anchor_grid[i]  # size in (0, 4) anchors
+                z.append(torch.cat((xy, wh, conf), 4).view(bs, self.na * nx * ny, self.no))
+        if self.training:
+            return x
+        return (torch.cat(z, 1),) if self.export else (torch.cat(z, 1), x)
+
+    def _make_grid(self, nx: int, ny: int, i: int):
+        d, t = self.anchors[i].device, self.anchors[i].dtype
+        shape = 1, self.na, ny, nx, 2
+        y, x = torch.arange(ny, device=d, dtype=t), torch.arange(nx, device=d, dtype=t)
+        yv, xv = torch.meshgrid(y, x, indexing="ij")
+        grid = torch.stack((xv, yv), 2).expand(shape) - 0.5
+        anchor_grid = (self.anchors[i] * self.stride[i]).view((1, self.na, 1, 1, 2)).expand(shape)
+        return grid, anchor_grid
+
+
+_YAML_SYMBOLS = {"None": None, "True": True, "False": False}
+
+
+def _resolve_arg(a, d: dict):
+    """YAML args may name `nc`, `anchors` or None/True/False as strings; anything else stays as written."""
+    if isinstance(a, str):
+        if a in ("nc", "anchors"):
+            return d[a]
+        return _YAML_SYMBOLS.get(a, a)
+    return a
+
+
+def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
+    """Build the layers of a model dict. Returns (layers, indices of layers whose outputs are kept)."""
+    anchors, nc, gd, gw = d["anchors"], d["nc"], d["depth_multiple"], d["width_multiple"]
+    na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
+    no = na * (nc + 5)
+    if verbose:
+        LOGGER.info(f"\n{'':>3}{'from':>18}{'n':>3}{'params':>10}  {'module':<40}{'arguments':<30}")
+    layers, save = [], []
+    for i, row in enumerate(d["backbone"] + d["head"]):
+        if not isinstance(row, (list, tuple)) or len(row) != 4:
+            raise ValueError(f"model YAML layer {i}: expected [from, number, module, args], got {row!r}")
+        f, n, name, args = row
+        entry = lookup(name)
+        args = [_resolve_arg(a, d) for a in (args or [])]
+        n = n_ = max(round(n * gd), 1) if n > 1 else n
+        args, c2, n = entry.channels(LayerSpec(ch=ch, f=f, n=n, args=args, width_multiple=gw, no=no))
+        m_ = nn.Sequential(*(entry.cls(*args) for _ in range(n))) if n > 1 else entry.cls(*args)
+        np_ = sum(x.numel() for x in m_.parameters())
+        m_.i, m_.f, m_.type, m_.np = i, f, name, np_
+        if verbose:
+            LOGGER.info(f"{i:>3}{str(f):>18}{n_:>3}{np_:10.0f}  {name:<40}{str(args):<30}")
+        save.extend(x % i for x in ([f] if isinstance(f, int) else f) if x != -1)
+        layers.append(m_)
+        if i == 0:
+            ch = []
+        ch.append(c2)
+    return nn.Sequential(*layers), sorted(save)
+
+
+def initialize_weights(model: nn.Module) -> None:
+    """YOLOv5's BatchNorm settings and in-place activations."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = 1e-3
+            m.momentum = 0.03
+        elif isinstance(m, (nn.Hardswish, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.SiLU)):
+            m.inplace = True
+
+
+class Model(nn.Module):
+    """A YOLOv5 detection model built from a config name, a YAML path or a model dict.
+
+    Args:
+        cfg: "yolov5n.yaml", "yolov5s_biformer.yaml", a path, or a dict as stored in checkpoints.
+        ch: input channels.
+        nc: number of classes; overrides the YAML's when given.
+        anchors: anchors overriding the YAML's.
+        verbose: print the layer table and the summary line.
+    """
+
+    def __init__(self, cfg="yolov5s.yaml", ch: int = 3, nc: int | None = None, anchors=None, verbose: bool = True):
+        super().__init__()
+        if verbose:
+            setup_logging()
+        self.yaml = load_model_config(cfg)
+        self.yaml["ch"] = ch = self.yaml.get("ch", ch)
+        if nc and nc != self.yaml["nc"]:
+            if verbose:
+                LOGGER.info(f"Overriding model.yaml nc={self.yaml['nc']} with nc={nc}")
+            self.yaml["nc"] = nc
+        if anchors:
+            self.yaml["anchors"] = round(anchors) if isinstance(anchors, float) else anchors
+        self.model, self.save = parse_model(deepcopy(self.yaml), ch=[ch], verbose=verbose)
+        self.names = [str(i) for i in range(self.yaml["nc"])]
+        self.inplace = self.yaml.get("inplace", True)
+
+        m = self.model[-1]
+        if not isinstance(m, Detect):
+            raise ValueError(f"the last layer of a detection model must be Detect, got {type(m).__name__}")
+        s = 256  # stride probe: 2x the largest stride, so every level has a whole number of cells
+        m.inplace = self.inplace
+        self.train()  # raw maps, whose sizes give the strides
+        with torch.no_grad():
+            m.stride = torch.tensor([s / x.shape[-2] for x in self.forward(torch.zeros(1, ch, s, s))])
+        check_anchor_order(m)
+        m.anchors /= m.stride.view(-1, 1, 1)
+        self.stride = m.stride
+        self._initialize_biases()
+        initialize_weights(self)
+        if verbose:
+            self.info()
+            LOGGER.info("")
+
+    def forward(self, x: torch.Tensor):
+        y = []  # outputs of layers that later layers read
+        for m in self.model:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            y.append(x if m.i in self.save else None)
+        return x
+
+    def _initialize_biases(self) -> None:
+        """Objectness prior of 8 objects per 640 image; class prior 0.6 / nc (YOLOv5, RetinaNet eq. 3)."""
+        m = self.model[-1]
+        for mi, s in zip(m.m, m.stride):
+            b = mi.bias.view(m.na, -1)
+            b.data[:, 4] += math.log(8 / (640 / s) ** 2)
+            b.data[:, 5 : 5 + m.nc] += math.log(0.6 / (m.nc - 0.99999))
+            mi.bias = nn.Parameter(b.view(-1), requires_grad=True)
+
+    def fuse(self) -> "Model":
+        """Fold every BatchNorm into its convolution (and let plug-ins re-parameterise); in place."""
+        from utils.torch_utils import fuse_model
+
+        fuse_model(self)
+        return self
+
+    def info(self, verbose: bool = False, imgsz: int | tuple[int, int] = 640) -> str:
+        """Log and return the summary line, GFLOPs counted at `imgsz`."""
+        from utils.torch_utils import model_info
+
+        return model_info(self, verbose=verbose, imgsz=imgsz)
+
+    def _apply(self, fn):
+        # move the cached Detect grids with the model (to(), cuda(), half())
+        self = super()._apply(fn)
+        m = self.model[-1]
+        m.grid = [fn(g) for g in m.grid]
+        m.anchor_grid = [fn(g) for g in m.anchor_grid]
+        return self
+
+
+DetectionModel = Model  # YOLOv5 v7 name
+
+
+def check_anchor_order(m: Detect) -> None:
+    """Anchors must grow with the stride; reverse them if the YAML lists them the other way."""
+    a = m.anchors.prod(-1).mean(-1).view(-1)  # mean anchor area per level
+    da = a[-1] - a[0]
+    ds = m.stride[-1] - m.stride[0]
+    if da and (da.sign() != ds.sign()):
+        LOGGER.info("Reversing anchor order")
+        m.anchors[:] = m.anchors.flip(0)
+
+
+def model_name(model: Model) -> str:
+    return Path(model.yaml.get("yaml_file", "model")).stem

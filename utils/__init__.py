@@ -1,0 +1,1 @@
+"""Utilities, one topic a module: boxes, checkpoints, FLOPs, logging, torch helpers, data, metrics, plots."""

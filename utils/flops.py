@@ -1,0 +1,43 @@
+"""FLOPs counted by `torch.utils.flop_counter` on a real forward pass at the real input size.
+
+YOLOv5 counts at 32x32 and scales by (640/32)^2, which is right for convolutions and wrong for attention,
+whose cost grows faster than H*W. Here the forward pass runs at the size asked for. One multiply-add is two
+FLOPs, as in YOLOv5's GFLOPs figures.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["count_flops", "gflops"]
+
+
+def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
+    if isinstance(imgsz, int):
+        return imgsz, imgsz
+    if len(imgsz) == 1:
+        return int(imgsz[0]), int(imgsz[0])
+    return int(imgsz[0]), int(imgsz[1])
+
+
+def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
+    """Total FLOPs of `module(*inputs)` in eval mode without gradients; the module's mode is restored."""
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            module(*inputs)
+    finally:
+        module.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def gflops(model: nn.Module, imgsz: int | tuple[int, int] = 640, ch: int | None = None) -> float:
+    """GFLOPs of one image of size `imgsz` (int or (h, w)) through `model`."""
+    h, w = _as_hw(imgsz)
+    p = next(model.parameters())
+    ch = ch or getattr(model, "yaml", {}).get("ch", 3)
+    x = torch.zeros(1, ch, h, w, device=p.device, dtype=p.dtype)
+    return count_flops(model, x) / 1e9
