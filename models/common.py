@@ -101,3 +101,7 @@ class Concat(nn.Module):
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(x, self.d)
+
+
+# Attention plug-ins, re-exported so YOLOv5-style code can import them from models.common.
+from models.attention import *  # noqa: E402,F401,F403

@@ -1,0 +1,6 @@
+"""Attention plug-ins for the neck: NCHW in, NCHW out, input channels first (inserted by parse_model).
+
+Each plug-in module registers itself; add one line here to make a new one importable from models.common.
+"""
+
+__all__: list[str] = []

@@ -1,0 +1,83 @@
+"""Training hyperparameters: a typed object read from `data/hyps/*.yaml` that rejects unknown keys."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import yaml
+
+__all__ = ["Hyp", "load_hyp", "HYP_DIR"]
+
+HYP_DIR = Path(__file__).resolve().parent.parent / "data" / "hyps"
+
+
+@dataclass
+class Hyp:
+    """YOLOv5's hyperparameters; defaults are those of hyp.scratch-low.yaml."""
+
+    lr0: float = 0.01  # initial learning rate (SGD=1E-2, Adam=1E-3)
+    lrf: float = 0.01  # final learning rate as a fraction of lr0
+    momentum: float = 0.937  # SGD momentum / Adam beta1
+    weight_decay: float = 0.0005  # optimizer weight decay, scaled by batch size / nominal batch
+    warmup_epochs: float = 3.0
+    warmup_momentum: float = 0.8
+    warmup_bias_lr: float = 0.1
+    box: float = 0.05  # box loss gain
+    cls: float = 0.5  # cls loss gain
+    cls_pw: float = 1.0  # cls BCE positive weight
+    obj: float = 1.0  # obj loss gain (scales with pixels)
+    obj_pw: float = 1.0  # obj BCE positive weight
+    iou_t: float = 0.20  # IoU training threshold (unused by the loss; kept for YOLOv5 files)
+    anchor_t: float = 4.0  # anchor-multiple threshold
+    anchors: float = 0.0  # anchors per output layer (0 to ignore)
+    fl_gamma: float = 0.0  # focal loss gamma (0 = plain BCE)
+    hsv_h: float = 0.015  # image HSV-Hue augmentation (fraction)
+    hsv_s: float = 0.7  # image HSV-Saturation augmentation (fraction)
+    hsv_v: float = 0.4  # image HSV-Value augmentation (fraction)
+    degrees: float = 0.0  # image rotation (+/- deg)
+    translate: float = 0.1  # image translation (+/- fraction)
+    scale: float = 0.5  # image scale (+/- gain)
+    shear: float = 0.0  # image shear (+/- deg)
+    perspective: float = 0.0  # image perspective (+/- fraction), range 0-0.001
+    flipud: float = 0.0  # image flip up-down (probability)
+    fliplr: float = 0.5  # image flip left-right (probability)
+    mosaic: float = 1.0  # image mosaic (probability)
+    mixup: float = 0.0  # image mixup (probability)
+    copy_paste: float = 0.0  # segment copy-paste (probability)
+    label_smoothing: float = 0.0  # set from --label-smoothing, not from the file
+
+    @classmethod
+    def from_dict(cls, d: dict, source: str = "hyperparameters") -> "Hyp":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown hyperparameter(s) {unknown}; valid keys: {sorted(known)}")
+        bad = {k: v for k, v in d.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+        if bad:
+            raise ValueError(f"{source}: hyperparameters must be numbers, got {bad}")
+        return cls(**{k: float(v) for k, v in d.items()})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def load_hyp(hyp: str | Path | dict | Hyp | None = None) -> Hyp:
+    """A Hyp from a path, a bare name in data/hyps/ (e.g. 'hyp.scratch-low.yaml'), a dict, or the defaults."""
+    if hyp is None:
+        return Hyp()
+    if isinstance(hyp, Hyp):
+        return hyp
+    if isinstance(hyp, dict):
+        return Hyp.from_dict(hyp)
+    path = Path(hyp)
+    if not path.is_file():
+        path = HYP_DIR / path.name
+    if not path.is_file():
+        have = ", ".join(p.name for p in sorted(HYP_DIR.glob("*.yaml")))
+        raise FileNotFoundError(f"hyperparameter file {str(hyp)!r} not found; bundled: {have}")
+    with open(path, encoding="utf-8") as f:
+        d = yaml.safe_load(f) or {}
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a mapping of hyperparameters, got {type(d).__name__}")
+    return Hyp.from_dict(d, source=str(path))
