@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import re
 import tempfile
 from collections import OrderedDict
 from pathlib import Path
@@ -66,9 +67,11 @@ def _unpickle(path: Path, legacy: bool) -> Any:
     except pickle.UnpicklingError as e:
         if isinstance(e, UnsafeCheckpointError):
             raise
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
+        what = f"names {found[1]!r}, which is" if found else "names code"
         raise UnsafeCheckpointError(
-            f"{path}: refused to load; the file's pickle names code outside the allowed YOLOv5 model classes "
-            f"and tensors, so it may run arbitrary commands. Details: {str(e).splitlines()[0]}"
+            f"{path}: refused to load; its pickle {what} outside the allowed YOLOv5 model classes and tensors, "
+            f"so loading it could run arbitrary code. Convert it with a trusted copy of the code that wrote it."
         ) from None
 
 
