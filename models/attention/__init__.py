@@ -4,3 +4,8 @@ Each plug-in module registers itself; add one line here to make a new one import
 """
 
 __all__: list[str] = []
+
+from models.attention.hilo import HiLo  # noqa: E402
+from models.attention.slide import SlideAttention  # noqa: E402
+
+__all__ += ["HiLo", "SlideAttention"]

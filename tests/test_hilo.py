@@ -1,0 +1,235 @@
+"""HiLo attention against two naive references (outputs and input gradients) and in the detector."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.attention.hilo import HiLo, masked_avg_pool
+from models.yolo import Model
+
+
+# ---- naive references -------------------------------------------------------------------------------------
+def _softmax_attention(q, k, v, scale, allowed=None):
+    """Explicit softmax(q k^T * scale) v; `allowed` (Lq, Lk) bool keeps only the True pairs."""
+    logits = (q @ k.transpose(-2, -1)) * scale
+    if allowed is not None:
+        logits = logits.masked_fill(~allowed, float("-inf"))
+    return logits.softmax(dim=-1) @ v
+
+
+def seed_hilo(m: HiLo, tokens: torch.Tensor) -> torch.Tensor:
+    """The reference computation on tokens (B, N, C), H = W = sqrt(N), window_size dividing H."""
+    b, n, c = tokens.shape
+    h = w = math.isqrt(n)
+    x = tokens.reshape(b, h, w, c)
+    hd, ws = m.head_dim, m.ws
+    outs = []
+    if m.h_heads:
+        hg, wg = h // ws, w // ws
+        win = x.reshape(b, hg, ws, wg, ws, c).transpose(2, 3)
+        qkv = m.h_qkv(win).reshape(b, hg * wg, -1, 3, m.h_heads, hd).permute(3, 0, 1, 4, 2, 5)
+        o = _softmax_attention(qkv[0], qkv[1], qkv[2], m.scale)  # B, windows, heads, ws*ws, hd
+        o = o.transpose(2, 3).reshape(b, hg, wg, ws, ws, m.h_dim).transpose(2, 3).reshape(b, h, w, m.h_dim)
+        outs.append(m.h_proj(o))
+    if m.l_heads:
+        q = m.l_q(x).reshape(b, n, m.l_heads, hd).permute(0, 2, 1, 3)
+        src = F.avg_pool2d(x.permute(0, 3, 1, 2), ws).reshape(b, c, -1).permute(0, 2, 1) if ws > 1 else x
+        kv = m.l_kv(src).reshape(b, -1, 2, m.l_heads, hd).permute(2, 0, 3, 1, 4)
+        o = _softmax_attention(q, kv[0], kv[1], m.scale).transpose(1, 2).reshape(b, h, w, m.l_dim)
+        outs.append(m.l_proj(o))
+    return torch.cat(outs, dim=-1).reshape(b, n, c)
+
+
+def _pooled_by_loop(x: torch.Tensor, ws: int) -> torch.Tensor:
+    """(B, C, H, W) -> (B, M, C): the mean of the real pixels of every ws x ws window, row-major."""
+    h, w = x.shape[-2:]
+    tokens = [x[:, :, i:i + ws, j:j + ws].mean(dim=(2, 3)) for i in range(0, h, ws) for j in range(0, w, ws)]
+    return torch.stack(tokens, dim=1)
+
+
+def masked_hilo(m: HiLo, x: torch.Tensor) -> torch.Tensor:
+    """Padding-free reference for any (B, C, H, W): Hi-Fi as full attention masked to same-window pairs,
+    Lo-Fi keys from windows averaged over their real pixels by an explicit loop."""
+    b, c, h, w = x.shape
+    n, hd, ws = h * w, m.head_dim, m.ws
+    xt = x.permute(0, 2, 3, 1).reshape(b, n, c)
+    outs = []
+    if m.h_heads:
+        rows, cols = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
+        window = (rows // ws) * (w + ws) + cols // ws
+        same = window[:, None] == window[None, :]
+        qkv = m.h_qkv(xt).reshape(b, n, 3, m.h_heads, hd).permute(2, 0, 3, 1, 4)
+        o = _softmax_attention(qkv[0], qkv[1], qkv[2], m.scale, same)
+        outs.append(m.h_proj(o.transpose(1, 2).reshape(b, n, m.h_dim)))
+    if m.l_heads:
+        q = m.l_q(xt).reshape(b, n, m.l_heads, hd).transpose(1, 2)
+        kv = m.l_kv(_pooled_by_loop(x, ws)).reshape(b, -1, 2, m.l_heads, hd).permute(2, 0, 3, 1, 4)
+        o = _softmax_attention(q, kv[0], kv[1], m.scale)
+        outs.append(m.l_proj(o.transpose(1, 2).reshape(b, n, m.l_dim)))
+    return torch.cat(outs, dim=-1).reshape(b, h, w, c).permute(0, 3, 1, 2)
+
+
+def _outputs_and_grads(fn, x: torch.Tensor, g: torch.Tensor):
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    (y * g).sum().backward()
+    return y.detach(), x.grad
+
+
+# ---- against the reference computation --------------------------------------------------------------------
+SEED_CASES = [  # (dim, num_heads, window_size, alpha, side, kwargs)
+    (64, 8, 2, 0.5, 8, {}),
+    (64, 8, 2, 0.5, 4, {"qkv_bias": True, "qk_scale": 0.3}),
+    (64, 8, 4, 0.5, 8, {}),
+    (64, 8, 1, 0.5, 5, {}),  # window 1: plain MHSA, all heads in Lo-Fi
+    (64, 8, 2, 0.0, 6, {}),  # Hi-Fi only
+    (64, 8, 2, 1.0, 6, {}),  # Lo-Fi only
+    (64, 8, 2, 0.3, 4, {}),  # int(2.4) = 2 Lo-Fi heads
+    (48, 3, 2, 0.5, 4, {}),  # l_dim 16, h_dim 32
+    (16, 1, 2, 0.5, 4, {}),  # int(0.5) = 0: the Lo-Fi branch is empty
+]
+
+
+@pytest.mark.parametrize("dim,heads,ws,alpha,side,kw", SEED_CASES)
+def test_equals_reference_on_square_maps(dim, heads, ws, alpha, side, kw):
+    torch.manual_seed(0)
+    m = HiLo(dim, heads, window_size=ws, alpha=alpha, **kw)
+    x = torch.randn(2, dim, side, side)
+    g = torch.randn(2, dim, side, side)
+    y, gx = _outputs_and_grads(m, x, g)
+
+    def via_tokens(t):  # NCHW -> (B, N, C) -> reference -> NCHW
+        out = seed_hilo(m, t.permute(0, 2, 3, 1).reshape(2, side * side, dim))
+        return out.reshape(2, side, side, dim).permute(0, 3, 1, 2)
+
+    y_ref, gx_ref = _outputs_and_grads(via_tokens, x, g)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("dim,heads,ws,alpha,hw", [
+    (32, 4, 2, 0.5, (5, 7)),
+    (32, 4, 2, 0.5, (3, 3)),
+    (32, 4, 2, 0.5, (1, 1)),
+    (32, 4, 2, 0.5, (6, 4)),  # divisible, non-square
+    (32, 4, 3, 0.5, (7, 5)),
+    (32, 4, 4, 0.5, (6, 9)),
+    (32, 4, 3, 0.0, (4, 5)),
+    (32, 4, 3, 1.0, (4, 5)),
+    (32, 4, 1, 0.5, (3, 5)),
+    (48, 3, 2, 0.5, (5, 3)),
+])
+def test_equals_masked_reference_on_any_size(dim, heads, ws, alpha, hw):
+    torch.manual_seed(1)
+    m = HiLo(dim, heads, window_size=ws, alpha=alpha, qkv_bias=True)
+    x, g = torch.randn(2, dim, *hw), torch.randn(2, dim, *hw)
+    y, gx = _outputs_and_grads(m, x, g)
+    y_ref, gx_ref = _outputs_and_grads(lambda t: masked_hilo(m, t), x, g)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_reference_agrees_with_reference_where_both_apply():
+    torch.manual_seed(2)
+    m = HiLo(32, 4, window_size=2)
+    x = torch.randn(1, 32, 4, 4)
+    ref = seed_hilo(m, x.permute(0, 2, 3, 1).reshape(1, 16, 32)).reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
+    torch.testing.assert_close(masked_hilo(m, x), ref, atol=1e-5, rtol=1e-5)
+
+
+def test_masked_avg_pool_by_hand():
+    x = torch.arange(25.0).reshape(1, 1, 5, 5)
+    p = masked_avg_pool(x, 2)
+    assert p.shape == (1, 1, 3, 3)
+    assert p[0, 0, 0, 0].item() == pytest.approx((0 + 1 + 5 + 6) / 4)
+    assert p[0, 0, 0, 2].item() == pytest.approx((4 + 9) / 2)  # right column: 2 real pixels
+    assert p[0, 0, 2, 0].item() == pytest.approx((20 + 21) / 2)  # bottom row
+    assert p[0, 0, 2, 2].item() == pytest.approx(24.0)  # corner: 1 real pixel, not 24 / 4
+
+
+@pytest.mark.parametrize("dim,heads,ws,alpha,split,names", [
+    (64, 8, 2, 0.5, (4, 4), {"l_q", "l_kv", "l_proj", "h_qkv", "h_proj"}),
+    (64, 8, 2, 0.3, (2, 6), {"l_q", "l_kv", "l_proj", "h_qkv", "h_proj"}),
+    (64, 8, 1, 0.0, (8, 0), {"l_q", "l_kv", "l_proj"}),
+    (64, 8, 2, 0.0, (0, 8), {"h_qkv", "h_proj"}),
+    (16, 1, 2, 0.5, (0, 1), {"h_qkv", "h_proj"}),
+])
+def test_head_split_and_parameter_names(dim, heads, ws, alpha, split, names):
+    m = HiLo(dim, heads, window_size=ws, alpha=alpha)
+    assert (m.l_heads, m.h_heads) == split
+    assert (m.l_dim, m.h_dim) == (split[0] * dim // heads, split[1] * dim // heads)
+    assert {k.split(".")[0] for k in m.state_dict()} == names
+
+
+def test_uses_scaled_dot_product_attention(monkeypatch):
+    calls = []
+    real = F.scaled_dot_product_attention
+
+    def spy(*args, **kwargs):
+        calls.append(kwargs.get("attn_mask") is not None)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    HiLo(32, 4)(torch.randn(1, 32, 5, 6))
+    assert calls == [True, False]  # Hi-Fi masks padded keys (5 is odd), Lo-Fi needs no mask
+
+
+def test_dropout_only_in_training():
+    torch.manual_seed(3)
+    m = HiLo(32, 4, attn_drop=0.5, proj_drop=0.5)
+    x = torch.randn(1, 32, 4, 4)
+    assert not torch.equal(m(x), m(x))
+    m.eval()
+    assert torch.equal(m(x), m(x))
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"dim": 30, "num_heads": 8}, {"dim": 32, "num_heads": 0}, {"dim": 32, "window_size": 0},
+    {"dim": 32, "alpha": 1.5}, {"dim": 32, "alpha": -0.1},
+])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        HiLo(**kwargs)
+
+
+def test_bad_input_shape():
+    with pytest.raises(ValueError, match="expects"):
+        HiLo(32, 4)(torch.randn(1, 16, 4, 4))
+
+
+# ---- in the detector --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", "nsmlx")
+def test_config_builds_and_runs_at_every_scale(scale):
+    torch.manual_seed(0)
+    model = Model(f"yolov5{scale}_hilo.yaml", verbose=False).eval()
+    assert sum(isinstance(m, HiLo) for m in model.modules()) == 2
+    sizes = [(64, 64), (320, 480), (640, 640)] if scale in "ns" else [(64, 64), (64, 96)]
+    with torch.no_grad():
+        for h, w in sizes:
+            pred, maps = model(torch.zeros(1, 3, h, w))
+            assert pred.shape == (1, 3 * (h * w // 64 + h * w // 256 + h * w // 1024), 85)
+            assert torch.isfinite(pred).all()
+
+
+def test_parameter_counts_pinned():
+    counts = {s: sum(p.numel() for p in Model(f"yolov5{s}_hilo.yaml", verbose=False).parameters()) for s in "ns"}
+    # YOLOv5n/s (1,872,157 / 7,235,389) plus two HiLo blocks; HiLo(d) with alpha 0.5 holds
+    # l_q d*d/2 + l_kv d*d + l_proj (d/2)^2 + d/2 + h_qkv 3d*d/2 + h_proj (d/2)^2 + d/2 = 3.5 d^2 + d
+    hilo = {d: 3.5 * d * d + d for d in (128, 256, 512)}
+    assert counts == {"n": 2_159_261, "s": 8_383_037}
+    assert counts == {"n": 1_872_157 + hilo[128] + hilo[256], "s": 7_235_389 + hilo[256] + hilo[512]}
+
+
+def test_forward_backward_yolov5n():
+    torch.manual_seed(0)
+    model = Model("yolov5n_hilo.yaml", verbose=False).train()
+    maps = model(torch.randn(2, 3, 64, 96))
+    sum(m.float().square().mean() for m in maps).backward()
+    hilos = [m for m in model.modules() if isinstance(m, HiLo)]
+    for m in hilos:
+        for name, p in m.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name

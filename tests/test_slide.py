@@ -1,0 +1,206 @@
+"""Slide attention against an explicit unfold-based neighbourhood attention, fuse(), and in the detector."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.attention.slide import SlideAttention, shift_kernels
+from models.yolo import Model
+
+
+# ---- naive reference --------------------------------------------------------------------------------------
+def naive_slide(m: SlideAttention, x: torch.Tensor, learnable: torch.Tensor | None = None,
+                mask_border: bool = False) -> torch.Tensor:
+    """Neighbourhood attention with keys/values gathered by F.unfold (zero padding).
+
+    `learnable` (head_dim * k*k, 1, k, k): the deformed-shift kernels; key/value slot i of channel c becomes
+    neighbour i plus sum_j learnable[c*k*k + i, j] * neighbour j (a linear mix of the k x k neighbourhood).
+    """
+    b, _, h, w = x.shape
+    nh, hd, k = m.num_heads, m.head_dim, m.k
+    k2, n = k * k, h * w
+    q, kk, v = m.qkv(x).reshape(b, 3, nh, hd, h, w).unbind(1)
+
+    def neighbours(t):  # (B, nh, hd, H, W) -> (B, nh, hd, k*k, HW)
+        cols = F.unfold(t.reshape(b * nh, hd, h, w), k, padding=k // 2).reshape(b, nh, hd, k2, n)
+        if learnable is None:
+            return cols
+        mix = torch.eye(k2) + learnable.reshape(hd, k2, k2)  # [c, slot i, neighbour j]
+        return torch.einsum("cij,bhcjn->bhcin", mix, cols)
+
+    keys, values = neighbours(kk), neighbours(v)
+    logits = (q.reshape(b, nh, hd, 1, n) * m.scale * keys).sum(2)  # (B, nh, k*k, HW)
+    logits = logits + m.relative_position_bias_table[None, :, :, None]
+    if mask_border:
+        inside = F.unfold(torch.ones(1, 1, h, w), k, padding=k // 2)[0] > 0  # (k*k, HW)
+        logits = logits.masked_fill(~inside, float("-inf"))
+    attn = logits.softmax(dim=2)
+    out = (attn.unsqueeze(2) * values).sum(3).reshape(b, nh * hd, h, w)
+    return m.proj(out)
+
+
+def _outputs_and_grads(fn, x: torch.Tensor, g: torch.Tensor):
+    x = x.clone().requires_grad_(True)
+    y = fn(x)
+    (y * g).sum().backward()
+    return y.detach(), x.grad
+
+
+def _randomise(m: SlideAttention, std: float = 0.3) -> None:
+    with torch.no_grad():
+        m.deform.weight.normal_(0, std)
+        m.relative_position_bias_table.normal_(0, 0.5)
+
+
+SIZES = [(5, 7), (6, 6), (3, 1), (1, 1), (8, 5)]
+
+
+# ---- against the reference --------------------------------------------------------------------------------
+@pytest.mark.parametrize("hw", SIZES)
+@pytest.mark.parametrize("mask_border", [False, True])
+def test_equals_unfold_reference(hw, mask_border):
+    torch.manual_seed(0)
+    m = SlideAttention(32, 4, mask_border=mask_border)
+    with torch.no_grad():
+        m.relative_position_bias_table.normal_(0, 0.5)
+    assert m.deform.weight.abs().sum() == 0  # the learnable path starts at zero
+    x, g = torch.randn(2, 32, *hw), torch.randn(2, 32, *hw)
+    y, gx = _outputs_and_grads(m, x, g)
+    y_ref, gx_ref = _outputs_and_grads(lambda t: naive_slide(m, t, mask_border=mask_border), x, g)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("k,heads,red,hw", [(5, 2, 1, (6, 7)), (1, 4, 1, (3, 4)), (3, 2, 2, (4, 5)), (7, 1, 1, (3, 9))])
+def test_other_kernels_heads_and_reductions(k, heads, red, hw):
+    torch.manual_seed(1)
+    m = SlideAttention(16, heads, kernel_size=k, qkv_bias=False, qk_scale=0.7, dim_reduction=red)
+    _randomise(m)
+    x, g = torch.randn(1, 16, *hw), torch.randn(1, 16, *hw)
+    y, gx = _outputs_and_grads(m, x, g)
+    y_ref, gx_ref = _outputs_and_grads(lambda t: naive_slide(m, t, m.deform.weight.detach()), x, g)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("mask_border", [False, True])
+def test_learnable_path_is_a_linear_mix_of_the_neighbourhood(mask_border):
+    torch.manual_seed(2)
+    m = SlideAttention(32, 4, mask_border=mask_border)
+    _randomise(m)
+    x, g = torch.randn(2, 32, 5, 6), torch.randn(2, 32, 5, 6)
+    y, gx = _outputs_and_grads(m, x, g)
+    ref = lambda t: naive_slide(m, t, m.deform.weight.detach(), mask_border)  # noqa: E731
+    y_ref, gx_ref = _outputs_and_grads(ref, x, g)
+    torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+
+
+def test_shift_kernels_follow_unfold_order():
+    t = torch.randn(3, 4, 5, 6)
+    shifted = F.conv2d(t, shift_kernels(4, 3), padding=1, groups=4)
+    torch.testing.assert_close(shifted.flatten(2), F.unfold(t, 3, padding=1).reshape(3, 36, 30), rtol=0, atol=0)
+
+
+def test_border_mask_counts_neighbours():
+    inside = SlideAttention(8, 1).border_mask(4, 5, torch.device("cpu")).sum(0).reshape(4, 5)
+    expected = torch.tensor([[4, 6, 6, 6, 4], [6, 9, 9, 9, 6], [6, 9, 9, 9, 6], [4, 6, 6, 6, 4]])
+    assert torch.equal(inside, expected)
+
+
+def test_hand_computed_cases():
+    torch.manual_seed(3)
+    x = torch.randn(1, 8, 3, 4)
+    m = SlideAttention(8, 2, kernel_size=1)  # one key: weight 1 on the pixel itself
+    v = m.qkv(x)[:, 16:]
+    torch.testing.assert_close(m(x), m.proj(v))
+    m = SlideAttention(8, 2, mask_border=True)  # 1x1 image: only the centre is inside
+    x = torch.randn(1, 8, 1, 1)
+    torch.testing.assert_close(m(x), m.proj(m.qkv(x)[:, 16:]))
+    m.mask_border = False  # 8 zero neighbours (logit b_i) now share the weight with the centre (s + b_4)
+    b = m.relative_position_bias_table.detach()  # (heads, 9)
+    q, k, v = m.qkv(x).reshape(3, 2, 4).detach()  # (heads, head_dim) each
+    s = (q * k).sum(1) * m.scale
+    centre = (s + b[:, 4]).exp() / ((s + b[:, 4]).exp() + b.exp().sum(1) - b[:, 4].exp())
+    torch.testing.assert_close(m(x), m.proj((v * centre[:, None]).reshape(1, 8, 1, 1)))
+
+
+# ---- fuse -------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("mask_border", [False, True])
+def test_fused_equals_unfused(mask_border):
+    torch.manual_seed(4)
+    m = SlideAttention(32, 4, mask_border=mask_border).eval()
+    _randomise(m)
+    x = torch.randn(2, 32, 7, 5)
+    with torch.no_grad():
+        y = m(x)
+        n_params = sum(p.numel() for p in m.parameters())
+        m.fuse().fuse()  # idempotent
+        torch.testing.assert_close(m(x), y, atol=1e-5, rtol=1e-5)
+    assert m.fused and not hasattr(m, "deform")
+    assert sum(p.numel() for p in m.parameters()) == n_params
+    assert "fused_shift.weight" in m.state_dict() and "deform.weight" not in m.state_dict()
+
+
+@pytest.mark.parametrize("kwargs", [
+    {"dim": 30, "num_heads": 8}, {"dim": 32, "num_heads": 0}, {"dim": 32, "kernel_size": 4},
+    {"dim": 32, "kernel_size": 0}, {"dim": 32, "dim_reduction": 3}, {"dim": 32, "num_heads": 8, "dim_reduction": 8},
+])
+def test_bad_arguments(kwargs):
+    with pytest.raises(ValueError):
+        SlideAttention(**kwargs)
+
+
+def test_bad_input_shape():
+    with pytest.raises(ValueError, match="expects"):
+        SlideAttention(32, 4)(torch.randn(1, 16, 4, 4))
+
+
+# ---- in the detector --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("scale", "nsmlx")
+def test_config_builds_and_runs_at_every_scale(scale):
+    torch.manual_seed(0)
+    model = Model(f"yolov5{scale}_slide.yaml", verbose=False).eval()
+    assert sum(isinstance(m, SlideAttention) for m in model.modules()) == 2
+    sizes = [(64, 64), (320, 480), (640, 640)] if scale in "ns" else [(64, 64), (64, 96)]
+    with torch.no_grad():
+        for h, w in sizes:
+            pred, maps = model(torch.zeros(1, 3, h, w))
+            assert pred.shape == (1, 3 * (h * w // 64 + h * w // 256 + h * w // 1024), 85)
+            assert torch.isfinite(pred).all()
+
+
+def test_parameter_counts_pinned():
+    counts = {s: sum(p.numel() for p in Model(f"yolov5{s}_slide.yaml", verbose=False).parameters()) for s in "ns"}
+    # YOLOv5n/s (1,872,157 / 7,235,389) plus two SlideAttention(d, 8 heads, k=3): qkv 3d^2 + 3d,
+    # proj d^2 + d, deform (d/8)*9*9, position bias 8*9
+    slide = {d: 4 * d * d + 4 * d + d // 8 * 81 + 72 for d in (128, 256, 512)}
+    assert counts == {"n": 2_205_405, "s": 8_557_101}
+    assert counts == {"n": 1_872_157 + slide[128] + slide[256], "s": 7_235_389 + slide[256] + slide[512]}
+
+
+def test_forward_backward_yolov5n():
+    torch.manual_seed(0)
+    model = Model("yolov5n_slide.yaml", verbose=False).train()
+    maps = model(torch.randn(2, 3, 64, 96))
+    sum(m.float().square().mean() for m in maps).backward()
+    for m in (m for m in model.modules() if isinstance(m, SlideAttention)):
+        for name, p in m.named_parameters():
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_model_fuse_fuses_slide_attention():
+    torch.manual_seed(0)
+    model = Model("yolov5n_slide.yaml", verbose=False).eval()
+    slides = [m for m in model.modules() if isinstance(m, SlideAttention)]
+    for m in slides:
+        _randomise(m, std=0.1)
+    x = torch.rand(1, 3, 96, 128)
+    with torch.no_grad():
+        pred, _ = model(x)
+        model.fuse()
+        pred_fused, _ = model(x)
+    assert all(m.fused for m in slides)
+    torch.testing.assert_close(pred_fused, pred, atol=1e-4, rtol=1e-4)
