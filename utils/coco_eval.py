@@ -1,0 +1,96 @@
+"""COCO-format evaluation through pycocotools: ground truth from YOLO labels, detections JSON, COCOeval mAP."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+
+from utils.boxes import xywhn2xyxy, xyxy2xywh
+from utils.log import LOGGER
+
+__all__ = ["image_id", "yolo_to_coco_gt", "coco_detections", "coco_map"]
+
+
+def image_id(path: str | Path, index: int) -> int:
+    """COCO image id of an image file: its stem when numeric (as COCO names its files), else its index."""
+    stem = Path(path).stem
+    return int(stem) if stem.isnumeric() else index
+
+
+def yolo_to_coco_gt(im_files, labels, shapes, names, class_map=None) -> dict:
+    """A COCO ground-truth dict from YOLO labels.
+
+    Args:
+        im_files: image paths. labels: per image (n, 5) [cls, cx, cy, w, h] normalized.
+        shapes: per image (width, height) in pixels. names: class names (list or dict id -> name).
+        class_map: YOLO class -> COCO category id (default: the identity).
+    Returns:
+        {'images', 'annotations', 'categories'}; boxes as pixel [x, y, w, h], area = box area, iscrowd 0.
+    """
+    names = dict(enumerate(names)) if not isinstance(names, dict) else names
+    cmap = class_map or list(range(max(names, default=-1) + 1))
+    images, annotations = [], []
+    for i, (f, lb, (w, h)) in enumerate(zip(im_files, labels, shapes)):
+        iid = image_id(f, i)
+        images.append({"id": iid, "file_name": Path(f).name, "width": int(w), "height": int(h)})
+        lb = np.asarray(lb, dtype=np.float64).reshape(-1, 5)
+        xyxy = xywhn2xyxy(lb[:, 1:5], w=w, h=h)
+        for c, (x1, y1, x2, y2) in zip(lb[:, 0].astype(int), xyxy.tolist()):
+            bw, bh = x2 - x1, y2 - y1
+            annotations.append({"id": len(annotations) + 1, "image_id": iid, "category_id": cmap[c],
+                                "bbox": [x1, y1, bw, bh], "area": bw * bh, "iscrowd": 0})
+    categories = [{"id": cmap[k], "name": str(v)} for k, v in names.items()]
+    return {"images": images, "annotations": annotations, "categories": categories}
+
+
+def coco_detections(predn, iid: int, class_map=None) -> list[dict]:
+    """COCO result rows of one image's detections (n, 6) [x1, y1, x2, y2, conf, cls] in original pixels."""
+    predn = predn.cpu().numpy() if hasattr(predn, "cpu") else np.asarray(predn)
+    box = xyxy2xywh(predn[:, :4].astype(np.float64))
+    box[:, :2] -= box[:, 2:] / 2  # centre -> top-left corner
+    rows = []
+    for p, b in zip(predn.tolist(), box.tolist()):
+        c = int(p[5])
+        rows.append({"image_id": iid, "category_id": class_map[c] if class_map else c,
+                     "bbox": [round(x, 3) for x in b], "score": round(p[4], 5)})
+    return rows
+
+
+def _load_coco(gt: dict | str | Path):
+    from pycocotools.coco import COCO
+
+    coco = COCO()
+    coco.dataset = json.loads(Path(gt).read_text()) if isinstance(gt, (str, Path)) else gt
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def coco_map(gt: dict | str | Path, detections: list[dict] | str | Path, verbose: bool = True) -> tuple[float, float]:
+    """(mAP50-95, mAP50) of `detections` (COCO result rows, or a JSON file of them) by pycocotools' COCOeval.
+
+    Only images present in the ground truth are evaluated; COCOeval keeps at most 100 detections per image.
+    With `verbose` the 12-line COCO summary is logged.
+    """
+    from pycocotools.cocoeval import COCOeval
+
+    dets = json.loads(Path(detections).read_text()) if isinstance(detections, (str, Path)) else detections
+    if not dets:
+        return 0.0, 0.0
+    anno = _load_coco(gt)
+    with contextlib.redirect_stdout(io.StringIO()):
+        pred = anno.loadRes(dets)
+    ev = COCOeval(anno, pred, "bbox")
+    ev.params.imgIds = sorted(anno.getImgIds())
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    if verbose:
+        LOGGER.info(out.getvalue().rstrip())
+    return float(ev.stats[0]), float(ev.stats[1])
