@@ -9,3 +9,7 @@ from models.attention.hilo import HiLo  # noqa: E402
 from models.attention.slide import SlideAttention  # noqa: E402
 
 __all__ += ["HiLo", "SlideAttention"]
+
+from models.attention.bra import BiLevelRoutingAttention  # noqa: E402
+
+__all__ += ["BiLevelRoutingAttention"]

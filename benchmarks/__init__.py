@@ -1,0 +1,1 @@
+"""Benchmarks and the naive reference implementations they time."""

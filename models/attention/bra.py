@@ -1,0 +1,304 @@
+"""Bi-Level Routing Attention (BiFormer, Zhu et al., CVPR 2023) as an NCHW plug-in for the neck.
+
+Region-to-region routing keeps, for each of the n_win x n_win regions, the `topk` regions whose mean key
+is closest to its mean query; token-to-token attention then runs over the tokens of those regions only.
+The routed regions are picked with one `index_select` on the flattened regions (no expanded copy of every
+region per query region, whose backward would zero-fill and scatter into p^2 copies), and the token
+attention runs through `F.scaled_dot_product_attention`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from models.registry import inserts_dim, register
+
+__all__ = ["BiLevelRoutingAttention", "RoutingRecord", "region_rect"]
+
+KV_DOWNSAMPLE_MODES = ("identity", "avgpool", "maxpool", "ada_avgpool", "ada_maxpool")
+
+
+def region_rect(region: int, n_win: int, window: tuple[int, int], size: tuple[int, int],
+                stride: int = 1) -> tuple[int, int, int, int]:
+    """Pixel rectangle (x0, y0, x1, y1), end exclusive, of region `region` (row-major in the n_win x n_win grid).
+
+    `window` is the region's (height, width) in feature-map cells, `size` the real (H, W) of the map; the
+    rectangle is clipped to the map (a region made only of padding comes back empty, x0 == x1 or y0 == y1)
+    and multiplied by `stride` to give input-image pixels.
+    """
+    if not 0 <= region < n_win * n_win:
+        raise ValueError(f"region {region} is outside 0..{n_win * n_win - 1} for n_win={n_win}")
+    j, i = divmod(region, n_win)
+    (h, w), (H, W) = window, size
+    y0, x0 = min(j * h, H), min(i * w, W)
+    y1, x1 = min(y0 + h, H), min(x0 + w, W)
+    return x0 * stride, y0 * stride, x1 * stride, y1 * stride
+
+
+@dataclass
+class RoutingRecord:
+    """The routing of one forward pass: index/weight (Tensor[N, n_win^2, topk]), detached.
+
+    index[b, r] lists the regions that query region r of image b attends to, weight[b, r] their routing
+    weights (softmax over the kept region affinities, best first). Regions are row-major in the n_win x n_win
+    grid; `rect(region, stride)` gives a region's pixel rectangle for drawing.
+    """
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    n_win: int
+    window: tuple[int, int]  # (h, w) of one region, in feature-map cells
+    size: tuple[int, int]  # real (H, W) of the map, before padding
+
+    def rect(self, region: int, stride: int = 1) -> tuple[int, int, int, int]:
+        return region_rect(region, self.n_win, self.window, self.size, stride)
+
+
+class _QKVLinear(nn.Module):
+    """The joint q, k, v projection; wrapped so its parameters are named `qkv.qkv.*` as in the original code."""
+
+    def __init__(self, dim: int, qk_dim: int):
+        super().__init__()
+        self.qkv = nn.Linear(dim, 2 * qk_dim + dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.qkv(x)
+
+
+class _Router(nn.Module):
+    """Holds the optional routing embedding, named `router.emb.*` as in the original code."""
+
+    def __init__(self, qk_dim: int, param_routing: bool):
+        super().__init__()
+        self.emb = nn.Linear(qk_dim, qk_dim) if param_routing else nn.Identity()
+
+
+def _check_args(dim, n_win, num_heads, qk_dim, topk, param_attention, param_routing, diff_routing,
+                kv_downsample_mode, kv_per_win, kv_downsample_ratio, side_dwconv):
+    if n_win < 1 or num_heads < 1:
+        raise ValueError(f"n_win and num_heads must be >= 1, got n_win={n_win}, num_heads={num_heads}")
+    if dim % num_heads or qk_dim % num_heads:
+        raise ValueError(f"dim ({dim}) and qk_dim ({qk_dim}) must be divisible by num_heads ({num_heads})")
+    if not 1 <= topk <= n_win * n_win:
+        raise ValueError(f"topk must be in 1..n_win^2 = {n_win * n_win} regions, got topk={topk}")
+    if param_attention not in ("qkvo", "qkv"):
+        raise ValueError(f"param_attention must be 'qkvo' or 'qkv', got {param_attention!r}")
+    if param_routing and not diff_routing:
+        raise ValueError("param_routing=True needs diff_routing=True: a routing embedding learns nothing "
+                         "through a non-differentiable routing")
+    if kv_downsample_mode in ("fracpool", "conv"):
+        raise NotImplementedError(f"kv_downsample_mode {kv_downsample_mode!r} is not implemented (nor is it in "
+                                  f"the original code); use one of {KV_DOWNSAMPLE_MODES}")
+    if kv_downsample_mode not in KV_DOWNSAMPLE_MODES:
+        raise ValueError(f"kv_downsample_mode must be one of {KV_DOWNSAMPLE_MODES}, got {kv_downsample_mode!r}")
+    if kv_downsample_mode.startswith("ada") and not (isinstance(kv_per_win, int) and kv_per_win >= 1):
+        raise ValueError(f"kv_downsample_mode {kv_downsample_mode!r} needs kv_per_win >= 1, got {kv_per_win!r}")
+    if kv_downsample_mode in ("avgpool", "maxpool") and not (isinstance(kv_downsample_ratio, int)
+                                                             and kv_downsample_ratio >= 1):
+        raise ValueError(f"kv_downsample_mode {kv_downsample_mode!r} needs kv_downsample_ratio >= 1, "
+                         f"got {kv_downsample_ratio!r}")
+    if side_dwconv < 0 or (side_dwconv and side_dwconv % 2 == 0):
+        raise ValueError(f"side_dwconv must be 0 (no LePE) or an odd kernel size, got {side_dwconv}")
+
+
+@register("BiLevelRoutingAttention", channels=inserts_dim)
+class BiLevelRoutingAttention(nn.Module):
+    """Bi-Level Routing Attention on a feature map: (N, dim, H, W) in, (N, dim, H, W) out, any H, W >= 1.
+
+    Args (names, order and defaults of the original BiFormer code, so its YAML rows work unchanged):
+        dim: input (= output) channels, inserted by parse_model; divisible by num_heads.
+        n_win: regions per side; the map is split into n_win x n_win regions of (H/n_win) x (W/n_win) tokens.
+        num_heads: attention heads; qk_dim is split among them as well.
+        qk_dim: query/key channels (default dim). qk_scale: logit scale (default qk_dim ** -0.5, for the
+            region affinity and, as in the original code, for every head's token attention too).
+        kv_per_win: keys per region side for kv_downsample_mode 'ada_avgpool'/'ada_maxpool'.
+        kv_downsample_ratio: pooling kernel and stride for 'avgpool'/'maxpool'.
+        kv_downsample_kernel: accepted and unused, as in the original code.
+        kv_downsample_mode: 'identity' (every token is a key), 'avgpool', 'maxpool', 'ada_avgpool',
+            'ada_maxpool'; pooling runs inside each region. 'fracpool'/'conv' raise NotImplementedError.
+        topk: regions each query region attends to, 1..n_win^2.
+        param_attention: 'qkvo' (output projection `wo`) or 'qkv' (none).
+        param_routing: a linear embedding before the region affinity; requires diff_routing.
+        diff_routing: let gradients flow through the routing. soft_routing: scale each routed region's keys and
+            values by its routing weight.
+        side_dwconv: kernel of LePE, a depthwise conv on V added to the attention output (0: none).
+        auto_pad: zero-pad the bottom/right up to multiples of n_win (False: H, W must be multiples).
+        mask_padding: (keyword, not in the original) make the padding invisible to real tokens; see below.
+
+    Shapes: the padded map (Hp, Wp) = H, W rounded up to multiples of n_win; a region holds h x w = Hp/n_win x
+    Wp/n_win tokens and a query attends to topk * (keys per region) tokens. Set `record_routing = True` to keep
+    the last forward's routing in `last_routing` (a RoutingRecord, detached); it is None otherwise, so training
+    keeps nothing extra.
+
+    Padding. With mask_padding=False (default) the padded zeros behave as in the original code: they enter the
+    region means, become keys/values (equal to the projection biases), and LePE reads them; at 20x20 with
+    n_win=7 real queries put several percent of their attention on them. With mask_padding=True and a padded
+    map: region means average real tokens only; a region of padding only is never routed to (its affinity is
+    -inf); padded tokens are masked out of the keys (a pooled key averages / maxes over the real tokens of its
+    pooling cell, and a cell without any is masked); LePE reads zeros instead of padded V. So the output at
+    real tokens does not depend on anything at padded positions. On maps n_win divides it changes nothing.
+
+    Deviations from the original code, none of which changes its numbers where it runs:
+      * Routed regions are picked with `index_select` on the flattened regions instead of `gather` on a
+        (N, p^2, p^2, ...) expanded view; token attention runs in `F.scaled_dot_product_attention`.
+      * 'avgpool'/'maxpool' on regions smaller than kv_downsample_ratio (where the original fails) pool with
+        the kernel shrunk to the region, i.e. one key per region side.
+      * Bad arguments raise ValueError (the original asserts or fails later): topk outside 1..n_win^2, an even
+        side_dwconv, param_routing without diff_routing, auto_pad=False on a size n_win does not divide.
+      * diff_routing=True with soft_routing=False is the original's 'hard' differentiable routing, which it
+        leaves unimplemented: it builds, and every forward raises NotImplementedError, as the original does.
+      * forward(x) has no `ret_attn_mask`; the routing is read through `record_routing` / `last_routing`.
+      * Under autocast the soft routing weights are cast to the keys' dtype.
+    """
+
+    def __init__(self, dim: int, n_win: int = 7, num_heads: int = 8, qk_dim: int | None = None,
+                 qk_scale: float | None = None, kv_per_win: int = 4, kv_downsample_ratio: int = 4,
+                 kv_downsample_kernel=None, kv_downsample_mode: str = "identity", topk: int = 4,
+                 param_attention: str = "qkvo", param_routing: bool = False, diff_routing: bool = False,
+                 soft_routing: bool = False, side_dwconv: int = 3, auto_pad: bool = True, *,
+                 mask_padding: bool = False):
+        super().__init__()
+        qk_dim = qk_dim or dim
+        _check_args(dim, n_win, num_heads, qk_dim, topk, param_attention, param_routing, diff_routing,
+                    kv_downsample_mode, kv_per_win, kv_downsample_ratio, side_dwconv)
+        self.dim, self.n_win, self.num_heads, self.qk_dim = dim, n_win, num_heads, qk_dim
+        self.scale = qk_scale or qk_dim ** -0.5
+        self.topk, self.param_attention = topk, param_attention
+        self.param_routing, self.diff_routing, self.soft_routing = param_routing, diff_routing, soft_routing
+        self.kv_downsample_mode, self.kv_per_win = kv_downsample_mode, kv_per_win
+        self.kv_downsample_ratio, self.kv_downsample_kernel = kv_downsample_ratio, kv_downsample_kernel
+        self.auto_pad, self.mask_padding = auto_pad, mask_padding
+        self.lepe = nn.Conv2d(dim, dim, side_dwconv, padding=side_dwconv // 2, groups=dim) if side_dwconv else None
+        self.router = _Router(qk_dim, param_routing)
+        self.qkv = _QKVLinear(dim, qk_dim)
+        self.wo = nn.Linear(dim, dim) if param_attention == "qkvo" else nn.Identity()
+        self.record_routing = False
+        self.last_routing: RoutingRecord | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 4 or x.shape[1] != self.dim:
+            raise ValueError(f"BiLevelRoutingAttention(dim={self.dim}) expects (N, {self.dim}, H, W), got {tuple(x.shape)}")
+        if self.diff_routing and not self.soft_routing:
+            raise NotImplementedError("diff_routing=True with soft_routing=False ('hard' differentiable routing) "
+                                      "is not implemented, as in the original code; set soft_routing=True or "
+                                      "diff_routing=False")
+        N, C, H, W = x.shape
+        n, cq = self.n_win, self.qk_dim
+        Hp, Wp = self._padded_size(H, W)
+        h, w = Hp // n, Wp // n
+        if (Hp, Wp) != (H, W):
+            x = F.pad(x, (0, Wp - W, 0, Hp - H))
+        real = _real_tokens(H, W, n, h, w, x.device) if self.mask_padding and (Hp, Wp) != (H, W) else None
+        # (N, C, Hp, Wp) -> (N*p2, h*w, C): regions row-major, tokens row-major inside each region
+        tokens = x.view(N, C, n, h, n, w).permute(0, 2, 4, 3, 5, 1).reshape(N * n * n, h * w, C)
+        q, k, v = self.qkv(tokens).split([cq, cq, self.dim], dim=-1)
+        weight, index = self._route(q, k, real, N)  # (N, p2, topk) each
+        if self.record_routing:
+            self.last_routing = RoutingRecord(index.detach(), weight.detach(), n, (h, w), (H, W))
+        keys, values, key_real = self._downsample(k, v, h, w, real)
+        out = self._attend(q, keys, values, key_real, index, weight)  # (N*p2, h*w, dim)
+        out = out.view(N, n, n, h, w, self.dim).transpose(2, 3)  # (N, n, h, n, w, dim): image order
+        if self.lepe is not None:
+            out = self._lepe(v, N, h, w, real) + out  # takes LePE's channels-last layout
+        out = self.wo(out.reshape(N, Hp, Wp, self.dim))
+        return out[:, :H, :W].permute(0, 3, 1, 2).contiguous()
+
+    def _padded_size(self, H: int, W: int) -> tuple[int, int]:
+        n = self.n_win
+        if self.auto_pad:
+            return H + (-H) % n, W + (-W) % n
+        if H % n or W % n:
+            raise ValueError(f"auto_pad=False needs H and W divisible by n_win={n}, got {H}x{W}; "
+                             f"set auto_pad=True to pad")
+        return H, W
+
+    def _route(self, q, k, real, N: int):
+        """Region-level routing: (weight, index), each Tensor[N, p2, topk]; q, k are (N*p2, h*w, qk_dim)."""
+        if not self.diff_routing:
+            q, k = q.detach(), k.detach()
+        if real is None:
+            q_r, k_r = q.mean(1), k.mean(1)  # (N*p2, qk_dim)
+        else:  # mean over real tokens only
+            share = (real / real.sum(1, keepdim=True).clamp_min(1)).to(q.dtype).repeat(N, 1).unsqueeze(-1)
+            q_r, k_r = (q * share).sum(1), (k * share).sum(1)
+        p2 = self.n_win ** 2
+        q_r, k_r = self.router.emb(q_r.view(N, p2, -1)), self.router.emb(k_r.view(N, p2, -1))
+        logit = (q_r * self.scale) @ k_r.transpose(-1, -2)  # (N, p2, p2) region affinity
+        if real is not None:
+            logit = logit.masked_fill(~real.any(1), float("-inf"))  # never route to a region of padding only
+        top, index = torch.topk(logit, self.topk, dim=-1)
+        return torch.softmax(top, dim=-1), index
+
+    def _downsample(self, k, v, h: int, w: int, real):
+        """Keys and values per region, (N*p2, L, c) each, and which of the L are real ((p2, L) bool or None)."""
+        mode, r = self.kv_downsample_mode, self.kv_downsample_ratio
+        if mode == "identity" or (mode in ("avgpool", "maxpool") and r == 1):
+            return k, v, real
+        if mode == "avgpool":
+            pool = lambda t: F.avg_pool2d(t, (min(r, h), min(r, w)))  # noqa: E731
+        elif mode == "maxpool":
+            pool = lambda t: F.max_pool2d(t, (min(r, h), min(r, w)))  # noqa: E731
+        elif mode == "ada_avgpool":
+            pool = lambda t: F.adaptive_avg_pool2d(t, self.kv_per_win)  # noqa: E731
+        else:
+            pool = lambda t: F.adaptive_max_pool2d(t, self.kv_per_win)  # noqa: E731
+        real_map = None if real is None else real.view(-1, 1, h, w)
+        key_real = None if real is None else (pool(real_map.to(k.dtype)) > 0).flatten(1)
+        k, v = (_pool_region(pool, t, h, w, real_map, mode.endswith("avgpool")) for t in (k, v))
+        return k, v, key_real
+
+    def _attend(self, q, keys, values, key_real, index, weight):
+        """Token attention of each region's queries over its routed regions' keys; (N*p2, h*w, dim)."""
+        B, Lq, _ = q.shape
+        N, p2, topk = index.shape
+        flat = (index + p2 * torch.arange(N, device=index.device).view(N, 1, 1)).view(-1)  # (N*p2*topk,)
+        k_sel, v_sel = keys.index_select(0, flat), values.index_select(0, flat)  # (B*topk, Lk, c)
+        if self.soft_routing:
+            wt = weight.reshape(-1, 1, 1).to(k_sel.dtype)
+            k_sel, v_sel = k_sel * wt, v_sel * wt
+        L, m = topk * k_sel.shape[1], self.num_heads
+        qh = q.view(B, Lq, m, -1).transpose(1, 2)  # (B, m, Lq, qk_dim/m)
+        kh = k_sel.view(B, L, m, -1).transpose(1, 2)  # (B, m, L, qk_dim/m)
+        vh = v_sel.view(B, L, m, -1).transpose(1, 2)  # (B, m, L, dim/m)
+        mask = None if key_real is None else key_real[index].view(B, 1, 1, L)
+        out = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=mask, scale=self.scale)
+        return out.transpose(1, 2).reshape(B, Lq, self.dim)
+
+    def _lepe(self, v, N: int, h: int, w: int, real):
+        """LePE on the padded map, (N, n, h, n, w, dim) in image order; padded V reads as 0 when masked."""
+        n = self.n_win
+        img = v.view(N, n, n, h, w, self.dim).transpose(2, 3).reshape(N, n * h, n * w, self.dim)
+        if real is not None:
+            img = img * real.view(n, n, h, w, 1).transpose(1, 2).reshape(n * h, n * w, 1).to(img.dtype)
+        lepe = self.lepe(img.permute(0, 3, 1, 2))  # depthwise conv on a channels-last map
+        return lepe.permute(0, 2, 3, 1).reshape(N, n, h, n, w, self.dim)
+
+
+def _real_tokens(H: int, W: int, n: int, h: int, w: int, device) -> torch.Tensor:
+    """Bool (n*n, h*w): which tokens of each region lie inside the real H x W map."""
+    rows = torch.arange(n * h, device=device) < H
+    cols = torch.arange(n * w, device=device) < W
+    return (rows.view(n, 1, h, 1) & cols.view(1, n, 1, w)).reshape(n * n, h * w)
+
+
+def _pool_region(pool, t, h: int, w: int, real_map, average: bool):
+    """Pool (B, h*w, c) tokens of each region to (B, L, c); with real_map (p2, 1, h, w) only real tokens count."""
+    B, _, c = t.shape
+    img = t.view(B, h, w, c).permute(0, 3, 1, 2)  # (B, c, h, w)
+    if real_map is None:
+        return pool(img).flatten(2).transpose(1, 2)
+    p2 = real_map.shape[0]
+    grid = img.view(B // p2, p2, c, h, w)
+    m = real_map.to(t.dtype)
+    if average:  # mean over the real tokens of each cell: pool(x * m) / pool(m)
+        out = pool((grid * m).view(B, c, h, w))
+        share = pool(m)
+        out = out.view(B // p2, p2, c, *share.shape[-2:]) / torch.where(share > 0, share, torch.ones_like(share))
+    else:  # max over the real tokens; a cell without any gives 0 (and is masked out of the keys)
+        out = pool(grid.masked_fill(~real_map, float("-inf")).view(B, c, h, w))
+        out = out.view(B // p2, p2, c, *out.shape[-2:]).masked_fill(pool(m) <= 0, 0.0)
+    return out.reshape(B, c, -1).transpose(1, 2)
