@@ -1,0 +1,148 @@
+"""Bookkeeping of a training run: seeds, frozen layers, image size, results.csv and the checkpoint files."""
+
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from models.registry import make_divisible
+from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.log import LOGGER
+
+__all__ = ["RESULTS_KEYS", "init_seeds", "seed_epoch", "freeze_layers", "check_img_size", "latest_run",
+           "ResultsLog", "Checkpoints", "strip_optimizer"]
+
+RESULTS_KEYS = ("train/box_loss", "train/obj_loss", "train/cls_loss",
+                "metrics/precision", "metrics/recall", "metrics/mAP_0.5", "metrics/mAP_0.5:0.95",
+                "val/box_loss", "val/obj_loss", "val/cls_loss", "x/lr0", "x/lr1", "x/lr2")
+
+
+def init_seeds(seed: int = 0, deterministic: bool = False) -> None:
+    """Seed random, NumPy and torch; with `deterministic` on CUDA also ask for deterministic kernels."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+        if deterministic:
+            torch.backends.cudnn.benchmark = False
+            torch.backends.cudnn.deterministic = True
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def seed_epoch(loader, seed: int, rank: int, epoch: int) -> None:
+    """Make epoch `epoch` depend on (seed, rank, epoch) only: its data order, the augmentations drawn in the
+    loader's workers or in this process, and anything else random. A resumed run then repeats exactly what
+    the uninterrupted run did in that epoch."""
+    s = int(np.random.SeedSequence([seed, max(rank, 0) + 1, epoch]).generate_state(1)[0])
+    random.seed(s)
+    np.random.seed(s)
+    torch.manual_seed(s)
+    if getattr(loader, "generator", None) is not None:
+        loader.generator.manual_seed(s)  # sampler order and the workers' base seed
+    if hasattr(getattr(loader, "sampler", None), "set_epoch"):
+        loader.sampler.set_epoch(epoch)  # DistributedSampler: the same order on every rank
+    it = getattr(loader, "_iterator", None)
+    if it is not None and hasattr(it, "_shutdown_workers"):
+        # persistent workers carry their random state over from the previous epoch; start them afresh so
+        # that they are seeded from this epoch's generator state
+        it._shutdown_workers()
+        loader._iterator = None
+
+
+def freeze_layers(model: nn.Module, freeze: list[int]) -> list[str]:
+    """--freeze: one number N freezes layers 0..N-1, several numbers freeze those layers. Returns the frozen names."""
+    prefixes = [f"model.{x}." for x in (freeze if len(freeze) > 1 else range(freeze[0]))]
+    frozen = []
+    for k, v in model.named_parameters():
+        v.requires_grad = True
+        if any(x in k for x in prefixes):
+            LOGGER.info(f"freezing {k}")
+            v.requires_grad = False
+            frozen.append(k)
+    return frozen
+
+
+def check_img_size(imgsz: int, s: int = 32, floor: int = 0) -> int:
+    """imgsz rounded up to a multiple of the stride `s` (and at least `floor`), with a warning if changed."""
+    new = max(make_divisible(int(imgsz), int(s)), floor)
+    if new != imgsz:
+        LOGGER.warning(f"WARNING: --img-size {imgsz} must be multiple of max stride {s}, updating to {new}")
+    return new
+
+
+def latest_run(project: str | Path) -> Path | None:
+    """The most recently written weights/last.pt under `project` (for a bare --resume)."""
+    runs = list(Path(project).glob("*/weights/last.pt"))
+    return max(runs, key=os.path.getmtime) if runs else None
+
+
+class ResultsLog:
+    """results.csv with YOLOv5's columns, one row per epoch."""
+
+    def __init__(self, file: Path):
+        self.file = Path(file)
+
+    def append(self, epoch: int, vals: list) -> None:
+        vals = [float(v) for v in vals]
+        n = len(RESULTS_KEYS) + 1
+        header = "" if self.file.exists() else ("%20s," * n % ("epoch", *RESULTS_KEYS)).rstrip(",") + "\n"
+        with open(self.file, "a", encoding="utf-8") as f:
+            f.write(header + ("%20.5g," * n % (epoch, *vals)).rstrip(",") + "\n")
+
+    def truncate(self, start_epoch: int) -> None:
+        """Drop the rows of epochs >= start_epoch (a resumed run writes them again)."""
+        if not self.file.exists():
+            return
+        if start_epoch <= 0:
+            self.file.unlink()
+            return
+        lines = self.file.read_text(encoding="utf-8").splitlines(keepends=True)
+        keep = lines[:1] + [ln for ln in lines[1:] if ln.strip() and float(ln.split(",")[0]) < start_epoch]
+        self.file.write_text("".join(keep), encoding="utf-8")
+
+    def read(self) -> dict[str, np.ndarray]:
+        lines = self.file.read_text(encoding="utf-8").splitlines()
+        keys = [k.strip() for k in lines[0].split(",")]
+        rows = np.array([[float(x) for x in ln.split(",")] for ln in lines[1:] if ln.strip()]).reshape(-1, len(keys))
+        return {k: rows[:, i] for i, k in enumerate(keys)}
+
+
+def strip_optimizer(f: Path) -> None:
+    """Keep only the EMA weights (fp16) in a finished checkpoint, as YOLOv5 does; no longer resumable."""
+    x = load_checkpoint(f)
+    if x.get("ema"):
+        x["model"] = x["ema"]
+    x["model"] = {k: v.half() if v.is_floating_point() else v for k, v in x["model"].items()}
+    for k in ("optimizer", "best_fitness", "ema", "updates", "scaler", "last_opt_step"):
+        x[k] = None
+    x["epoch"] = -1
+    x.pop("format", None)
+    save_checkpoint(dict(x), f)
+    LOGGER.info(f"Optimizer stripped from {f}, {f.stat().st_size / 1e6:.1f}MB")
+
+
+class Checkpoints:
+    """weights/last.pt, best.pt and epochN.pt of a run, and its results.csv."""
+
+    def __init__(self, weights_dir: Path, results_file: Path):
+        self.dir = Path(weights_dir)
+        self.last, self.best = self.dir / "last.pt", self.dir / "best.pt"
+        self.results = ResultsLog(results_file)
+
+    def save(self, ckpt: dict, is_best: bool, period: int, epoch: int) -> None:
+        save_checkpoint(ckpt, self.last)
+        if is_best:
+            save_checkpoint(ckpt, self.best)
+        if period > 0 and epoch % period == 0:
+            save_checkpoint(ckpt, self.dir / f"epoch{epoch}.pt")
+
+    @staticmethod
+    def strip(f: Path) -> None:
+        strip_optimizer(f)
