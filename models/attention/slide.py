@@ -59,7 +59,12 @@ class SlideAttention(nn.Module):
       * The relative position bias is added to the logits, one scalar per head and offset; the official code
         adds it to every channel of the shifted keys, which makes it a query-dependent bias.
       * 1x1 convolutions instead of linear layers over NHWC (the same arithmetic, no permutes).
-      * `fuse()` (re-parameterisation, described in the paper but not released) is implemented.
+      * `fuse()` (re-parameterisation, described in the paper but not released) is implemented. Before it,
+        the forward already runs one convolution with the summed kernels (same result, half the work).
+
+    Cost: torch's FLOP counter sees the 1x1 projections and the shift convolution (counted densely, one-hot
+    zeros included), not the two elementwise contractions (4 * B * attn_dim * k*k * H * W FLOPs, a few
+    per cent of the block).
     """
 
     def __init__(self, dim: int, num_heads: int = 8, kernel_size: int = 3, qkv_bias: bool = True,
@@ -89,11 +94,17 @@ class SlideAttention(nn.Module):
                 f"mask_border={self.mask_border}, fused={self.fused}")
 
     def shift(self, t: torch.Tensor) -> torch.Tensor:
-        """Gather neighbourhoods: t (N, head_dim, H, W) -> (N, head_dim * k*k, H, W), channel c*k*k + offset."""
+        """Gather neighbourhoods: t (N, head_dim, H, W) -> (N, head_dim * k*k, H, W), channel c*k*k + offset.
+
+        The fixed and the learnable path are convolutions of the same input with the same zero padding, so
+        their sum is computed as one convolution with the summed kernels; gradients reach `deform.weight`
+        unchanged. (Two convolutions and an add give the same numbers at twice the cost.)
+        """
         if self.fused:
-            return self.fused_shift(t)
-        fixed = F.conv2d(t, self.shift_weight.to(t.dtype), padding=self.k // 2, groups=self.head_dim)
-        return fixed + self.deform(t)
+            weight = self.fused_shift.weight
+        else:
+            weight = self.shift_weight.to(self.deform.weight.dtype) + self.deform.weight
+        return F.conv2d(t, weight.to(t.dtype), padding=self.k // 2, groups=self.head_dim)
 
     @torch.no_grad()
     def fuse(self) -> "SlideAttention":
@@ -126,12 +137,15 @@ class SlideAttention(nn.Module):
         qkv = self.qkv(x).reshape(b, 3, nh, hd, h, w)
         q = (qkv[:, 0] * self.scale).reshape(b, nh, hd, n)
         kv = self.shift(qkv[:, 1:].reshape(b * 2 * nh, hd, h, w)).reshape(b, 2, nh, hd, k2, n)
-        logits = torch.einsum("bhdn,bhdkn->bhkn", q, kv[:, 0])  # (B, nh, k*k, HW)
+        # the two contractions are elementwise products summed over one axis: on CPU several times faster
+        # than einsum (whose batched matrices are 1 x head_dim), but not seen by torch's FLOP counter
+        keys, values = kv.unbind(1)  # (B, nh, hd, k*k, HW)
+        logits = (q.unsqueeze(3) * keys).sum(2)  # (B, nh, k*k, HW)
         logits = logits + self.relative_position_bias_table.to(logits.dtype)[None, :, :, None]
         if self.mask_border:
             logits = logits.masked_fill(~self.border_mask(h, w, x.device), float("-inf"))
         attn = self.attn_drop(logits.softmax(dim=2))
-        out = torch.einsum("bhkn,bhdkn->bhdn", attn, kv[:, 1]).reshape(b, self.attn_dim, h, w)
+        out = (attn.unsqueeze(2) * values).sum(3).reshape(b, self.attn_dim, h, w)
         return self.proj_drop(self.proj(out))
 
 
