@@ -142,3 +142,18 @@ def test_labels_max_det_and_empty():
     assert len(out) == 2
     with pytest.raises(ValueError, match="conf_thres"):
         non_max_suppression(pred, conf_thres=1.5)
+
+
+def test_time_limit_warns_and_stops(caplog):
+    from utils.log import LOGGER
+
+    pred = _random_pred(0, bs=3, n=50, nc=3)
+    LOGGER.addHandler(caplog.handler)  # the project logger may not propagate to the root
+    try:
+        out = non_max_suppression(pred, conf_thres=0.2, time_limit=0.0)
+    finally:
+        LOGGER.removeHandler(caplog.handler)
+    assert "time limit" in caplog.text
+    assert len(out[0]) > 0 and [len(o) for o in out[1:]] == [0, 0]
+    full = non_max_suppression(pred, conf_thres=0.2, time_limit=None)
+    assert all(len(o) > 0 for o in full)

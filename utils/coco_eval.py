@@ -12,7 +12,13 @@ import numpy as np
 from utils.boxes import xywhn2xyxy, xyxy2xywh
 from utils.log import LOGGER
 
-__all__ = ["image_id", "yolo_to_coco_gt", "coco_detections", "coco_map"]
+__all__ = ["COCO80_TO_91", "image_id", "yolo_to_coco_gt", "coco_detections", "coco_map"]
+
+# the 80 YOLO class indices -> COCO's original 91 category ids, for scoring against COCO's own JSON
+COCO80_TO_91 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31,
+                32, 33, 34, 35, 36, 37, 38, 39, 40, 41, 42, 43, 44, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57,
+                58, 59, 60, 61, 62, 63, 64, 65, 67, 70, 72, 73, 74, 75, 76, 77, 78, 79, 80, 81, 82, 84, 85, 86, 87,
+                88, 89, 90]
 
 
 def image_id(path: str | Path, index: int) -> int:
@@ -70,10 +76,12 @@ def _load_coco(gt: dict | str | Path):
     return coco
 
 
-def coco_map(gt: dict | str | Path, detections: list[dict] | str | Path, verbose: bool = True) -> tuple[float, float]:
+def coco_map(gt: dict | str | Path, detections: list[dict] | str | Path, img_ids=None,
+             verbose: bool = True) -> tuple[float, float]:
     """(mAP50-95, mAP50) of `detections` (COCO result rows, or a JSON file of them) by pycocotools' COCOeval.
 
-    Only images present in the ground truth are evaluated; COCOeval keeps at most 100 detections per image.
+    The images evaluated are `img_ids` (default: all of the ground truth); COCOeval keeps at most 100
+    detections per image.
     With `verbose` the 12-line COCO summary is logged.
     """
     from pycocotools.cocoeval import COCOeval
@@ -85,7 +93,7 @@ def coco_map(gt: dict | str | Path, detections: list[dict] | str | Path, verbose
     with contextlib.redirect_stdout(io.StringIO()):
         pred = anno.loadRes(dets)
     ev = COCOeval(anno, pred, "bbox")
-    ev.params.imgIds = sorted(anno.getImgIds())
+    ev.params.imgIds = sorted(img_ids) if img_ids is not None else sorted(anno.getImgIds())
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         ev.evaluate()

@@ -48,6 +48,7 @@ def non_max_suppression(
     multi_label: bool = False,
     labels=(),
     max_det: int = 300,
+    time_limit: float | None = -1.0,
 ) -> list[torch.Tensor]:
     """Per-image detections after NMS.
 
@@ -60,6 +61,9 @@ def non_max_suppression(
         multi_label: one detection per (box, class) pair above the threshold, as YOLOv5 validates.
         labels: per image, Tensor[m, 5] [cls, cx, cy, w, h] added as confidence-1 detections (auto-labelling).
         max_det: at most this many detections per image (highest confidence first).
+        time_limit: seconds after which the remaining images of the batch are left empty, with a warning;
+            -1 is YOLOv5's 0.5 + 0.05 * batch size, None means no limit (val.py: a busy CPU must not drop
+            images and silently change the mAP).
 
     Returns:
         list of B Tensors [n, 6]: x1, y1, x2, y2, conf, cls, sorted by decreasing confidence.
@@ -77,7 +81,8 @@ def non_max_suppression(
     multi_label &= nc > 1
     keep_obj = prediction[..., 4] > conf_thres  # (B, N)
     class_filter = torch.tensor(classes, device=prediction.device) if classes is not None else None
-    time_limit = 0.5 + 0.05 * bs  # seconds, as YOLOv5
+    if time_limit is not None and time_limit < 0:
+        time_limit = 0.5 + 0.05 * bs  # seconds, as YOLOv5
     t = time.time()
     output = [torch.zeros((0, 6), device=device)] * bs
     for xi, x in enumerate(prediction):
@@ -95,7 +100,7 @@ def non_max_suppression(
         idxs = torch.zeros_like(x[:, 5], dtype=torch.long) if agnostic else x[:, 5].long()
         keep = batched_nms(x[:, :4], x[:, 4], idxs, iou_thres)[:max_det]
         output[xi] = x[keep].to(device)
-        if time.time() - t > time_limit:
+        if time_limit is not None and time.time() - t > time_limit:
             LOGGER.warning(f"WARNING: NMS time limit {time_limit:.3f}s exceeded; later images of this batch "
                            "get no detections")
             break

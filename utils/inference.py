@@ -1,0 +1,57 @@
+"""Pieces shared by val.py and detect.py: image size checks, YOLO txt output, CLI error reporting."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+from utils.boxes import xyxy2xywh
+from utils.log import LOGGER
+
+__all__ = ["check_img_size", "save_one_txt", "cli_errors"]
+
+
+def check_img_size(imgsz: int | list[int] | tuple[int, ...], s: int = 32, floor: int = 0):
+    """`imgsz` rounded up to a multiple of the stride `s` (a warning says so); an int or a list of them."""
+    def up(x: int) -> int:
+        if not isinstance(x, (int, float)) or x <= 0:
+            raise ValueError(f"--imgsz {x!r}: image sizes must be positive integers")
+        return max(int(math.ceil(x / s) * s), floor)
+
+    if isinstance(imgsz, (int, float)):
+        new, changed = up(imgsz), up(imgsz) != imgsz
+    else:
+        new = [up(x) for x in imgsz]
+        changed = new != list(imgsz)
+    if changed:
+        LOGGER.warning(f"WARNING: --img-size {imgsz} must be a multiple of max stride {s}, updating to {new}")
+    return new
+
+
+def save_one_txt(predn: torch.Tensor, save_conf: bool, shape: tuple[int, int], file: str | Path) -> None:
+    """Append detections (n, 6) [x1, y1, x2, y2, conf, cls] in pixels of an image of `shape` (h, w) to `file`
+    as YOLO lines `cls cx cy w h [conf]`, normalized."""
+    gn = torch.tensor(shape, dtype=torch.float32)[[1, 0, 1, 0]]
+    lines = []
+    for *xyxy, conf, cls in predn.tolist():
+        xywh = (xyxy2xywh(torch.tensor(xyxy).view(1, 4)) / gn).view(-1).tolist()
+        line = (cls, *xywh, conf) if save_conf else (cls, *xywh)
+        lines.append(("%g " * len(line)).rstrip() % line + "\n")
+    Path(file).parent.mkdir(parents=True, exist_ok=True)
+    with open(file, "a") as f:
+        f.writelines(lines)
+
+
+def cli_errors(main_fn):
+    """Run a script's `main(opt)`; a user error (missing file, bad value) prints `ERROR: ...` and exits with 2,
+    with no traceback. Other exceptions propagate: they are bugs and their traceback is wanted."""
+    def wrapped(*args, **kwargs):
+        try:
+            return main_fn(*args, **kwargs)
+        except (FileNotFoundError, ValueError) as e:
+            print(f"ERROR: {e}", file=sys.stderr)
+            sys.exit(2)
+    return wrapped

@@ -1,0 +1,338 @@
+"""Validate a detector on a dataset split, as YOLOv5's val.py: P, R, mAP50, mAP50-95 overall and per class.
+
+    python val.py --weights yolov5n.pt --data coco128.yaml --imgsz 640
+    python val.py --weights runs/train/exp/weights/best.pt --data coco128.yaml --save-json --verbose
+    python val.py --task speed|study ...
+
+Images are letterboxed into rectangular batches (rect, pad 0.5) and predictions are compared with the labels
+in the original image's pixels at IoU 0.50:0.05:0.95. `--save-json` also scores the detections with pycocotools,
+converting the YOLO labels to COCO ground truth when the dataset has no COCO annotation file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.boxes import scale_boxes, xywh2xyxy
+from utils.coco_eval import COCO80_TO_91, coco_detections, coco_map, image_id, yolo_to_coco_gt
+from utils.inference import check_img_size, cli_errors, save_one_txt
+from utils.log import LOGGER, colorstr, setup_logging
+from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, match_predictions
+from utils.nms import non_max_suppression
+from utils.paths import increment_path
+from utils.plots import plot_images, plot_val_study
+from utils.torch_utils import select_device, time_sync
+
+HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
+ROW = "%22s" + "%11i" * 2 + "%11.3g" * 4
+BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
+
+
+def _data_info(data, single_cls: bool, model) -> tuple[object, int, list[str]]:
+    """(DataConfig or None, nc, names) from a DataConfig, a data YAML path/name, a YOLOv5-style dict or None."""
+    from utils.data_config import DataConfig, load_data_config
+
+    if isinstance(data, (str, Path)):
+        data = load_data_config(data, single_cls=single_cls)
+    if isinstance(data, DataConfig):
+        nc, names = data.nc, list(data.names)
+    elif isinstance(data, dict):
+        names = data["names"]
+        names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
+        nc = int(data.get("nc", len(names)))
+    else:
+        names = list(getattr(model, "names", []))
+        nc = len(names)
+    if single_cls:
+        nc, names = 1, names if len(names) == 1 else ["item"]
+    return data, nc, names
+
+
+def _load(weights, device, half: bool, imgsz: int, batch_size: int):
+    """The model to validate, its stride and the checked image size."""
+    from models import load_model
+
+    w = weights[0] if isinstance(weights, (list, tuple)) else weights
+    if w is None:
+        raise ValueError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt)")
+    model = load_model(w, device=device, fuse=True)
+    stride = int(model.stride.max())
+    imgsz = check_img_size(imgsz, s=stride)
+    if half:
+        model.half()
+    if device.type != "cpu":  # warm-up, so the first batch's time is not a start-up time
+        model(torch.zeros(1, 3, imgsz, imgsz, device=device).type_as(next(model.parameters())))
+    return model, stride, imgsz
+
+
+def _image_stats(pred, labels, im_shape, shape0, ratio_pad, iouv, single_cls):
+    """One image: (correct (n, t), conf, cls, label classes) and the detections in original pixels.
+
+    pred (n, 6) in letterboxed pixels; labels (m, 5) [cls, cx, cy, w, h] in letterboxed pixels.
+    """
+    if single_cls:
+        pred[:, 5] = 0
+    predn = pred.clone()
+    scale_boxes(im_shape, predn[:, :4], shape0, ratio_pad)  # to the original image
+    correct = torch.zeros(len(pred), len(iouv), dtype=torch.bool, device=pred.device)
+    labelsn = None
+    if len(labels):
+        tbox = xywh2xyxy(labels[:, 1:5])
+        scale_boxes(im_shape, tbox, shape0, ratio_pad)
+        labelsn = torch.cat((labels[:, 0:1], tbox), 1)
+        if len(pred):
+            correct = match_predictions(predn, labelsn, iouv)
+    return (correct, pred[:, 4], pred[:, 5], labels[:, 0]), predn, labelsn
+
+
+def _summarize(stats, nc, names, seen, plots, save_dir, verbose, training):
+    """Log the `all` row (and per-class rows); return (mp, mr, map50, map, maps (nc,))."""
+    stats = [torch.cat(x, 0).cpu().numpy() for x in zip(*stats)] if stats else []
+    mp = mr = map50 = map_ = 0.0
+    ap_class, p, r, ap50, ap = np.zeros(0, int), [], [], [], np.zeros(0)
+    if len(stats) and stats[0].any():
+        _, _, p, r, _, ap, ap_class = ap_per_class(*stats, plot=plots, save_dir=save_dir, names=names)
+        ap50, ap = ap[:, 0], ap.mean(1)  # AP at IoU 0.5, AP at 0.5:0.95
+        mp, mr, map50, map_ = p.mean(), r.mean(), ap50.mean(), ap.mean()
+    nt = np.bincount(stats[3].astype(int), minlength=nc) if len(stats) else np.zeros(nc, int)
+    LOGGER.info(ROW % ("all", seen, nt.sum(), mp, mr, map50, map_))
+    if nt.sum() == 0:
+        LOGGER.warning("WARNING: no labels found in the validation set; metrics need labels")
+    if (verbose or (nc < 50 and not training)) and nc > 1 and len(stats):
+        for i, c in enumerate(ap_class):
+            LOGGER.info(ROW % (names[c], seen, nt[c], p[i], r[i], ap50[i], ap[i]))
+    maps = np.zeros(nc) + map_
+    for i, c in enumerate(ap_class):
+        maps[c] = ap[i]
+    return float(mp), float(mr), float(map50), float(map_), maps
+
+
+def _coco_eval(jdict, dataset, data, weights, names, save_dir, split) -> tuple[float, float] | None:
+    """Write the detections JSON and log pycocotools' mAP beside ours."""
+    w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else "model"
+    pred_json = save_dir / f"{w}_predictions.json"
+    pred_json.write_text(json.dumps(jdict))
+    anno = _coco_annotation_file(data, split)
+    if anno is None:
+        gt = yolo_to_coco_gt(dataset.im_files, dataset.labels, dataset.shapes, names)
+        anno = save_dir / "instances_gt.json"
+        anno.write_text(json.dumps(gt))
+    LOGGER.info(f"\nEvaluating pycocotools mAP... saving {pred_json} (ground truth {anno})")
+    ids = {image_id(f, i) for i, f in enumerate(dataset.im_files)}
+    return coco_map(anno, jdict, img_ids=sorted(ids))
+
+
+def _coco_annotation_file(data, split: str) -> Path | None:
+    """annotations/instances_<folder>.json beside the images when the dataset ships COCO's own JSON."""
+    entries = data.split(split) if hasattr(data, "split") else []
+    for e in entries:
+        f = Path(data.path) / "annotations" / f"instances_{Path(e).name}.json"
+        if f.is_file():
+            return f
+    return None
+
+
+def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
+                exist_ok, half):
+    """Load the weights and build the rectangular-batch loader: (model, dataloader, data, nc, names, ...)."""
+    from utils.dataset import create_dataloader
+
+    device = select_device(device)
+    half &= device.type == "cuda"  # fp16 only on CUDA; the CPU runs fp32
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    model, stride, imgsz = _load(weights, device, half, imgsz, batch_size)
+    data, nc, names = _data_info(data, single_cls, model)
+    ncm = model.model[-1].nc
+    if not single_cls and ncm != nc:
+        raise ValueError(f"--weights {weights} predict {ncm} classes but --data has nc={nc}; pass weights "
+                         "trained on this dataset, or --single-cls")
+    if len(getattr(model, "names", [])) == nc:
+        names = list(model.names)
+    split = task if task in ("train", "val", "test") else "val"
+    pad, rect = (0.0, False) if task == "speed" else (0.5, True)
+    dataloader = create_dataloader(data.split(split), imgsz, batch_size, stride, single_cls, pad=pad, rect=rect,
+                                   workers=workers, prefix=colorstr(f"{split}: "))[0]
+    return model, dataloader, data, nc, names, split, save_dir, imgsz, half, device
+
+
+@torch.no_grad()
+def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, max_det=300,
+        task="val", device="", workers=8, single_cls=False, verbose=False, save_txt=False, save_conf=False,
+        save_json=False, project="runs/val", name="exp", exist_ok=False, half=True, model=None, dataloader=None,
+        save_dir=Path(""), plots=True, compute_loss=None):
+    """Validate; returns ((mp, mr, map50, map, *val_losses), maps (nc,), (pre, inference, NMS) ms per image).
+
+    With `model` (training) that model and `dataloader` are used as they are; otherwise `weights` are loaded
+    and a rectangular-batch loader is built for split `task` of `data`.
+    """
+    training = model is not None
+    if training:
+        device = next(model.parameters()).device
+        half &= device.type != "cpu"
+        model.half() if half else model.float()
+        data, nc, names = _data_info(data, single_cls, model)
+        split = "val"
+    else:
+        model, dataloader, data, nc, names, split, save_dir, imgsz, half, device = _standalone(
+            data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
+            exist_ok, half)
+    model.eval()
+    out = _Outputs(Path(save_dir), save_txt, save_conf, save_json, plots, names, dataloader.dataset,
+                   COCO80_TO_91 if nc == 80 and _coco_annotation_file(data, split) else None)
+    confusion_matrix = ConfusionMatrix(nc=nc)
+    stats, seen, dt, loss = _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, single_cls,
+                                  compute_loss, confusion_matrix if plots else None, out)
+    mp, mr, map50, map_, maps = _summarize(stats, nc, names, seen, plots, out.save_dir, verbose, training)
+    t = tuple(x / max(seen, 1) * 1e3 for x in dt)  # ms per image
+    if not training:
+        shape = (batch_size, 3, imgsz, imgsz)
+        LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}" % t)
+    if plots:
+        confusion_matrix.plot(save_dir=out.save_dir, names=names)
+    if save_json and out.jdict:
+        map_, map50 = _coco_eval(out.jdict, dataloader.dataset, data, weights, names, out.save_dir, split)
+    model.float()
+    if not training:
+        n = len(list(out.save_dir.glob("labels/*.txt")))
+        s = f"\n{n} labels saved to {out.save_dir / 'labels'}" if save_txt else ""
+        LOGGER.info(f"Results saved to {colorstr('bold', str(out.save_dir))}{s}")
+    return (mp, mr, map50, map_, *(loss.cpu() / max(len(dataloader), 1)).tolist()), maps, t
+
+
+class _Outputs:
+    """What is written per image: YOLO txt labels, COCO JSON rows, the first batches as mosaics."""
+
+    def __init__(self, save_dir, save_txt, save_conf, save_json, plots, names, dataset, class_map):
+        self.save_dir, self.save_txt, self.save_conf, self.save_json = save_dir, save_txt, save_conf, save_json
+        self.plots, self.names, self.class_map, self.jdict = plots, names, class_map, []
+        files = getattr(dataset, "im_files", []) if save_json else []
+        self.ids = {str(f): image_id(f, i) for i, f in enumerate(files)}
+
+    def image(self, path: Path, predn: torch.Tensor, shape0) -> None:
+        if self.save_txt:
+            save_one_txt(predn, self.save_conf, shape0, file=self.save_dir / "labels" / f"{path.stem}.txt")
+        if self.save_json:
+            iid = self.ids.get(str(path), image_id(path, len(self.ids)))
+            self.jdict += coco_detections(predn, iid, self.class_map)
+
+    def batch(self, batch_i: int, im, targets, paths, preds) -> None:
+        if self.plots and batch_i < 3:
+            plot_images(im, targets, paths, self.save_dir / f"val_batch{batch_i}_labels.jpg", self.names)
+            plot_images(im, _to_targets(preds), paths, self.save_dir / f"val_batch{batch_i}_pred.jpg", self.names)
+
+
+def _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, single_cls, compute_loss,
+          confusion_matrix, out: _Outputs):
+    """Run the model over the loader; returns (per-image stats, images seen, [pre, inference, NMS] s, loss)."""
+    iouv = IOU_THRESHOLDS.to(device)
+    seen, dt, loss, stats = 0, [0.0, 0.0, 0.0], torch.zeros(3, device=device), []
+    if not sys.stderr.isatty():  # the bar (on stderr) carries the header; logs need it too
+        LOGGER.info(HEADER)
+    for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(dataloader, desc=HEADER, bar_format=BAR_FORMAT)):
+        t1 = time_sync()
+        im = im.to(device, non_blocking=True)
+        targets = targets.to(device)
+        im = (im.half() if half else im.float()) / 255
+        _, _, height, width = im.shape
+        t2 = time_sync()
+        preds, train_out = model(im)  # eval mode: (decoded, raw maps)
+        t3 = time_sync()
+        if compute_loss:
+            loss += compute_loss(train_out, targets)[1]
+        targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)  # to pixels
+        preds = non_max_suppression(preds, conf_thres, iou_thres, multi_label=True, agnostic=single_cls,
+                                    max_det=max_det, time_limit=None)  # no image may be dropped
+        t4 = time_sync()
+        dt = [dt[0] + t2 - t1, dt[1] + t3 - t2, dt[2] + t4 - t3]
+        for si, pred in enumerate(preds):
+            labels = targets[targets[:, 0] == si, 1:]
+            seen += 1
+            s, predn, labelsn = _image_stats(pred, labels, im[si].shape[1:], shapes[si][0], shapes[si][1], iouv,
+                                             single_cls)
+            stats.append(s)
+            if confusion_matrix is not None:
+                if len(pred):
+                    confusion_matrix.process_batch(predn, labelsn if labelsn is not None else labels)  # labels: (0, 5)
+                elif len(labels):
+                    confusion_matrix.process_batch(None, labels[:, 0])
+            out.image(Path(paths[si]), predn, shapes[si][0])
+        out.batch(batch_i, im, targets, paths, preds)
+    return stats, seen, dt, loss
+
+
+def _to_targets(preds: list[torch.Tensor]) -> torch.Tensor:
+    """NMS output -> (n, 7) [img_idx, cls, cx, cy, w, h, conf] in pixels, for plot_images."""
+    from utils.boxes import xyxy2xywh
+
+    rows = [torch.cat((torch.full_like(p[:, :1], i), p[:, 5:6], xyxy2xywh(p[:, :4]), p[:, 4:5]), 1)
+            for i, p in enumerate(preds)]
+    return torch.cat(rows, 0).cpu() if rows else torch.zeros(0, 7)
+
+
+def parse_opt(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=str, default="coco128.yaml", help="dataset.yaml path (or a name in data/)")
+    p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt", help="model path(s)")
+    p.add_argument("--batch-size", type=int, default=32, help="batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
+    p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
+    p.add_argument("--iou-thres", type=float, default=0.6, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=300, help="maximum detections per image")
+    p.add_argument("--task", default="val", help="train, val, test, speed or study")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--workers", type=int, default=8, help="max dataloader workers")
+    p.add_argument("--single-cls", action="store_true", help="treat as single-class dataset")
+    p.add_argument("--verbose", action="store_true", help="report mAP by class")
+    p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    p.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file")
+    p.add_argument("--project", default="runs/val", help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    return p.parse_args(argv)
+
+
+def _study(opt: argparse.Namespace, weights: list[str]) -> None:
+    """mAP and speed against image size, 256 to 1536 in steps of 128, one txt and one plot per weights."""
+    out = increment_path(Path(opt.project) / "study", exist_ok=opt.exist_ok, mkdir=True)
+    for w in weights:
+        rows = []
+        for size in range(256, 1536 + 128, 128):
+            r, _, t = run(**{**vars(opt), "weights": w, "imgsz": size, "plots": False})
+            rows.append([size, *r[:4], *t])
+        f = out / f"study_{Path(opt.data).stem}_{Path(w).stem}.txt"
+        np.savetxt(f, rows, fmt="%10.4g", header="imgsz P R mAP50 mAP50-95 pre_ms inference_ms nms_ms")
+        plot_val_study(np.array(rows), f.with_suffix(".png"), label=Path(w).stem)
+        LOGGER.info(f"Study saved to {f} and {f.with_suffix('.png')}")
+
+
+@cli_errors
+def main(opt: argparse.Namespace) -> None:
+    setup_logging()
+    weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
+    if opt.task in ("train", "val", "test"):
+        if opt.conf_thres > 0.001:
+            LOGGER.info(f"WARNING: confidence threshold {opt.conf_thres} > 0.001 gives an mAP that is not "
+                        "comparable with published values")
+        run(**vars(opt))
+    elif opt.task == "speed":
+        for w in weights:
+            run(**{**vars(opt), "weights": w, "conf_thres": 0.25, "iou_thres": 0.45, "save_json": False,
+                   "plots": False})
+    elif opt.task == "study":
+        _study(opt, weights)
+    else:
+        raise ValueError(f"--task {opt.task!r} is not one of train, val, test, speed, study")
+
+
+if __name__ == "__main__":
+    main(parse_opt())
