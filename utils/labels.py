@@ -96,9 +96,10 @@ def verify_image(im_file: str) -> tuple[tuple[int, int], str]:
     """((width, height), warning or '') for a usable image; raises ValueError saying why one is not."""
     try:
         with Image.open(im_file) as im:
-            im.verify()
-            shape = exif_size(im)
+            im.verify()  # checks the file's structure; the image cannot be used after this
             fmt = (im.format or "").lower()
+        with Image.open(im_file) as im:
+            shape = exif_size(im)
     except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, *_EXIF_ERRORS) as e:
         raise ValueError(f"cannot read image: {e}") from e
     if fmt not in IMG_FORMATS:

@@ -133,9 +133,8 @@ class LoadImages:
         if self.cap is None and not self._open_video(path):
             self._skip(path, "cannot open as a video")
             return None
-        for _ in range(self.vid_stride):
-            self.cap.grab()
-        ok, im0 = self.cap.retrieve()
+        ok = all(self.cap.grab() for _ in range(self.vid_stride))  # stops at the first failed grab
+        ok, im0 = self.cap.retrieve() if ok else (False, None)
         if not ok:
             if self.frame == 0:
                 self._skip(path, "no frame could be decoded")
@@ -265,4 +264,4 @@ class LoadStreams:
         self._stop.set()
 
     def __len__(self) -> int:
-        return 1_000_000_000_000  # streams have no end that can be known in advance
+        return len(self.sources)  # the batch size, as YOLOv5's detect.py reads it
