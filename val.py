@@ -33,6 +33,7 @@ from utils.torch_utils import select_device, time_sync
 HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
 ROW = "%22s" + "%11i" * 2 + "%11.3g" * 4
 BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
+STUDY_SIZES = range(256, 1536 + 128, 128)  # --task study: image sizes swept, as YOLOv5
 
 
 def _data_info(data, single_cls: bool, model) -> tuple[object, int, list[str]]:
@@ -159,7 +160,7 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
     split = task if task in ("train", "val", "test") else "val"
     pad, rect = (0.0, False) if task == "speed" else (0.5, True)
     dataloader = create_dataloader(data.split(split), imgsz, batch_size, stride, single_cls, pad=pad, rect=rect,
-                                   workers=workers, prefix=colorstr(f"{split}: "))[0]
+                                   workers=workers, prefix=colorstr(f"{split}: "), nc=None if single_cls else nc)[0]
     return model, dataloader, data, nc, names, split, save_dir, imgsz, half, device
 
 
@@ -306,7 +307,7 @@ def _study(opt: argparse.Namespace, weights: list[str]) -> None:
     out = increment_path(Path(opt.project) / "study", exist_ok=opt.exist_ok, mkdir=True)
     for w in weights:
         rows = []
-        for size in range(256, 1536 + 128, 128):
+        for size in STUDY_SIZES:
             r, _, t = run(**{**vars(opt), "weights": w, "imgsz": size, "plots": False})
             rows.append([size, *r[:4], *t])
         f = out / f"study_{Path(opt.data).stem}_{Path(w).stem}.txt"

@@ -1,0 +1,184 @@
+"""val.py end to end on 5 COCO128 images at 320: the printed and returned metrics equal a recomputation."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import val
+from models import load_model
+from utils.augment import letterbox
+from utils.boxes import scale_boxes, xywhn2xyxy
+from utils.coco_eval import coco_map
+from utils.log import LOGGER, setup_logging
+from utils.metrics import IOU_THRESHOLDS, ap_per_class, match_predictions
+from utils.nms import non_max_suppression
+
+ROOT = Path(__file__).resolve().parent.parent
+STEMS = ["000000000009", "000000000025", "000000000030", "000000000034", "000000000036"]
+IMGSZ = 320
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data YAML over 5 COCO128 images (copied, so the label cache is written in a temporary folder)."""
+    root = tmp_path_factory.mktemp("tiny")
+    for sub in ("images", "labels"):
+        (root / sub).mkdir()
+    src = ROOT / "data/coco128"
+    for s in STEMS:
+        shutil.copy(src / "images/train2017" / f"{s}.jpg", root / "images")
+        shutil.copy(src / "labels/train2017" / f"{s}.txt", root / "labels")
+    names = (ROOT / "data/coco128.yaml").read_text().split("names:", 1)[1]
+    (root / "tiny.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnc: 80\nnames:{names}")
+    return root / "tiny.yaml"
+
+
+class _Capture:
+    """The project logger's lines while the block runs."""
+
+    def __enter__(self):
+        setup_logging()
+        self.buf = io.StringIO()
+        self.handler = logging.StreamHandler(self.buf)
+        LOGGER.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        LOGGER.removeHandler(self.handler)
+        self.text = self.buf.getvalue()
+
+
+def _rect_shape(h0: int, w0: int) -> tuple[int, int]:
+    """YOLOv5's rectangular shape of a batch holding one image: ceil(ratio * imgsz / 32 + 0.5) * 32."""
+    ar = h0 / w0
+    rel = (ar, 1.0) if ar < 1 else (1.0, 1 / ar) if ar > 1 else (1.0, 1.0)
+    return tuple(int(math.ceil(x * IMGSZ / 32 + 0.5)) * 32 for x in rel)
+
+
+def _recompute() -> tuple[float, float, float, float]:
+    """The same evaluation written out image by image: load, resize (INTER_AREA), letterbox into the image's
+    rectangle, infer, NMS, map boxes back, match against the labels in original pixels."""
+    model = load_model("yolov5n.pt", fuse=True)
+    stats = []
+    for s in STEMS:
+        im0 = cv2.imread(str(ROOT / "data/coco128/images/train2017" / f"{s}.jpg"))
+        h0, w0 = im0.shape[:2]
+        r = IMGSZ / max(h0, w0)
+        im = cv2.resize(im0, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=cv2.INTER_AREA)
+        h, w = im.shape[:2]
+        im, _, pad = letterbox(im, _rect_shape(h0, w0), auto=False, scaleup=False)
+        x = torch.from_numpy(np.ascontiguousarray(im[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
+        with torch.no_grad():
+            pred = non_max_suppression(model(x)[0], 0.001, 0.6, multi_label=True, max_det=300)[0]
+        scale_boxes(x.shape[2:], pred[:, :4], (h0, w0), ((h / h0, w / w0), pad))
+        lb = np.loadtxt(ROOT / "data/coco128/labels/train2017" / f"{s}.txt", ndmin=2, dtype=np.float32)
+        labelsn = torch.tensor(np.concatenate((lb[:, :1], xywhn2xyxy(lb[:, 1:], w=w0, h=h0)), 1))
+        stats.append((match_predictions(pred, labelsn, IOU_THRESHOLDS).numpy(), pred[:, 4].numpy(),
+                      pred[:, 5].numpy(), lb[:, 0]))
+    tp, conf, pcls, tcls = (np.concatenate(x, 0) for x in zip(*stats))
+    _, _, p, r, _, ap, _ = ap_per_class(tp, conf, pcls, tcls)
+    return p.mean(), r.mean(), ap[:, 0].mean(), ap.mean(1).mean()
+
+
+def test_val_end_to_end(tiny_data, tmp_path):
+    with _Capture() as log:
+        (mp, mr, map50, map_, *losses), maps, t = val.run(
+            data=tiny_data, weights="yolov5n.pt", batch_size=1, imgsz=IMGSZ, workers=0, project=tmp_path,
+            save_txt=True, save_conf=True, plots=True)
+    want = _recompute()
+    np.testing.assert_allclose((mp, mr, map50, map_), want, atol=1e-6)
+    assert 0.2 < map50 <= 1  # a real operating point
+
+    # the table: header and 'all' row with 5 images and 15 labels; no per-class rows (80 classes, not verbose)
+    text = log.text
+    assert val.HEADER in text
+    rows = [line for line in text.splitlines() if line.startswith(" " * 10) and "Class" not in line]
+    assert rows == [val.ROW % ("all", 5, 15, *want)]
+    assert f"at shape (1, 3, {IMGSZ}, {IMGSZ})" in text and "ms pre-process" in text
+    assert losses == [0.0, 0.0, 0.0] and len(t) == 3 and maps.shape == (80,)
+    assert maps[4] == pytest.approx(want[3]) and maps[45] != pytest.approx(want[3])  # absent class: the mean
+
+    out = tmp_path / "exp"
+    for f in ("PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png", "confusion_matrix.png",
+              "val_batch0_labels.jpg", "val_batch0_pred.jpg"):
+        assert (out / f).is_file() and (out / f).stat().st_size > 0, f
+    assert sorted(p.stem for p in (out / "labels").glob("*.txt")) == STEMS
+    lines = np.loadtxt(out / "labels" / f"{STEMS[0]}.txt", ndmin=2)
+    assert lines.shape[1] == 6 and (lines[:, 1:5] >= 0).all() and (lines[:, 1:5] <= 1).all()
+
+
+def test_val_save_json_and_verbose(tiny_data, tmp_path):
+    """--save-json: COCO files written, pycocotools' mAP50-95 / mAP50 returned (as YOLOv5); --verbose rows."""
+    with _Capture() as log:
+        (mp, mr, map50, map_, *_), _, _ = val.run(
+            data=tiny_data, weights="yolov5n.pt", batch_size=5, imgsz=IMGSZ, workers=0, project=tmp_path,
+            save_json=True, plots=False, verbose=True)
+    out = tmp_path / "exp"
+    gt = json.loads((out / "instances_gt.json").read_text())
+    assert len(gt["images"]) == 5 and len(gt["annotations"]) == 15
+    assert {im["id"] for im in gt["images"]} == {int(s) for s in STEMS}
+    coco = coco_map(out / "instances_gt.json", out / "yolov5n_predictions.json", verbose=False)
+    assert (map_, map50) == pytest.approx(coco, abs=1e-12)
+    assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all" in log.text
+    # on 15 labels the step vs. linear reading of the PR envelope and maxDets=100 (vs 300) weigh more than on
+    # COCO128 (see test_metrics): a sanity bound only
+    assert coco[0] == pytest.approx(_recompute()[3], abs=0.06)
+    classes = {line.split()[0] for line in log.text.splitlines() if line.startswith(" " * 10)
+               and "Class" not in line}
+    assert {"all", "person"} <= classes
+
+
+def test_training_call_with_loss(tiny_data, tmp_path):
+    """As train.py calls it: an unfused model, a given loader, compute_loss; same metrics, losses > 0."""
+    from utils.dataset import create_dataloader
+    from utils.hyp import Hyp
+    from utils.loss import ComputeLoss
+
+    model = load_model("yolov5n.pt")
+    loader = create_dataloader(str(tiny_data.parent / "images"), IMGSZ, 5, 32, pad=0.5, rect=True, workers=0)[0]
+    compute_loss = ComputeLoss(model, Hyp())
+    with _Capture():
+        (mp, mr, map50, map_, *losses), maps, _ = val.run(
+            data=tiny_data, model=model, dataloader=loader, save_dir=tmp_path, plots=False,
+            compute_loss=compute_loss, batch_size=5, imgsz=IMGSZ)
+    assert len(losses) == 3 and all(v > 0 for v in losses)
+    assert 0.2 < map50 <= 1 and maps.shape == (80,)
+    assert next(model.parameters()).dtype == torch.float32
+
+
+def test_cli_errors(tiny_data, tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        val.main(val.parse_opt(["--weights", str(tmp_path / "missing.pt"), "--data", str(tiny_data)]))
+    assert e.value.code == 2
+    assert "ERROR: weights" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        val.main(val.parse_opt(["--data", str(tmp_path / "nope.yaml"), "--project", str(tmp_path)]))
+    assert "ERROR: data file" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        val.main(val.parse_opt(["--task", "bogus", "--data", str(tiny_data)]))
+    assert "--task 'bogus'" in capsys.readouterr().err
+
+
+def test_speed_and_study_tasks(tiny_data, tmp_path, monkeypatch):
+    monkeypatch.setattr(val, "STUDY_SIZES", (256, 320))
+    opt = val.parse_opt(["--data", str(tiny_data), "--imgsz", "320", "--project", str(tmp_path), "--workers", "0",
+                         "--batch-size", "5"])
+    with _Capture() as log:
+        opt.task = "speed"
+        val.main(opt)
+        opt.task = "study"
+        val.main(opt)
+    assert "Speed:" in log.text
+    study = np.loadtxt(tmp_path / "study" / "study_tiny_yolov5n.txt", ndmin=2)
+    assert study[:, 0].tolist() == [256, 320] and study.shape[1] == 8
+    assert (tmp_path / "study" / "study_tiny_yolov5n.png").is_file()
