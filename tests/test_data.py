@@ -331,6 +331,24 @@ def test_single_cls_and_ram_disk_cache(tmp_path):
         LoadImagesAndLabels(tmp_path / "images", cache="gpu")
 
 
+def test_recent_images_are_exact_read_only_and_bounded(tmp_path, monkeypatch):
+    import utils.dataset as dataset_module
+
+    (tmp_path / "images").mkdir()
+    _coloured_split(tmp_path, n=3)
+    ds = LoadImagesAndLabels(tmp_path / "images", img_size=96)
+    first = ds.load_image(1)
+    again = ds.load_image(1)
+    assert again[0] is first[0] and not first[0].flags.writeable
+    fresh = cv2.resize(cv2.imread(ds.im_files[1]), (96, 80), interpolation=cv2.INTER_AREA)
+    assert np.array_equal(first[0], fresh) and first[1:] == ((200, 240), (80, 96))
+    monkeypatch.setattr(dataset_module, "RECENT_BYTES", 2 * fresh.nbytes)
+    small = LoadImagesAndLabels(tmp_path / "images", img_size=96)
+    for i in (0, 1, 2, 0):
+        small.load_image(i)
+    assert list(small._recent) == [2, 0] and small._recent_bytes == 2 * fresh.nbytes
+
+
 # ---------------------------------------------------------------------------------------------- dataloader
 @pytest.mark.parametrize("workers", [0, 2])
 def test_coco128_dataloader_batches(coco128, workers):

@@ -18,6 +18,7 @@ import math
 import os
 import random
 import tempfile
+from collections import OrderedDict
 from contextlib import contextmanager
 from multiprocessing.pool import ThreadPool
 from pathlib import Path
@@ -36,6 +37,7 @@ from utils.log import LOGGER
 __all__ = ["LoadImagesAndLabels", "create_dataloader", "rect_batch_shapes", "seed_worker", "distributed_zero_first"]
 
 _CACHE_MODES = (None, False, True, "ram", "disk")
+RECENT_BYTES = 512 * 2**20  # per process: recently decoded images kept when no cache is asked for (0: off)
 
 
 def rect_batch_shapes(shapes_wh: np.ndarray, batch_size: int, img_size: int, stride: int, pad: float = 0.0):
@@ -78,7 +80,12 @@ def _available_memory() -> int | None:
 
 
 class LoadImagesAndLabels(Dataset):
-    """Images and labels of one split (folders, .txt lists, image files, or a list of them)."""
+    """Images and labels of one split (folders, .txt lists, image files, or a list of them).
+
+    Without `cache`, each process (the main one or a DataLoader worker) keeps its most recently decoded and
+    resized images up to RECENT_BYTES: a mosaic reads 4 images, so on a small dataset most reads become
+    hits, and the pixels are exactly those a fresh decode gives. Cached arrays are read-only.
+    """
 
     def __init__(self, path, img_size: int = 640, batch_size: int = 16, augment: bool = False,
                  hyp: Hyp | dict | str | None = None, rect: bool = False, cache: str | bool | None = None,
@@ -117,6 +124,8 @@ class LoadImagesAndLabels(Dataset):
         self.im_hw0: list[tuple | None] = [None] * n
         self.im_hw: list[tuple | None] = [None] * n
         self.cache = "ram" if cache is True else (cache or None)
+        self._recent: OrderedDict[int, tuple] = OrderedDict()
+        self._recent_bytes = 0
         if self.cache:
             self._cache_images()
 
@@ -143,9 +152,11 @@ class LoadImagesAndLabels(Dataset):
                 if self.cache == "disk":
                     gb += self.npy_files[i].stat().st_size / 1e9
                 else:
+                    x[0].setflags(write=False)
                     self.ims[i], self.im_hw0[i], self.im_hw[i] = x
                     gb += x[0].nbytes / 1e9
-        LOGGER.info(f"{self.prefix}Caching images ({gb:.1f}GB {self.cache})")
+        size = f"{gb:.1f}GB" if gb >= 0.1 else f"{gb * 1e3:.0f}MB"
+        LOGGER.info(f"{self.prefix}Caching images ({size} {self.cache})")
 
     def _save_npy(self, i: int) -> None:
         """Write the decoded original image beside it as .npy (atomically) unless a fresh one is there."""
@@ -174,6 +185,9 @@ class LoadImagesAndLabels(Dataset):
         """(image resized so its long side is img_size, (h0, w0) original, (h, w) resized) of image i."""
         if self.ims[i] is not None:
             return self.ims[i], self.im_hw0[i], self.im_hw[i]
+        if i in self._recent:
+            self._recent.move_to_end(i)
+            return self._recent[i]
         im = None
         if self.cache == "disk" and self.npy_files[i].exists():
             try:
@@ -187,7 +201,18 @@ class LoadImagesAndLabels(Dataset):
         if r != 1:
             interp = cv2.INTER_LINEAR if (self.augment or r > 1) else cv2.INTER_AREA
             im = cv2.resize(im, (math.ceil(w0 * r), math.ceil(h0 * r)), interpolation=interp)
-        return im, (h0, w0), im.shape[:2]
+        out = im, (h0, w0), im.shape[:2]
+        if self.cache is None and RECENT_BYTES:
+            self._remember(i, out)
+        return out
+
+    def _remember(self, i: int, item: tuple) -> None:
+        item[0].setflags(write=False)  # shared with later calls: nobody may draw on it
+        self._recent[i] = item
+        self._recent_bytes += item[0].nbytes
+        while self._recent_bytes > RECENT_BYTES and len(self._recent) > 1:
+            _, (old, _, _) = self._recent.popitem(last=False)
+            self._recent_bytes -= old.nbytes
 
     # ------------------------------------------------------------------------------------------- items
     def load_mosaic(self, index: int):
@@ -252,6 +277,7 @@ def seed_worker(worker_id: int) -> None:
     worker_seed = torch.initial_seed() % 2**32
     np.random.seed(worker_seed)
     random.seed(worker_seed)
+    cv2.setNumThreads(0)  # one thread per worker: the workers already use the cores
 
 
 @contextmanager
