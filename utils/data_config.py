@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from utils.labels import IMG_FORMATS
 from utils.log import LOGGER
 from utils.paths import ROOT
 
@@ -138,9 +139,7 @@ def _resolve_split(d: dict, key: str, root: Path, where: str, required: bool) ->
                 raise FileNotFoundError(msg)
             LOGGER.warning(f"WARNING: {msg}")
         elif p.is_file() and p.suffix.lower() != ".txt":
-            from utils.labels import IMG_FORMATS  # single image files are accepted as a split
-
-            if p.suffix[1:].lower() not in IMG_FORMATS:
+            if p.suffix[1:].lower() not in IMG_FORMATS:  # a single image file is accepted as a split
                 raise ValueError(f"{where}: '{key}' entry {p} is neither a folder, a .txt list nor an image; "
                                  f"{_SPLIT_HELP}")
         out.append(p)

@@ -26,6 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from utils.augment import augment_hsv, flip_lr, flip_ud, letterbox, mixup, mosaic, random_perspective
@@ -283,8 +284,6 @@ def seed_worker(worker_id: int) -> None:
 @contextmanager
 def distributed_zero_first(rank: int):
     """Let rank 0 go first (it writes the label cache) while the other ranks wait, then release them."""
-    import torch.distributed as dist
-
     active = rank != -1 and dist.is_available() and dist.is_initialized()
     if active and rank != 0:
         dist.barrier()
@@ -305,6 +304,9 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
     if rect and shuffle:
         LOGGER.warning(f"{prefix}WARNING: --rect is incompatible with DataLoader shuffle, setting shuffle=False")
         shuffle = False
+    if rank != -1 and not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(f"rank={rank} needs an initialized torch.distributed process group (run under "
+                           "torchrun); use rank=-1 for a single process")
     with distributed_zero_first(rank):
         dataset = LoadImagesAndLabels(path, imgsz, batch_size, augment=augment, hyp=hyp, rect=rect, cache=cache,
                                       single_cls=single_cls, stride=int(stride), pad=pad, prefix=prefix, nc=nc)

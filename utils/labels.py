@@ -213,16 +213,16 @@ class ScanItem(NamedTuple):
     msg: str
 
 
-def verify_image_label(im_file: str, lb_file: str, prefix: str = "") -> ScanItem:
+def verify_image_label(im_file: str, lb_file: str) -> ScanItem:
     """Check one image and its label file; never raises for a bad file, it reports it as corrupt."""
     try:
         shape, note = verify_image(im_file)
         lb, lb_note = read_label_file(lb_file)
     except ValueError as e:  # LabelError is a ValueError
         what = lb_file if isinstance(e, LabelError) else im_file
-        return ScanItem(im_file, None, (0, 0), 0, 0, 0, 1, f"{prefix}WARNING: {what}: ignoring corrupt image/label: {e}")
+        return ScanItem(im_file, None, (0, 0), 0, 0, 0, 1, f"WARNING: {what}: ignoring corrupt image/label: {e}")
     notes = "; ".join(n for n in (note, lb_note) if n)
-    msg = f"{prefix}WARNING: {im_file}: {notes}" if notes else ""
+    msg = f"WARNING: {im_file}: {notes}" if notes else ""
     if lb is None:
         return ScanItem(im_file, np.zeros((0, 5), np.float32), shape, 1, 0, 0, 0, msg)
     return ScanItem(im_file, lb, shape, 0, 1, int(len(lb) == 0), 0, msg)
@@ -264,7 +264,8 @@ def label_cache_path(split: str | Path | list | tuple, label_files: list[str]) -
     entries = [Path(e) for e in (split if isinstance(split, (list, tuple)) else [split])]
     if len(entries) == 1:
         p = entries[0]
-        return (p if p.is_file() else Path(label_files[0]).parent).with_suffix(".cache")
+        own = p.is_file() and p.suffix.lower() == ".txt"
+        return (p if own else Path(label_files[0]).parent).with_suffix(".cache")
     tag = hashlib.sha256("\n".join(str(e.resolve()) for e in entries).encode()).hexdigest()[:8]
     return Path(label_files[0]).parent.with_suffix(f".{tag}.cache")  # several entries: one cache per list
 
@@ -308,12 +309,11 @@ def _load_cache(path: Path, key: str) -> LabelScan | None:
         return None
 
 
-def _scan(im_files: list[str], label_files: list[str], prefix: str) -> LabelScan:
+def _scan(im_files: list[str], label_files: list[str]) -> LabelScan:
     scan = LabelScan([], [], np.zeros((0, 2), np.int64))
     shapes = []
     with ThreadPool(NUM_THREADS) as pool:
-        args = zip(im_files, label_files, [prefix] * len(im_files))
-        for item in pool.imap(lambda a: verify_image_label(*a), args, chunksize=16):
+        for item in pool.imap(lambda a: verify_image_label(*a), zip(im_files, label_files), chunksize=16):
             scan.missing += item.missing
             scan.found += item.found
             scan.empty += item.empty
@@ -335,9 +335,9 @@ def _drop_bad_classes(scan: LabelScan, nc: int, prefix: str) -> None:
         bad = lb[:, 0] >= nc
         if bad.any():
             lb_file = img2label_paths([scan.im_files[i]])[0]
-            msg = (f"{prefix}WARNING: {lb_file}: ignoring corrupt image/label: class ids "
+            msg = (f"WARNING: {lb_file}: ignoring corrupt image/label: class ids "
                    f"{sorted(set(lb[bad, 0].astype(int).tolist()))} out of range; valid: 0..{nc - 1}")
-            LOGGER.warning(msg)
+            LOGGER.warning(f"{prefix}{msg}")
             scan.msgs.append(msg)
             scan.corrupt += 1
         else:
@@ -360,11 +360,11 @@ def scan_labels(im_files: list[str], cache_path: Path | None = None, prefix: str
     scan = _load_cache(cache_path, key) if cache_path else None
     from_cache = scan is not None
     if scan is None:
-        scan = _scan(im_files, label_files, prefix)
+        scan = _scan(im_files, label_files)
         if cache_path:
             _save_cache(cache_path, scan, key, prefix)
-    for msg in scan.msgs:
-        LOGGER.warning(msg)
+    for msg in scan.msgs:  # stored without the prefix: a cache may serve several splits' loaders
+        LOGGER.warning(f"{prefix}{msg}")
     if nc is not None:
         _drop_bad_classes(scan, nc, prefix)
     where = cache_path.with_suffix("") if cache_path else Path(label_files[0]).parent

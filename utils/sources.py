@@ -231,6 +231,7 @@ class LoadStreams:
                 elif f == float("inf"):  # a live stream dropped: blank frame, try to reconnect
                     LOGGER.warning(f"WARNING: stream {stream} unresponsive, reconnecting")
                     self.imgs[i] = np.zeros_like(self.imgs[i])
+                    self._seq[i] += 1
                     cap.open(stream)
                 else:
                     break
