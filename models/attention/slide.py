@@ -136,10 +136,12 @@ class SlideAttention(nn.Module):
         nh, hd, k2, n = self.num_heads, self.head_dim, self.k * self.k, h * w
         qkv = self.qkv(x).reshape(b, 3, nh, hd, h, w)
         q = (qkv[:, 0] * self.scale).reshape(b, nh, hd, n)
-        kv = self.shift(qkv[:, 1:].reshape(b * 2 * nh, hd, h, w)).reshape(b, 2, nh, hd, k2, n)
+        # keys and values (B, nh, hd, k*k, HW) are gathered apart: one call for both would make backward hold
+        # the gradient of both k*k-fold tensors at once
+        keys = self.shift(qkv[:, 1].reshape(b * nh, hd, h, w)).reshape(b, nh, hd, k2, n)
+        values = self.shift(qkv[:, 2].reshape(b * nh, hd, h, w)).reshape(b, nh, hd, k2, n)
         # the two contractions are elementwise products summed over one axis: on CPU several times faster
         # than einsum (whose batched matrices are 1 x head_dim), but not seen by torch's FLOP counter
-        keys, values = kv.unbind(1)  # (B, nh, hd, k*k, HW)
         logits = (q.unsqueeze(3) * keys).sum(2)  # (B, nh, k*k, HW)
         logits = logits + self.relative_position_bias_table.to(logits.dtype)[None, :, :, None]
         if self.mask_border:
