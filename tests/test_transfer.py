@@ -99,3 +99,14 @@ def test_same_architecture_is_a_plain_copy(official):
     report = transfer_weights(model, official, exclude=("anchors",))
     assert len(report.mapping) == 348 and report.excluded == ["model.24.anchors"] and not report.new
     assert all(k == v for k, v in report.mapping.items())
+
+
+def test_biformer_config_report(official):
+    """The shipped BiFormer neck: everything of yolov5n carried over, the two BRA blocks new."""
+    model = Model("yolov5n_biformer.yaml", verbose=False)
+    report = transfer_weights(model, official)
+    assert report.summary("yolov5n.pt") == ("Transferred 349/349 tensors from yolov5n.pt; "
+                                            "new: model.20 BiLevelRoutingAttention, model.24 BiLevelRoutingAttention")
+    state = model.state_dict()
+    assert all(torch.equal(state[k], official["model"][v].float()) for k, v in report.mapping.items())
+    assert not any(k.startswith(("model.20.", "model.24.")) for k in report.mapping)
