@@ -69,9 +69,10 @@ class Annotator:
         scale = self.lw / 3
         w, h = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, fontScale=scale, thickness=tf)[0]
         outside = p1[1] - h >= 3  # room above the box
-        q2 = p1[0] + w, p1[1] - h - 3 if outside else p1[1] + h + 3
-        cv2.rectangle(self.im, p1, q2, color, -1, cv2.LINE_AA)
-        org = (p1[0], p1[1] - 2 if outside else p1[1] + h + 2)
+        x0 = max(min(p1[0], self.im.shape[1] - w), 0)  # slide the tag left rather than cut it at the edge
+        q1, q2 = (x0, p1[1]), (x0 + w, p1[1] - h - 3 if outside else p1[1] + h + 3)
+        cv2.rectangle(self.im, q1, q2, color, -1, cv2.LINE_AA)
+        org = (x0, p1[1] - 2 if outside else p1[1] + h + 2)
         cv2.putText(self.im, label, org, cv2.FONT_HERSHEY_SIMPLEX, scale, txt_color or text_color(color),
                     thickness=tf, lineType=cv2.LINE_AA)
 

@@ -1,0 +1,269 @@
+"""Run a detector on images, folders, globs, .txt lists, videos, webcams and streams, as YOLOv5's detect.py.
+
+    python detect.py --weights yolov5n.pt --source data/images          # a folder
+    python detect.py --source img.jpg | 'photos/*.jpg' | list.txt | clip.mp4 | 0 | rtsp://host/stream
+
+Annotated images and videos (same size and frame rate as the input) go to runs/detect/exp, exp2, ...;
+--save-txt writes YOLO labels per image (`<stem>.txt`) or per video frame (`<stem>_<frame>.txt`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from utils.boxes import scale_boxes
+from utils.inference import check_img_size, cli_errors, save_one_txt
+from utils.log import LOGGER, colorstr, setup_logging
+from utils.nms import non_max_suppression
+from utils.paths import ROOT, increment_path
+from utils.plots import Annotator, colors, save_one_box
+from utils.torch_utils import select_device, time_sync
+
+
+@dataclass
+class Detections:
+    """One image or frame: its source path, frame number (0 for images) and boxes (n, 6) [x1, y1, x2, y2, conf,
+    cls] in the original image's pixels."""
+
+    path: str
+    frame: int
+    boxes: np.ndarray
+
+
+@dataclass
+class _Options:
+    """What is drawn and written for each image."""
+
+    save_dir: Path
+    names: list[str]
+    save_img: bool = True
+    save_txt: bool = False
+    save_conf: bool = False
+    save_crop: bool = False
+    line_thickness: int = 3
+    hide_labels: bool = False
+    hide_conf: bool = False
+
+
+def describe(det: torch.Tensor, names: list[str]) -> str:
+    """'4 persons, 1 bus, ' for detections (n, 6), classes in increasing order."""
+    s = ""
+    for c in det[:, 5].unique():
+        n = int((det[:, 5] == c).sum())
+        s += f"{n} {names[int(c)]}{'s' * (n > 1)}, "
+    return s
+
+
+def _annotate(det: torch.Tensor, im0: np.ndarray, path: Path, txt_path: Path, o: _Options) -> np.ndarray:
+    """Draw `det` (original pixels) on im0 and write its txt lines and crops; returns the drawn image."""
+    imc = im0.copy() if o.save_crop else im0
+    annotator = Annotator(im0, line_width=o.line_thickness)
+    if o.save_txt and len(det):
+        save_one_txt(det.flip(0), o.save_conf, im0.shape[:2], txt_path)  # least confident first, as YOLOv5
+    for *xyxy, conf, cls in reversed(det.tolist()):
+        c = int(cls)
+        if o.save_img:
+            label = None if o.hide_labels else (o.names[c] if o.hide_conf else f"{o.names[c]} {conf:.2f}")
+            annotator.box_label(xyxy, label, color=colors(c, bgr=True))
+        if o.save_crop:
+            save_one_box(xyxy, imc, file=o.save_dir / "crops" / o.names[c] / f"{path.stem}.jpg")
+    return annotator.result()
+
+
+class _VideoSinks:
+    """One cv2.VideoWriter per output file (mp4v), opened at the first frame with the input's size and fps."""
+
+    def __init__(self):
+        self.writers: dict[str, cv2.VideoWriter] = {}
+
+    def write(self, save_path: Path, im0: np.ndarray, fps: float) -> None:
+        key = str(save_path.with_suffix(".mp4"))
+        if key not in self.writers:
+            h, w = im0.shape[:2]
+            writer = cv2.VideoWriter(key, cv2.VideoWriter_fourcc(*"mp4v"), fps if fps > 0 else 30.0, (w, h))
+            if not writer.isOpened():
+                raise ValueError(f"cannot write video {key} (OpenCV has no mp4v encoder here); use --nosave")
+            self.writers[key] = writer
+        self.writers[key].write(im0)
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.release()
+        self.writers.clear()
+
+
+class _VideoBar:
+    """A tqdm bar per video; its per-frame counts go to the bar, and one line per video to the log."""
+
+    def __init__(self, names: list[str]):
+        self.names = names
+        self.bar, self.path, self.frames, self.counts, self.ms = None, None, 0, {}, 0.0
+
+    def update(self, path: str, total: int, prefix: str, det: torch.Tensor, ms: float) -> None:
+        if path != self.path:
+            self.close()
+            self.bar = tqdm(total=total or None, desc=f"{prefix.split(' (frame')[0]} {Path(path).name}", unit="frame",
+                            bar_format="{l_bar}{bar:10}{r_bar}")
+            self.path, self.frames, self.counts, self.ms = path, 0, {}, 0.0
+        for c in det[:, 5].int().tolist():
+            self.counts[c] = self.counts.get(c, 0) + 1
+        self.frames += 1
+        self.ms += ms
+        self.bar.set_postfix_str((describe(det, self.names) or "(no detections), ") + f"{ms:.1f}ms", refresh=False)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        if self.bar is None:
+            return
+        self.bar.close()
+        found = ", ".join(f"{n} {self.names[c]}{'s' * (n > 1)}" for c, n in sorted(self.counts.items())) or \
+            "no detections"
+        LOGGER.info(f"video {self.path}: {self.frames} frames, {found} (boxes over all frames), "
+                    f"{self.ms / max(self.frames, 1):.1f}ms per frame")
+        self.bar = self.path = None
+
+
+def _load_model(weights, device, half: bool, imgsz):
+    from models import load_model
+
+    w = weights[0] if isinstance(weights, (list, tuple)) else weights
+    model = load_model(w, device=device, fuse=True)
+    stride = int(model.stride.max())
+    imgsz = check_img_size(list(imgsz) * (2 if len(imgsz) == 1 else 1), s=stride)
+    if half:
+        model.half()
+    if device.type != "cpu":  # warm-up
+        model(torch.zeros(1, 3, *imgsz, device=device).type_as(next(model.parameters())))
+    return model, stride, tuple(imgsz)
+
+
+def _dataset(source: str, imgsz, stride: int, vid_stride: int):
+    from utils.sources import LoadImages, LoadStreams, is_stream_source
+
+    if is_stream_source(source):
+        return LoadStreams(source, img_size=imgsz, stride=stride, auto=True, vid_stride=vid_stride), True
+    return LoadImages(source, img_size=imgsz, stride=stride, auto=True, vid_stride=vid_stride), False
+
+
+def _infer(model, im: np.ndarray, device, half: bool, nms_kw: dict):
+    """(input batch (B, 3, H, W), per-image detections in input pixels, [pre, inference, NMS] seconds)."""
+    t1 = time_sync()
+    x = torch.from_numpy(im).to(device)
+    x = (x.half() if half else x.float()) / 255
+    x = x[None] if x.ndim == 3 else x
+    t2 = time_sync()
+    pred = model(x)[0]
+    t3 = time_sync()
+    pred = non_max_suppression(pred, **nms_kw)
+    return x, pred, [t2 - t1, t3 - t2, time_sync() - t3]
+
+
+def _one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o: _Options, sinks, bar, ms) -> Detections:
+    """Map image i's detections to its original pixels, draw and save them, log or advance the video bar."""
+    if webcam:
+        p, im0, frame, line = Path(path[i]), im0s[i].copy(), dataset.frame, f"{i}: "
+    else:
+        p, im0, frame, line = Path(path), im0s.copy(), getattr(dataset, "frame", 0), s
+    video = dataset.mode != "image"
+    det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], im0.shape).round()
+    txt = o.save_dir / "labels" / (p.stem + (f"_{frame}" if video else "") + ".txt")
+    im0 = _annotate(det, im0, p, txt, o)
+    if o.save_img and video:
+        sinks.write(o.save_dir / p.name, im0, vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else dataset.fps[i])
+    elif o.save_img:
+        cv2.imwrite(str(o.save_dir / p.name), im0)
+    if dataset.mode == "video":
+        bar.update(str(p), dataset.frames, s, det, ms)
+    else:
+        LOGGER.info(f"{line}{'%gx%g ' % x.shape[2:]}{describe(det, o.names) or '(no detections), '}{ms:.1f}ms")
+    return Detections(str(p), frame if video else 0, det.cpu().numpy())
+
+
+@torch.no_grad()
+def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), conf_thres=0.25, iou_thres=0.45,
+        max_det=1000, device="", save_txt=False, save_conf=False, save_crop=False, nosave=False, classes=None,
+        agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False, line_thickness=3,
+        hide_labels=False, hide_conf=False, half=False, vid_stride=1) -> tuple[Path, list[Detections]]:
+    """Detect; returns (run folder, detections of every image / frame in original pixels)."""
+    source = str(source)
+    device = select_device(device)
+    if half and device.type != "cuda":
+        LOGGER.warning(f"WARNING: --half needs CUDA; running in FP32 on {device.type}")
+        half = False
+    model, stride, imgsz = _load_model(weights, device, half, [imgsz] if isinstance(imgsz, int) else list(imgsz))
+    dataset, webcam = _dataset(source, imgsz, stride, vid_stride)
+    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
+    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    names = list(model.names)
+    o = _Options(save_dir, names, not nosave, save_txt, save_conf, save_crop, line_thickness, hide_labels, hide_conf)
+    nms_kw = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=classes, agnostic=agnostic_nms,
+                  max_det=max_det)
+    sinks, bar, records, seen, dt = _VideoSinks(), _VideoBar(names), [], 0, [0.0, 0.0, 0.0]
+    try:
+        for path, im, im0s, vid_cap, s in dataset:
+            x, pred, times = _infer(model, im, device, half, nms_kw)
+            dt = [a + b for a, b in zip(dt, times)]
+            for i, det in enumerate(pred):
+                seen += 1
+                records.append(_one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o, sinks, bar,
+                                          times[1] * 1e3))
+    finally:
+        bar.close()
+        sinks.close()
+        if webcam:
+            dataset.close()
+    _report(seen, dt, imgsz, len(dataset) if webcam else 1, save_dir, save_txt, o.save_img or save_crop)
+    return save_dir, records
+
+
+def _report(seen, dt, imgsz, bs, save_dir: Path, save_txt: bool, saved: bool) -> None:
+    t = tuple(x / max(seen, 1) * 1e3 for x in dt)
+    LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {(bs, 3, *imgsz)}" % t)
+    if save_txt or saved:
+        n = len(list(save_dir.glob("labels/*.txt")))
+        s = f"\n{n} labels saved to {save_dir / 'labels'}" if save_txt else ""
+        LOGGER.info(f"Results saved to {colorstr('bold', str(save_dir))}{s}")
+
+
+def parse_opt(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt", help="model path")
+    p.add_argument("--source", type=str, default=str(ROOT / "data/images"),
+                   help="file/dir/glob/.txt list/video, 0 for webcam, or a stream URL")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
+    p.add_argument("--conf-thres", type=float, default=0.25, help="confidence threshold")
+    p.add_argument("--iou-thres", type=float, default=0.45, help="NMS IoU threshold")
+    p.add_argument("--max-det", type=int, default=1000, help="maximum detections per image")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
+    p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    p.add_argument("--save-crop", action="store_true", help="save cropped prediction boxes")
+    p.add_argument("--nosave", action="store_true", help="do not save images/videos")
+    p.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")
+    p.add_argument("--agnostic-nms", action="store_true", help="class-agnostic NMS")
+    p.add_argument("--project", default=str(ROOT / "runs/detect"), help="save results to project/name")
+    p.add_argument("--name", default="exp", help="save results to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--line-thickness", default=3, type=int, help="bounding box thickness (pixels)")
+    p.add_argument("--hide-labels", default=False, action="store_true", help="hide labels")
+    p.add_argument("--hide-conf", default=False, action="store_true", help="hide confidences")
+    p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    return p.parse_args(argv)
+
+
+@cli_errors
+def main(opt: argparse.Namespace) -> None:
+    setup_logging()
+    run(**vars(opt))
+
+
+if __name__ == "__main__":
+    main(parse_opt())
