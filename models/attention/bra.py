@@ -59,14 +59,17 @@ class RoutingRecord:
 
 
 class _QKVLinear(nn.Module):
-    """The joint q, k, v projection; wrapped so its parameters are named `qkv.qkv.*` as in the original code."""
+    """The joint q, k, v projection, named `qkv.qkv.*` as in the original code, applied one part at a time."""
 
     def __init__(self, dim: int, qk_dim: int):
         super().__init__()
+        self.qk_dim = qk_dim
         self.qkv = nn.Linear(dim, 2 * qk_dim + dim)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.qkv(x)
+    def project(self, x: torch.Tensor, part: int) -> torch.Tensor:
+        """x W^T + b with the rows of part 0 (q), 1 (k) or 2 (v): a contiguous output per part, no slicing."""
+        lo, hi = (0, self.qk_dim, 2 * self.qk_dim, None)[part: part + 2]
+        return F.linear(x, self.qkv.weight[lo:hi], self.qkv.bias[lo:hi])
 
 
 class _Router(nn.Module):
@@ -181,13 +184,14 @@ class BiLevelRoutingAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.dim:
-            raise ValueError(f"BiLevelRoutingAttention(dim={self.dim}) expects (N, {self.dim}, H, W), got {tuple(x.shape)}")
+            raise ValueError(f"BiLevelRoutingAttention(dim={self.dim}) expects (N, {self.dim}, H, W), "
+                             f"got {tuple(x.shape)}")
         if self.diff_routing and not self.soft_routing:
             raise NotImplementedError("diff_routing=True with soft_routing=False ('hard' differentiable routing) "
                                       "is not implemented, as in the original code; set soft_routing=True or "
                                       "diff_routing=False")
         N, C, H, W = x.shape
-        n, cq = self.n_win, self.qk_dim
+        n = self.n_win
         Hp, Wp = self._padded_size(H, W)
         h, w = Hp // n, Wp // n
         if (Hp, Wp) != (H, W):
@@ -195,17 +199,16 @@ class BiLevelRoutingAttention(nn.Module):
         real = _real_tokens(H, W, n, h, w, x.device) if self.mask_padding and (Hp, Wp) != (H, W) else None
         # (N, C, Hp, Wp) -> (N*p2, h*w, C): regions row-major, tokens row-major inside each region
         tokens = x.view(N, C, n, h, n, w).permute(0, 2, 4, 3, 5, 1).reshape(N * n * n, h * w, C)
-        q, k, v = self.qkv(tokens).split([cq, cq, self.dim], dim=-1)
-        weight, index = self._route(q, k, real, N)  # (N, p2, topk) each
+        weight, index = self._route(tokens, real, N)  # (N, p2, topk) each
         if self.record_routing:
             self.last_routing = RoutingRecord(index.detach(), weight.detach(), n, (h, w), (H, W))
+        q, k, v = (self.qkv.project(tokens, i) for i in range(3))  # (N*p2, h*w, c) each
         keys, values, key_real = self._downsample(k, v, h, w, real)
         out = self._attend(q, keys, values, key_real, index, weight)  # (N*p2, h*w, dim)
         out = out.view(N, n, n, h, w, self.dim).transpose(2, 3)  # (N, n, h, n, w, dim): image order
         if self.lepe is not None:
             out = self._lepe(v, N, h, w, real) + out  # takes LePE's channels-last layout
-        out = self.wo(out.reshape(N, Hp, Wp, self.dim))
-        return out[:, :H, :W].permute(0, 3, 1, 2).contiguous()
+        return self._project_out(out.reshape(N, Hp * Wp, self.dim), (Hp, Wp), (H, W))
 
     def _padded_size(self, H: int, W: int) -> tuple[int, int]:
         n = self.n_win
@@ -216,22 +219,23 @@ class BiLevelRoutingAttention(nn.Module):
                              f"set auto_pad=True to pad")
         return H, W
 
-    def _route(self, q, k, real, N: int):
-        """Region-level routing: (weight, index), each Tensor[N, p2, topk]; q, k are (N*p2, h*w, qk_dim)."""
-        if not self.diff_routing:
-            q, k = q.detach(), k.detach()
-        if real is None:
-            q_r, k_r = q.mean(1), k.mean(1)  # (N*p2, qk_dim)
-        else:  # mean over real tokens only
-            share = (real / real.sum(1, keepdim=True).clamp_min(1)).to(q.dtype).repeat(N, 1).unsqueeze(-1)
-            q_r, k_r = (q * share).sum(1), (k * share).sum(1)
-        p2 = self.n_win ** 2
-        q_r, k_r = self.router.emb(q_r.view(N, p2, -1)), self.router.emb(k_r.view(N, p2, -1))
-        logit = (q_r * self.scale) @ k_r.transpose(-1, -2)  # (N, p2, p2) region affinity
-        if real is not None:
-            logit = logit.masked_fill(~real.any(1), float("-inf"))  # never route to a region of padding only
-        top, index = torch.topk(logit, self.topk, dim=-1)
-        return torch.softmax(top, dim=-1), index
+    def _route(self, tokens, real, N: int):
+        """Region-level routing: (weight, index), each Tensor[N, p2, topk]; tokens is (N*p2, h*w, C)."""
+        with torch.set_grad_enabled(self.diff_routing and torch.is_grad_enabled()):
+            # region means of q and k = projections of the region means of the tokens (the projection is affine)
+            if real is None:
+                x_r = tokens.mean(1)
+            else:  # mean over the real tokens only
+                share = (real / real.sum(1, keepdim=True).clamp_min(1)).to(tokens.dtype).unsqueeze(1)  # (p2,1,hw)
+                x_r = torch.matmul(share, tokens.view(N, -1, *tokens.shape[1:])).flatten(0, 2)
+            p2 = self.n_win ** 2
+            q_r = self.router.emb(self.qkv.project(x_r, 0).view(N, p2, -1))
+            k_r = self.router.emb(self.qkv.project(x_r, 1).view(N, p2, -1))
+            logit = (q_r * self.scale) @ k_r.transpose(-1, -2)  # (N, p2, p2) region affinity
+            if real is not None:
+                logit = logit.masked_fill(~real.any(1), float("-inf"))  # never route to a region of padding only
+            top, index = torch.topk(logit, self.topk, dim=-1)
+            return torch.softmax(top, dim=-1), index
 
     def _downsample(self, k, v, h: int, w: int, real):
         """Keys and values per region, (N*p2, L, c) each, and which of the L are real ((p2, L) bool or None)."""
@@ -256,11 +260,12 @@ class BiLevelRoutingAttention(nn.Module):
         B, Lq, _ = q.shape
         N, p2, topk = index.shape
         flat = (index + p2 * torch.arange(N, device=index.device).view(N, 1, 1)).view(-1)  # (N*p2*topk,)
-        k_sel, v_sel = keys.index_select(0, flat), values.index_select(0, flat)  # (B*topk, Lk, c)
+        # a region is one row of a 2-D view, so index_select copies whole regions (backward: a row index_add)
+        k_sel, v_sel = (t.reshape(B, -1).index_select(0, flat) for t in (keys, values))  # (B*topk, Lk*c)
         if self.soft_routing:
-            wt = weight.reshape(-1, 1, 1).to(k_sel.dtype)
+            wt = weight.reshape(-1, 1).to(k_sel.dtype)
             k_sel, v_sel = k_sel * wt, v_sel * wt
-        L, m = topk * k_sel.shape[1], self.num_heads
+        L, m = topk * keys.shape[1], self.num_heads
         qh = q.view(B, Lq, m, -1).transpose(1, 2)  # (B, m, Lq, qk_dim/m)
         kh = k_sel.view(B, L, m, -1).transpose(1, 2)  # (B, m, L, qk_dim/m)
         vh = v_sel.view(B, L, m, -1).transpose(1, 2)  # (B, m, L, dim/m)
@@ -276,6 +281,16 @@ class BiLevelRoutingAttention(nn.Module):
             img = img * real.view(n, n, h, w, 1).transpose(1, 2).reshape(n * h, n * w, 1).to(img.dtype)
         lepe = self.lepe(img.permute(0, 3, 1, 2))  # depthwise conv on a channels-last map
         return lepe.permute(0, 2, 3, 1).reshape(N, n, h, n, w, self.dim)
+
+    def _project_out(self, s, padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+        """Output projection written straight in NCHW, then the crop: (N, Hp*Wp, dim) -> (N, dim, H, W)."""
+        (Hp, Wp), (H, W), N = padded, size, s.shape[0]
+        if isinstance(self.wo, nn.Linear):
+            y = torch.baddbmm(self.wo.bias.view(1, -1, 1), self.wo.weight.expand(N, -1, -1), s.transpose(1, 2))
+        else:
+            y = s.transpose(1, 2).contiguous()
+        y = y.view(N, self.dim, Hp, Wp)
+        return F.pad(y, (0, W - Wp, 0, H - Hp)) if (Hp, Wp) != (H, W) else y  # negative pads crop
 
 
 def _real_tokens(H: int, W: int, n: int, h: int, w: int, device) -> torch.Tensor:
