@@ -313,6 +313,17 @@ def test_training_items_keep_boxes_on_objects(tmp_path, mosaic_p):
     assert compared >= 8
 
 
+def test_mixup_items(tmp_path):
+    (tmp_path / "images").mkdir()
+    _coloured_split(tmp_path)
+    ds = LoadImagesAndLabels(tmp_path / "images", img_size=128, augment=True, hyp=Hyp(mosaic=1.0, mixup=1.0))
+    random.seed(1)
+    np.random.seed(1)
+    img, labels, _, shapes = ds[0]
+    assert img.shape == (3, 128, 128) and shapes is None and len(labels) > 2  # two mosaics' labels
+    assert ((labels[:, 2:] >= 0) & (labels[:, 2:] <= 1)).all()
+
+
 def test_single_cls_and_ram_disk_cache(tmp_path):
     (tmp_path / "images").mkdir()
     _coloured_split(tmp_path, n=3)

@@ -98,6 +98,8 @@ class LoadImagesAndLabels(Dataset):
         self.mosaic = augment and not rect  # a mosaic is square; rect batches load one image each
         self.mosaic_border = (-img_size // 2, -img_size // 2)
         self.stride, self.path, self.prefix = int(stride), path, prefix
+        if augment and self.hyp.copy_paste > 0:
+            LOGGER.warning(f"{prefix}WARNING: copy_paste={self.hyp.copy_paste} needs segment labels; ignored")
         files = list_image_files(path, prefix)
         scan = scan_labels(files, label_cache_path(path, img2label_paths(files)), prefix,
                            nc=None if single_cls else nc)
