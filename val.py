@@ -21,12 +21,12 @@ import torch
 from tqdm import tqdm
 
 from utils.boxes import scale_boxes, xywh2xyxy
-from utils.coco_eval import COCO80_TO_91, coco_detections, coco_map, image_id, yolo_to_coco_gt
+from utils.coco_eval import COCO80_TO_91, coco_detections, coco_map, image_ids, yolo_to_coco_gt
 from utils.inference import check_img_size, cli_errors, save_one_txt
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, match_predictions
 from utils.nms import non_max_suppression
-from utils.paths import increment_path
+from utils.paths import ROOT, increment_path
 from utils.plots import plot_images, plot_val_study
 from utils.torch_utils import select_device, time_sync
 
@@ -56,7 +56,7 @@ def _data_info(data, single_cls: bool, model) -> tuple[object, int, list[str]]:
     return data, nc, names
 
 
-def _load(weights, device, half: bool, imgsz: int, batch_size: int):
+def _load(weights, device, half: bool, imgsz: int):
     """The model to validate, its stride and the checked image size."""
     from models import load_model
 
@@ -126,8 +126,7 @@ def _coco_eval(jdict, dataset, data, weights, names, save_dir, split) -> tuple[f
         anno = save_dir / "instances_gt.json"
         anno.write_text(json.dumps(gt))
     LOGGER.info(f"\nEvaluating pycocotools mAP... saving {pred_json} (ground truth {anno})")
-    ids = {image_id(f, i) for i, f in enumerate(dataset.im_files)}
-    return coco_map(anno, jdict, img_ids=sorted(ids))
+    return coco_map(anno, jdict, img_ids=sorted(image_ids(dataset.im_files).values()))
 
 
 def _coco_annotation_file(data, split: str) -> Path | None:
@@ -149,7 +148,7 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
     half &= device.type == "cuda"  # fp16 only on CUDA; the CPU runs fp32
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    model, stride, imgsz = _load(weights, device, half, imgsz, batch_size)
+    model, stride, imgsz = _load(weights, device, half, imgsz)
     data, nc, names = _data_info(data, single_cls, model)
     ncm = model.model[-1].nc
     if not single_cls and ncm != nc:
@@ -167,8 +166,8 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
 @torch.no_grad()
 def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, max_det=300,
         task="val", device="", workers=8, single_cls=False, verbose=False, save_txt=False, save_conf=False,
-        save_json=False, project="runs/val", name="exp", exist_ok=False, half=True, model=None, dataloader=None,
-        save_dir=Path(""), plots=True, compute_loss=None):
+        save_json=False, project=ROOT / "runs/val", name="exp", exist_ok=False, half=True, model=None,
+        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None):
     """Validate; returns ((mp, mr, map50, map, *val_losses), maps (nc,), (pre, inference, NMS) ms per image).
 
     With `model` (training) that model and `dataloader` are used as they are; otherwise `weights` are loaded
@@ -199,7 +198,10 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
     if plots:
         confusion_matrix.plot(save_dir=out.save_dir, names=names)
     if save_json and out.jdict:
-        map_, map50 = _coco_eval(out.jdict, dataloader.dataset, data, weights, names, out.save_dir, split)
+        coco = _coco_eval(out.jdict, dataloader.dataset, data, weights, names, out.save_dir, split)
+        LOGGER.info(f"pycocotools: mAP50 {coco[1]:.3f}, mAP50-95 {coco[0]:.3f}  "
+                    f"(ours, 101-point interpolation: mAP50 {map50:.3f}, mAP50-95 {map_:.3f})")
+        map_, map50 = coco  # returned as YOLOv5 returns them with --save-json
     model.float()
     if not training:
         n = len(list(out.save_dir.glob("labels/*.txt")))
@@ -214,14 +216,13 @@ class _Outputs:
     def __init__(self, save_dir, save_txt, save_conf, save_json, plots, names, dataset, class_map):
         self.save_dir, self.save_txt, self.save_conf, self.save_json = save_dir, save_txt, save_conf, save_json
         self.plots, self.names, self.class_map, self.jdict = plots, names, class_map, []
-        files = getattr(dataset, "im_files", []) if save_json else []
-        self.ids = {str(f): image_id(f, i) for i, f in enumerate(files)}
+        self.ids = image_ids(getattr(dataset, "im_files", [])) if save_json else {}
 
     def image(self, path: Path, predn: torch.Tensor, shape0) -> None:
         if self.save_txt:
             save_one_txt(predn, self.save_conf, shape0, file=self.save_dir / "labels" / f"{path.stem}.txt")
         if self.save_json:
-            iid = self.ids.get(str(path), image_id(path, len(self.ids)))
+            iid = self.ids[str(path)]
             self.jdict += coco_detections(predn, iid, self.class_map)
 
     def batch(self, batch_i: int, im, targets, paths, preds) -> None:
@@ -295,7 +296,7 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
     p.add_argument("--save-json", action="store_true", help="save a COCO-JSON results file")
-    p.add_argument("--project", default="runs/val", help="save to project/name")
+    p.add_argument("--project", default=str(ROOT / "runs/val"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
@@ -320,6 +321,8 @@ def _study(opt: argparse.Namespace, weights: list[str]) -> None:
 def main(opt: argparse.Namespace) -> None:
     setup_logging()
     weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
+    if opt.half and select_device(opt.device).type != "cuda":
+        LOGGER.warning("WARNING: --half needs CUDA; validating in FP32")
     if opt.task in ("train", "val", "test"):
         if opt.conf_thres > 0.001:
             LOGGER.info(f"WARNING: confidence threshold {opt.conf_thres} > 0.001 gives an mAP that is not "

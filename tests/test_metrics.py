@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 
 from utils.boxes import xywhn2xyxy
-from utils.coco_eval import coco_detections, coco_map, image_id, yolo_to_coco_gt
+from utils.coco_eval import coco_detections, coco_map, image_ids, yolo_to_coco_gt
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, compute_ap, fitness, match_predictions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -78,6 +78,11 @@ def test_precision_recall_at_best_f1():
     np.testing.assert_allclose(r, [1, 0.5])
     np.testing.assert_allclose(f1, [1, 2 / 3], atol=1e-9)
     assert ap[1, 0] == pytest.approx(0.75, abs=1e-9)  # envelope 1 up to recall 0.5, then linear to 0 at 1
+
+
+def test_image_ids():
+    assert image_ids(["a/000000000009.jpg", "b/25.png"]) == {"a/000000000009.jpg": 9, "b/25.png": 25}
+    assert image_ids(["x/9.jpg", "y/009.jpg", "z/cat.jpg"]) == {"x/9.jpg": 0, "y/009.jpg": 1, "z/cat.jpg": 2}
 
 
 def test_fitness_weights():
@@ -185,14 +190,14 @@ def test_map_against_pycocotools(seed):
     """
     files, labels, shapes = _coco128()
     dets = _synthetic_detections(labels, shapes, seed)
-    stats, jdict = [], []
-    for i, (f, lb, (w, h), d) in enumerate(zip(files, labels, shapes, dets)):
+    stats, jdict, ids = [], [], image_ids(files)
+    for f, lb, (w, h), d in zip(files, labels, shapes, dets):
         assert len(d) < 100
         labelsn = torch.tensor(np.concatenate((lb[:, :1], xywhn2xyxy(lb[:, 1:], w=w, h=h)), 1))
         dt = torch.tensor(d, dtype=torch.float32)
         correct = match_predictions(dt, labelsn, IOU_THRESHOLDS) if len(lb) else torch.zeros(len(d), 10, dtype=bool)
         stats.append((correct.numpy(), d[:, 4], d[:, 5], lb[:, 0]))
-        jdict += coco_detections(dt, image_id(f, i))
+        jdict += coco_detections(dt, ids[str(f)])
     tp, conf, pcls, tcls = (np.concatenate(x, 0) for x in zip(*stats))
     ap = ap_per_class(tp, conf, pcls, tcls)[5]
     ours = ap.mean(1).mean(), ap[:, 0].mean()

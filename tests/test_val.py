@@ -130,6 +130,7 @@ def test_val_save_json_and_verbose(tiny_data, tmp_path):
     coco = coco_map(out / "instances_gt.json", out / "yolov5n_predictions.json", verbose=False)
     assert (map_, map50) == pytest.approx(coco, abs=1e-12)
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all" in log.text
+    assert f"pycocotools: mAP50 {coco[1]:.3f}, mAP50-95 {coco[0]:.3f}  (ours" in log.text
     # on 15 labels the step vs. linear reading of the PR envelope and maxDets=100 (vs 300) weigh more than on
     # COCO128 (see test_metrics): a sanity bound only
     assert coco[0] == pytest.approx(_recompute()[3], abs=0.06)

@@ -12,7 +12,7 @@ import numpy as np
 from utils.boxes import xywhn2xyxy, xyxy2xywh
 from utils.log import LOGGER
 
-__all__ = ["COCO80_TO_91", "image_id", "yolo_to_coco_gt", "coco_detections", "coco_map"]
+__all__ = ["COCO80_TO_91", "image_ids", "yolo_to_coco_gt", "coco_detections", "coco_map"]
 
 # the 80 YOLO class indices -> COCO's original 91 category ids, for scoring against COCO's own JSON
 COCO80_TO_91 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 27, 28, 31,
@@ -21,10 +21,12 @@ COCO80_TO_91 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 2
                 88, 89, 90]
 
 
-def image_id(path: str | Path, index: int) -> int:
-    """COCO image id of an image file: its stem when numeric (as COCO names its files), else its index."""
-    stem = Path(path).stem
-    return int(stem) if stem.isnumeric() else index
+def image_ids(files) -> dict[str, int]:
+    """COCO image id per image file: the numeric stems when every stem is a distinct number (as COCO names its
+    files, so ids match COCO's own JSON), else the position in `files`."""
+    stems = [Path(f).stem for f in files]
+    numeric = all(s.isnumeric() for s in stems) and len({int(s) for s in stems}) == len(stems)
+    return {str(f): int(s) if numeric else i for i, (f, s) in enumerate(zip(files, stems))}
 
 
 def yolo_to_coco_gt(im_files, labels, shapes, names, class_map=None) -> dict:
@@ -39,9 +41,9 @@ def yolo_to_coco_gt(im_files, labels, shapes, names, class_map=None) -> dict:
     """
     names = dict(enumerate(names)) if not isinstance(names, dict) else names
     cmap = class_map or list(range(max(names, default=-1) + 1))
-    images, annotations = [], []
-    for i, (f, lb, (w, h)) in enumerate(zip(im_files, labels, shapes)):
-        iid = image_id(f, i)
+    images, annotations, ids = [], [], image_ids(im_files)
+    for f, lb, (w, h) in zip(im_files, labels, shapes):
+        iid = ids[str(f)]
         images.append({"id": iid, "file_name": Path(f).name, "width": int(w), "height": int(h)})
         lb = np.asarray(lb, dtype=np.float64).reshape(-1, 5)
         xyxy = xywhn2xyxy(lb[:, 1:5], w=w, h=h)

@@ -46,12 +46,12 @@ def save_one_txt(predn: torch.Tensor, save_conf: bool, shape: tuple[int, int], f
 
 
 def cli_errors(main_fn):
-    """Run a script's `main(opt)`; a user error (missing file, bad value) prints `ERROR: ...` and exits with 2,
-    with no traceback. Other exceptions propagate: they are bugs and their traceback is wanted."""
+    """Run a script's `main(opt)`; a user error (missing file, bad value, unreachable stream) prints
+    `ERROR: ...` and exits with 2, with no traceback. Other exceptions propagate: their traceback is wanted."""
     def wrapped(*args, **kwargs):
         try:
             return main_fn(*args, **kwargs)
-        except (FileNotFoundError, ValueError) as e:
+        except (FileNotFoundError, ValueError, ConnectionError) as e:
             print(f"ERROR: {e}", file=sys.stderr)
             sys.exit(2)
     return wrapped
