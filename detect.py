@@ -27,6 +27,9 @@ from utils.plots import Annotator, colors, save_one_box
 from utils.torch_utils import select_device, time_sync
 
 
+MAX_STREAM_RECORDS = 10_000  # frames of a webcam / stream whose detections run() returns
+
+
 @dataclass
 class Detections:
     """One image or frame: its source path, frame number (0 for images) and boxes (n, 6) [x1, y1, x2, y2, conf,
@@ -109,8 +112,8 @@ class _VideoBar:
     def update(self, path: str, total: int, prefix: str, det: torch.Tensor, ms: float) -> None:
         if path != self.path:
             self.close()
-            self.bar = tqdm(total=total or None, desc=f"{prefix.split(' (frame')[0]} {Path(path).name}", unit="frame",
-                            bar_format="{l_bar}{bar:10}{r_bar}")
+            desc = f"{prefix.split(' (frame')[0]} {Path(path).name}"  # 'video 1/2 clip.mp4'
+            self.bar = tqdm(total=total or None, desc=desc, unit="frame", bar_format="{l_bar}{bar:10}{r_bar}")
             self.path, self.frames, self.counts, self.ms = path, 0, {}, 0.0
         for c in det[:, 5].int().tolist():
             self.counts[c] = self.counts.get(c, 0) + 1
@@ -191,7 +194,8 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
         max_det=1000, device="", save_txt=False, save_conf=False, save_crop=False, nosave=False, classes=None,
         agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False, line_thickness=3,
         hide_labels=False, hide_conf=False, half=False, vid_stride=1) -> tuple[Path, list[Detections]]:
-    """Detect; returns (run folder, detections of every image / frame in original pixels)."""
+    """Detect; returns (run folder, detections of every image / frame in original pixels; for streams the
+    first MAX_STREAM_RECORDS frames)."""
     source = str(source)
     device = select_device(device)
     if half and device.type != "cuda":
@@ -212,8 +216,9 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
             dt = [a + b for a, b in zip(dt, times)]
             for i, det in enumerate(pred):
                 seen += 1
-                records.append(_one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o, sinks, bar,
-                                          times[1] * 1e3))
+                r = _one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o, sinks, bar, times[1] * 1e3)
+                if not webcam or len(records) < MAX_STREAM_RECORDS:  # a stream may run for hours
+                    records.append(r)
     finally:
         bar.close()
         sinks.close()

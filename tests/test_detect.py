@@ -86,9 +86,17 @@ def test_folder_and_options(tmp_path):
         [f"image {i}/5 {IMAGES / n}" for i, n in enumerate(names, 1)]
     assert any((save_dir / "crops" / "person").glob("*.jpg"))
 
+    _, globbed, _ = _run(tmp_path, source=str(IMAGES / "[bz]*.jpg"), nosave=True)
+    assert [Path(r.path).name for r in globbed] == ["bus.jpg", "zidane.jpg"]
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{IMAGES / 'zidane.jpg'}\n{BUS}\n")
+    listed_dir, listed, _ = _run(tmp_path, source=listing)
+    assert [Path(r.path).name for r in listed] == ["zidane.jpg", "bus.jpg"]
+    assert sorted(p.name for p in listed_dir.glob("*.jpg")) == ["bus.jpg", "zidane.jpg"]
+
     _, persons, _ = _run(tmp_path, source=BUS, classes=[0], nosave=True, max_det=2)
     assert set(persons[0].boxes[:, 5].tolist()) == {0.0} and len(persons[0].boxes) == 2
-    assert not list((tmp_path / "exp2").glob("*.jpg"))  # --nosave
+    assert not list((tmp_path / "exp4").glob("*.jpg"))  # --nosave
     full = cv2.imread(str(_run(tmp_path, source=BUS)[0] / "bus.jpg"))
     bare = cv2.imread(str(_run(tmp_path, source=BUS, hide_labels=True)[0] / "bus.jpg"))
     noconf = cv2.imread(str(_run(tmp_path, source=BUS, hide_conf=True, line_thickness=1)[0] / "bus.jpg"))
