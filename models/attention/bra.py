@@ -147,7 +147,11 @@ class BiLevelRoutingAttention(nn.Module):
 
     Deviations from the original code, none of which changes its numbers where it runs:
       * Routed regions are picked with `index_select` on the flattened regions instead of `gather` on a
-        (N, p^2, p^2, ...) expanded view; token attention runs in `F.scaled_dot_product_attention`.
+        (N, p^2, p^2, ...) expanded view; token attention runs in `F.scaled_dot_product_attention`, in up to
+        `chunks` (default 4) pieces of images or query regions to bound peak memory.
+      * The region-level query/key is the projection of the region's mean input token, which equals the mean
+        of the projected tokens (the projection is affine) up to rounding; q, k, v are projected separately
+        with the three row blocks of `qkv.qkv`.
       * 'avgpool'/'maxpool' on regions smaller than kv_downsample_ratio (where the original fails) pool with
         the kernel shrunk to the region, i.e. one key per region side.
       * Bad arguments raise ValueError (the original asserts or fails later): topk outside 1..n_win^2, an even
@@ -181,6 +185,7 @@ class BiLevelRoutingAttention(nn.Module):
         self.wo = nn.Linear(dim, dim) if param_attention == "qkvo" else nn.Identity()
         self.record_routing = False
         self.last_routing: RoutingRecord | None = None
+        self.chunks = 4  # attention pieces (see _attend): less peak memory for the same work
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.dim:
@@ -256,12 +261,30 @@ class BiLevelRoutingAttention(nn.Module):
         return k, v, key_real
 
     def _attend(self, q, keys, values, key_real, index, weight):
-        """Token attention of each region's queries over its routed regions' keys; (N*p2, h*w, dim)."""
+        """Token attention of each region's queries over its routed regions' keys; (N*p2, h*w, dim).
+
+        Runs in up to `chunks` pieces (whole images, or groups of query regions of a single image), so that the
+        selected keys/values of one piece and their gradients are alive at a time, not those of the batch.
+        """
+        N, p2, _ = index.shape
+        if N > 1:  # pieces of whole images: each selects from its own images' regions
+            step = -(-N // self.chunks)
+            rows = step * p2
+            parts = zip(q.split(rows), keys.split(rows), values.split(rows), index.split(step), weight.split(step))
+        else:  # one image: pieces of its query regions, all selecting from the same regions
+            step = -(-p2 // self.chunks)
+            parts = ((qc, keys, values, ic, wc) for qc, ic, wc in zip(q.split(step), index.split(step, 1),
+                                                                       weight.split(step, 1)))
+        out = [self._attend_piece(qc, kc, vc, key_real, ic, wc) for qc, kc, vc, ic, wc in parts]
+        return torch.cat(out) if len(out) > 1 else out[0]
+
+    def _attend_piece(self, q, keys, values, key_real, index, weight):
         B, Lq, _ = q.shape
-        N, p2, topk = index.shape
-        flat = (index + p2 * torch.arange(N, device=index.device).view(N, 1, 1)).view(-1)  # (N*p2*topk,)
+        N, _, topk = index.shape
+        per_image = keys.shape[0] // N  # regions per image
+        flat = (index + per_image * torch.arange(N, device=index.device).view(N, 1, 1)).view(-1)  # (B*topk,)
         # a region is one row of a 2-D view, so index_select copies whole regions (backward: a row index_add)
-        k_sel, v_sel = (t.reshape(B, -1).index_select(0, flat) for t in (keys, values))  # (B*topk, Lk*c)
+        k_sel, v_sel = (t.reshape(t.shape[0], -1).index_select(0, flat) for t in (keys, values))  # (B*topk, Lk*c)
         if self.soft_routing:
             wt = weight.reshape(-1, 1).to(k_sel.dtype)
             k_sel, v_sel = k_sel * wt, v_sel * wt
