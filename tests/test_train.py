@@ -202,3 +202,17 @@ def test_autoanchor_replaces_poor_anchors():
     assert (after > 0.25).float().mean() == 1.0
     areas = (det.anchors * det.stride.view(-1, 1, 1)).prod(-1).mean(-1)
     assert torch.all(areas[1:] >= areas[:-1])  # still small to large across levels
+
+
+def test_options_freeze_single_cls_adamw_multiscale_cache(tmp_path):
+    opt = train.run(**_opts(tmp_path, epochs=1, freeze=[10], single_cls=True, optimizer="AdamW", cos_lr=True,
+                            multi_scale=True, cache="ram", label_smoothing=0.1, rect=True, noval=True))
+    ck = load_checkpoint(Path(opt.save_dir) / "weights" / "last.pt")
+    assert ck["names"] == ["item"] and ck["yaml"]["nc"] == 1
+    official = load_checkpoint(ROOT / "weights" / "yolov5n.pt")["model"]
+    for k, v in ck["model"].items():  # the stripped EMA: frozen backbone weights never moved
+        if k.startswith("model.9.") and k.endswith(".weight"):
+            torch.testing.assert_close(v.float(), official[k].float(), rtol=0, atol=1e-3)
+        if k == "model.24.m.0.weight":
+            assert v.shape[0] == 3 * 6  # single class head: 3 anchors x (5 + 1)
+    assert "opt" in ck and ck["opt"]["optimizer"] == "AdamW"
