@@ -24,7 +24,8 @@ def _cells(m, h: int, w: int) -> list[tuple[range, range]]:
         return [(range(a, a + 1), range(c, c + 1)) for a in range(h) for c in range(w)]
     if mode in ("avgpool", "maxpool"):
         kh, kw = min(r, h), min(r, w)
-        return [(range(a * kh, a * kh + kh), range(c * kw, c * kw + kw)) for a in range(h // kh) for c in range(w // kw)]
+        return [(range(a * kh, a * kh + kh), range(c * kw, c * kw + kw))
+                for a in range(h // kh) for c in range(w // kw)]
     bins = lambda n: [range(a * n // P, math.ceil((a + 1) * n / P)) for a in range(P)]  # noqa: E731 (adaptive)
     return [(ra, rc) for ra in bins(h) for rc in bins(w)]
 

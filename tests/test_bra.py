@@ -87,6 +87,17 @@ def test_detector_settings_on_stride_probe_and_640_sizes():
         assert_same_as_naive((1, 32, *hw), dim=32)
 
 
+def test_channels_last_and_strided_inputs():
+    _, m = _pair(16, n_win=3, num_heads=2)
+    x = torch.randn(2, 16, 9, 12)
+    y = m(x)
+    torch.testing.assert_close(m(x.to(memory_format=torch.channels_last)), y, **TOL)
+    strided = torch.stack([x, -x], -1).flatten(-2)[..., ::2]  # x again, every other element of a wider map
+    assert not strided.is_contiguous()
+    torch.testing.assert_close(m(strided), y, **TOL)
+    assert y.is_contiguous()
+
+
 def test_no_auto_pad_equals_naive_where_divisible_and_refuses_otherwise():
     assert_same_as_naive((1, 16, 6, 9), n_win=3, num_heads=2, auto_pad=False)
     m = BiLevelRoutingAttention(16, n_win=3, num_heads=2, auto_pad=False)

@@ -126,6 +126,7 @@ def test_summary_gflops_include_bra_attention():
     x = torch.zeros(1, 3, 640, 640)
     p4, p5 = _bras(bra)
     assert count_flops(bra, x) - count_flops(base, x) == hand_flops(p4, 1, 40, 40) + hand_flops(p5, 1, 20, 20)
-    assert hand_flops(p4, 1, 40, 40) == 2 * 42 * 42 * (128 * 128 * 4 + 4 * 36 * 128 * 2 + 128 * 9) + 4 * 49 * 128 * 128 \
-        + 2 * 49 * 49 * 128
+    tokens, keys, c = 42 * 42, 4 * 36, 128  # padded P4 map, top-4 regions of 6x6 tokens, channels
+    qkvo_attention_lepe = 2 * tokens * (4 * c * c + keys * 2 * c + 9 * c)
+    assert hand_flops(p4, 1, 40, 40) == qkvo_attention_lepe + 4 * 49 * c * c + 2 * 49 * 49 * c  # + routing
     assert "GFLOPs at 640" in bra.info()
