@@ -164,3 +164,17 @@ def test_summary_reports_why_flops_failed():
 
     line = model_info(Broken())
     assert "GFLOPs not counted (RuntimeError: cannot run at this size)" in line
+
+
+def test_attention_flops_are_counted_on_cpu():
+    import torch.nn.functional as F
+
+    from utils.flops import count_flops
+
+    class Attend(nn.Module):
+        def forward(self, q, k, v):
+            return F.scaled_dot_product_attention(q, k, v)
+
+    q, k, v = torch.rand(2, 4, 100, 16), torch.rand(2, 4, 30, 16), torch.rand(2, 4, 30, 8)
+    # q @ k^T: 2*b*h*Lq*Lk*d, attn @ v: 2*b*h*Lq*Lk*dv
+    assert count_flops(Attend(), q, k, v) == 2 * 2 * 4 * 100 * 30 * 16 + 2 * 2 * 4 * 100 * 30 * 8
