@@ -1,0 +1,338 @@
+"""Compare attention plug-ins against the YOLOv5 baseline: fine-tune each from the same weights over several
+seeds, validate, count, time, and write a report.
+
+Usage:
+    python compare.py                                              # every bundled config on COCO128
+    python compare.py --cfgs yolov5n.yaml yolov5n_biformer.yaml --seeds 3 --epochs 10
+    python compare.py --data my.yaml --imgsz 640 --device 0 --visualize-routing
+
+Writes runs/compare/exp{N}/: report.md, results.csv (one row per model), results_seeds.csv (one row per run),
+map_vs_gflops.png, latency.png, class_ap_diff.png, training_curves.png, routing/ (with --visualize-routing),
+and one folder per run (<model>_seed<k>/) with train.py's output, train.log and val/.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import re
+import sys
+import time
+from pathlib import Path
+
+from utils.log import LOGGER, setup_logging
+from utils.paths import ROOT
+
+__all__ = ["parse_opt", "run", "main", "default_cfgs"]
+
+# Defaults chosen so that the whole job on the bundled COCO128 ends in about 15 minutes on a 2-core CPU.
+DEFAULTS = dict(imgsz=320, epochs=3, batch_size=16, seeds=2)
+ROUTING_PHOTOS = ("bus.jpg", "zidane.jpg", "astronaut.jpg")
+
+
+def default_cfgs(weights: str = "yolov5n.pt") -> list[str]:
+    """yolov5{s}.yaml, yolov5{s}_biformer.yaml, then every other config in configs/, at the weights' scale s."""
+    from models.config import list_configs
+
+    m = re.search(r"yolov5([nsmlx])", Path(str(weights)).stem)
+    s = m[1] if m else "n"
+    stems = [p.stem for p in list_configs() if p.stem.startswith("yolov5")]
+    first = [x for x in ("yolov5", "yolov5_biformer") if x in stems]
+    return [f"yolov5{s}{x[6:]}.yaml" for x in first + sorted(set(stems) - set(first))]
+
+
+def _model_name(cfg: str) -> str:
+    return Path(str(cfg)).stem
+
+
+class _EpochClock(logging.Handler):
+    """Times train.py's epochs from its log: each epoch starts with its column header line, and the loop ends
+    with 'N epochs completed'. An epoch's time so includes its validation pass and checkpoint saving."""
+
+    def __init__(self):
+        super().__init__(logging.INFO)
+        self.starts: list[float] = []
+        self.end: float | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        msg = record.getMessage()
+        if "Epoch" in msg and "box_loss" in msg:
+            self.starts.append(time.perf_counter())
+        elif "epochs completed" in msg and self.end is None:
+            self.end = time.perf_counter()
+
+    def seconds_per_epoch(self) -> float | None:
+        if not self.starts or self.end is None:
+            return None
+        return (self.end - self.starts[0]) / len(self.starts)
+
+
+@contextlib.contextmanager
+def _output_to(log_file: Path, handler: logging.Handler | None = None):
+    """Send stdout, stderr (progress bars) and the project's log to `log_file` for the duration."""
+    streams = [(h, h.stream) for h in LOGGER.handlers if isinstance(h, logging.StreamHandler)]
+    with open(log_file, "a", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
+        for h, _ in streams:
+            h.setStream(f)
+        if handler:
+            LOGGER.addHandler(handler)
+        try:
+            yield
+        finally:
+            if handler:
+                LOGGER.removeHandler(handler)
+            for h, s in streams:
+                h.setStream(s)
+
+
+def _train_one(opt, cfg: str, seed: int, save_dir: Path) -> tuple[Path, float]:
+    """Fine-tune `cfg` from opt.weights with `seed` into save_dir/<model>_seed<seed>; (run dir, s/epoch)."""
+    import train
+
+    name = f"{_model_name(cfg)}_seed{seed}"
+    run_dir = save_dir / name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    clock = _EpochClock()
+    t0 = time.perf_counter()
+    with _output_to(run_dir / "train.log", clock):
+        train.run(weights=opt.weights, cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
+                  batch_size=opt.batch_size, imgsz=opt.imgsz, device=opt.device, workers=opt.workers,
+                  project=str(save_dir), name=name, exist_ok=True, seed=seed, noplots=True)
+    epoch_s = clock.seconds_per_epoch() or (time.perf_counter() - t0) / opt.epochs
+    if not (run_dir / "weights" / "best.pt").is_file():
+        raise RuntimeError(f"training {cfg} (seed {seed}) wrote no {run_dir / 'weights' / 'best.pt'}; "
+                           f"see {run_dir / 'train.log'}")
+    return run_dir, epoch_s
+
+
+def _validate(opt, run_dir: Path):
+    """val.run on the run's best.pt, as `python val.py` would: ((P, R, mAP50, mAP50-95, ...), maps, times)."""
+    import val
+
+    with _output_to(run_dir / "train.log"):
+        return val.run(data=opt.data, weights=str(run_dir / "weights" / "best.pt"), batch_size=opt.batch_size * 2,
+                       imgsz=opt.imgsz, device=opt.device, workers=opt.workers, project=str(run_dir), name="val",
+                       exist_ok=True, plots=False)
+
+
+def _size(best: Path, imgsz: int) -> tuple[int, float]:
+    """(parameters, GFLOPs at imgsz) of the trained model, BatchNorm not fused: the figures of its summary."""
+    from models import load_model
+    from utils.flops import gflops
+    from utils.torch_utils import parameter_counts
+
+    model = load_model(best, device="cpu")
+    return parameter_counts(model)[0], gflops(model, imgsz)
+
+
+def _timing(opt, models, device, bar) -> None:
+    """Latency (interleaved, one process) and peak training memory of every model, into `models`."""
+    import torch
+
+    from models import load_model
+    from utils.latency import measure_latency, peak_train_memory, prepare_for_timing
+
+    half = device.type == "cuda"
+    nets = {m.name: prepare_for_timing(load_model(m.seeds[0].run_dir / "weights" / "best.pt"), device, half)
+            for m in models}
+    repeats = {1: 50, 32: 10} if device.type == "cuda" else {1: 10, 32: 2}
+    bar.set_description("timing latency b1/b32")
+    lat = measure_latency(nets, opt.imgsz, (1, 32), warmup=2 if device.type == "cuda" else 1, repeats=repeats)
+    del nets
+    bar.update(1)
+    for m in models:
+        m.latency = lat[m.name]
+        bar.set_description(f"memory {m.name}")
+        m.memory = peak_train_memory(m.cfg, opt.imgsz, opt.batch_size, opt.nc, device, torch.get_num_threads())
+        bar.update(1)
+
+
+def _routing(opt, models, save_dir: Path, bar) -> list[Path]:
+    from models import load_model
+    from utils.routing_viz import bra_layers, visualize_routing
+
+    photos = [ROOT / "data" / "images" / p for p in ROUTING_PHOTOS if (ROOT / "data" / "images" / p).is_file()]
+    files = []
+    for m in models:
+        model = load_model(m.seeds[0].run_dir / "weights" / "best.pt")
+        if bra_layers(model):
+            bar.set_description(f"routing {m.name}")
+            files += visualize_routing(model, photos, save_dir / "routing" / m.name, top_detections=3,
+                                       imgsz=max(opt.imgsz, 640))
+    bar.update(1)
+    return files
+
+
+def _environment(device) -> tuple[dict[str, str], str]:
+    import platform
+
+    import torch
+    import torchvision
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "torchvision": torchvision.__version__}
+    if device.type == "cuda":
+        return versions, f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return versions, f"CPU: {cpu}, {torch.get_num_threads()} threads"
+
+
+def _command(opt) -> str:
+    parts = ["python compare.py", "--cfgs", *opt.cfgs]
+    for k in ("weights", "data", "hyp", "epochs", "imgsz", "batch_size", "seeds", "device", "workers", "project",
+              "name"):
+        v = getattr(opt, k)
+        if v not in ("", None):
+            parts += [f"--{k.replace('_', '-')}", str(v)]
+    return " ".join(parts) + (" --exist-ok" if opt.exist_ok else "") + (
+        " --visualize-routing" if opt.visualize_routing else "")
+
+
+def classes_present(split) -> list[int]:
+    """Class ids with at least one label in a split (folders / .txt lists / files, as DataConfig gives them)."""
+    from utils.labels import LabelError, img2label_paths, list_image_files, read_label_file
+
+    present: set[int] = set()
+    for lb_file in img2label_paths(list_image_files(split)):
+        with contextlib.suppress(LabelError):  # val.py skips such files too
+            lb, _ = read_label_file(lb_file)
+            if lb is not None:
+                present.update(int(c) for c in lb[:, 0])
+    return sorted(present)
+
+
+def _check(opt) -> None:
+    from models.config import resolve_config_path
+
+    if not opt.cfgs:
+        raise ValueError("--cfgs: give at least one model config; the first is the baseline")
+    for cfg in opt.cfgs:
+        resolve_config_path(cfg)  # FileNotFoundError naming the bad config and the known ones
+    names = [_model_name(c) for c in opt.cfgs]
+    if len(set(names)) != len(names):
+        raise ValueError(f"--cfgs lists a model twice: {opt.cfgs}")
+    for k in ("epochs", "seeds", "batch_size", "imgsz"):
+        if getattr(opt, k) < 1:
+            raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(opt, k)}")
+
+
+def _fine_tune_all(opt, save_dir: Path, bar) -> list:
+    """Train and validate every (model, seed); returns ModelResults with seeds, parameters and GFLOPs.
+
+    Runs go seed by seed through all models (A0 B0 C0 A1 B1 C1 ...), so a slow spell of a shared machine
+    spreads over the models instead of landing on one of them.
+    """
+    import train  # noqa: F401  (imported before the first run, so no run pays for the imports)
+    import val  # noqa: F401
+    from utils.compare_report import ModelResult, SeedResult
+
+    models = {cfg: None for cfg in opt.cfgs}
+    for seed in range(opt.seeds):
+        for cfg in opt.cfgs:
+            name = _model_name(cfg)
+            bar.set_description(f"train {name} seed {seed}")
+            run_dir, epoch_s = _train_one(opt, cfg, seed, save_dir)
+            bar.update(1)
+            bar.set_description(f"val {name} seed {seed}")
+            (mp, mr, map50, map_, *_), maps, _ = _validate(opt, run_dir)
+            bar.update(1)
+            if models[cfg] is None:
+                models[cfg] = ModelResult(name, cfg, *_size(run_dir / "weights" / "best.pt", opt.imgsz))
+            models[cfg].seeds.append(SeedResult(seed, float(mp), float(mr), float(map50), float(map_),
+                                                [float(x) for x in maps], float(epoch_s), run_dir))
+    return list(models.values())
+
+
+def _report(opt, models, save_dir: Path, routing, device, wall_s: float, data) -> Path:
+    from utils.compare_charts import plot_all
+    from utils.compare_report import ReportMeta, results_rows, seed_rows, write_csv, write_report
+
+    write_csv(results_rows(models), save_dir / "results.csv")
+    write_csv(seed_rows(models), save_dir / "results_seeds.csv")
+    charts = plot_all(models, save_dir, data.names, classes_present(data.val), opt.imgsz)
+    versions, dev = _environment(device)
+    settings = dict(data=opt.data, weights=opt.weights, hyp=opt.hyp, epochs=opt.epochs, imgsz=opt.imgsz,
+                    batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda")
+    meta = ReportMeta(_command(opt), versions, dev, settings, wall_s, opt.imgsz)
+    return write_report(models, meta, save_dir, charts, routing)
+
+
+def main(opt: argparse.Namespace):
+    """Run the whole comparison; returns (report folder, list of ModelResult)."""
+    from tqdm import tqdm
+
+    from utils.data_config import load_data_config
+    from utils.paths import increment_path
+    from utils.torch_utils import select_device
+
+    setup_logging()
+    opt.cfgs = list(opt.cfgs or default_cfgs(opt.weights))
+    _check(opt)
+    data = load_data_config(opt.data)
+    opt.nc = data.nc
+    device = select_device(opt.device)
+    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
+    n, s = len(opt.cfgs), opt.seeds
+    total = 2 * n * s + 1 + n + int(opt.visualize_routing)
+    LOGGER.info(f"Comparing {n} models x {s} seeds ({', '.join(opt.cfgs)}) on {opt.data}; "
+                f"per-run logs in {save_dir}/<model>_seed<k>/train.log")
+    t0 = time.perf_counter()
+    with tqdm(total=total, file=sys.stderr, bar_format="{desc:<34}{percentage:3.0f}%|{bar:20}| {n}/{total} "
+                                                         "[{elapsed}<{remaining}]") as bar:
+        models = _fine_tune_all(opt, save_dir, bar)
+        _timing(opt, models, device, bar)
+        routing = _routing(opt, models, save_dir, bar) if opt.visualize_routing else []
+        bar.set_description("done")
+    report = _report(opt, models, save_dir, routing, device, time.perf_counter() - t0, data)
+    from utils.compare_report import table_lines
+
+    LOGGER.info("\n" + "\n".join(table_lines(models, opt.imgsz)))
+    LOGGER.info(f"\nmAP: mean ± std over {s} seed(s); (delta ≈) within seed noise, (delta *) outside it, "
+                f"(?) unknown. Wall time {(time.perf_counter() - t0) / 60:.1f} min.")
+    LOGGER.info(f"Report saved to {report}")
+    return save_dir, models
+
+
+def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description="Compare attention plug-ins against the YOLOv5 baseline")
+    p.add_argument("--cfgs", nargs="+", default=None,
+                   help="model configs, baseline first (default: yolov5n.yaml, yolov5n_biformer.yaml and every "
+                        "other bundled plug-in config at the scale of --weights)")
+    p.add_argument("--weights", type=str, default="yolov5n.pt", help="pretrained weights every model starts from")
+    p.add_argument("--data", type=str, default="coco128.yaml", help="dataset.yaml path")
+    p.add_argument("--hyp", type=str, default="hyp.scratch-low.yaml", help="hyperparameters path")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs per run")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="training batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=DEFAULTS["imgsz"],
+                   help="train, val and timing image size (pixels)")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
+    p.add_argument("--seeds", type=int, default=DEFAULTS["seeds"], help="fine-tuning runs per model (seeds 0..N-1)")
+    p.add_argument("--workers", type=int, default=2, help="max dataloader workers")
+    p.add_argument("--project", default=str(ROOT / "runs" / "compare"), help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--visualize-routing", action="store_true",
+                   help="draw where BiLevelRoutingAttention routes, on bundled photos, for each BRA model")
+    return p.parse_known_args(args)[0] if known else p.parse_args(args)
+
+
+def run(**kwargs):
+    """`compare.run(cfgs=['yolov5n.yaml', 'yolov5n_biformer.yaml'], epochs=1)`: (report folder, ModelResults)."""
+    opt = parse_opt(args=[])
+    for k, v in kwargs.items():
+        if not hasattr(opt, k):
+            raise TypeError(f"compare.run() got an unknown option {k!r}; options: {sorted(vars(opt))}")
+        setattr(opt, k, v)
+    return main(opt)
+
+
+if __name__ == "__main__":
+    from utils.inference import cli_errors
+
+    cli_errors(main)(parse_opt())

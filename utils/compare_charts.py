@@ -1,0 +1,144 @@
+"""Charts of the comparison report (PNG). matplotlib is imported inside the functions, each figure on its own
+Agg canvas, so importing this module changes no backend and costs nothing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from utils.compare_report import ModelResult, read_results_csv
+
+__all__ = ["plot_map_vs_gflops", "plot_latency", "plot_class_ap_diff", "plot_training_curves", "plot_all",
+           "mean_curves", "CURVE_COLUMNS"]
+
+# (results.csv column, panel title); train losses solid, the matching val losses dashed on the same panel
+CURVE_COLUMNS = (("metrics/mAP_0.5:0.95", "mAP50-95"), ("metrics/mAP_0.5", "mAP50"),
+                 ("train/box_loss", "box loss"), ("train/obj_loss", "obj loss"), ("train/cls_loss", "cls loss"))
+
+
+def _figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, tight_layout=True)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path, dpi: int = 150) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
+    return path
+
+
+def _color(i: int):
+    from matplotlib import colormaps
+
+    return colormaps["tab10"](i % 10)
+
+
+def plot_map_vs_gflops(models: Sequence[ModelResult], path: Path, imgsz: int) -> Path:
+    """mAP50-95 (mean, error bar = seed std) against GFLOPs, one point per model."""
+    fig = _figure((6.5, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for i, m in enumerate(models):
+        s = m.summary("map")
+        ax.errorbar(m.gflops, s.mean, yerr=s.std, fmt="o", capsize=4, color=_color(i), label=m.name)
+        ax.annotate(m.name, (m.gflops, s.mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.set(xlabel=f"GFLOPs at {imgsz}x{imgsz}", ylabel="mAP50-95", title="Accuracy against compute")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_latency(models: Sequence[ModelResult], path: Path) -> Path:
+    """Grouped bars: median ms per image at each timed batch size, error bars from the 25th to 75th percentile."""
+    sizes = sorted({bs for m in models for bs in m.latency})
+    fig = _figure((max(6.0, 1.6 * len(models) + 2), 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(len(sizes), 1)
+    x = np.arange(len(models))
+    for j, bs in enumerate(sizes):
+        med = np.array([m.latency[bs].median_ms if bs in m.latency else np.nan for m in models])
+        lo = np.array([m.latency[bs].p25_ms if bs in m.latency else np.nan for m in models])
+        hi = np.array([m.latency[bs].p75_ms if bs in m.latency else np.nan for m in models])
+        bars = ax.bar(x + (j - (len(sizes) - 1) / 2) * width, med, width, yerr=[np.clip(med - lo, 0, None), np.clip(hi - med, 0, None)], capsize=3,
+                      label=f"batch {bs}", color=_color(j))
+        ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, [m.name for m in models], rotation=15, fontsize=8)
+    ax.margins(y=0.12)
+    ax.set(ylabel="ms per image (median)", title="Inference latency")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_class_ap_diff(models: Sequence[ModelResult], path: Path, names: Sequence[str],
+                       classes: Sequence[int]) -> Path:
+    """Per-class mAP50-95 minus the baseline's (seed means), one panel per non-baseline model, classes present."""
+    base, others = models[0], list(models[1:])
+    classes = sorted(int(c) for c in classes)
+    fig = _figure((max(8.0, 0.18 * len(classes) + 2), 2.6 * max(len(others), 1) + 0.6))
+    b = base.class_ap()
+    for k, m in enumerate(others or [base]):
+        ax = fig.add_subplot(max(len(others), 1), 1, k + 1)
+        d = m.class_ap()[classes] - b[classes]
+        ax.bar(np.arange(len(classes)), d, color=np.where(d >= 0, "tab:green", "tab:red"))
+        ax.axhline(0, color="black", linewidth=0.8)
+        ax.set_xticks(np.arange(len(classes)), [names[c] if c < len(names) else str(c) for c in classes],
+                      rotation=90, fontsize=6)
+        ax.set(ylabel="Δ AP50-95", xlim=(-0.6, len(classes) - 0.4),
+               title=f"{m.name} − {base.name} per class (mean {d.mean():+.3f} over {len(classes)} classes)")
+    return _save(fig, path)
+
+
+def mean_curves(m: ModelResult) -> dict[str, np.ndarray]:
+    """Column -> (n_seeds, n_epochs) from each seed's results.csv, epochs cut to the shortest run."""
+    runs = [read_results_csv(s.run_dir / "results.csv") for s in m.seeds if (s.run_dir / "results.csv").is_file()]
+    runs = [r for r in runs if r]
+    if not runs:
+        return {}
+    n = min(len(next(iter(r.values()))) for r in runs)
+    keys = set.intersection(*(set(r) for r in runs))
+    return {k: np.stack([r[k][:n] for r in runs]) for k in keys}
+
+
+def plot_training_curves(models: Sequence[ModelResult], path: Path) -> Path:
+    """mAP and losses per epoch of every model on one figure: seed mean (line) and min-max band."""
+    from matplotlib.ticker import MaxNLocator
+
+    fig = _figure((14, 7.5))
+    axes = [fig.add_subplot(2, 3, i + 1) for i in range(len(CURVE_COLUMNS))]
+    for i, m in enumerate(models):
+        curves = mean_curves(m)
+        for ax, (col, title) in zip(axes, CURVE_COLUMNS):
+            for key, style, suffix in ((col, "-", ""), (col.replace("train/", "val/"), "--", " (val)")):
+                if key not in curves or (suffix and key == col):
+                    continue
+                y = curves[key]
+                x = np.arange(1, y.shape[1] + 1)
+                ax.plot(x, y.mean(0), style, marker=".", color=_color(i), label=m.name + suffix)
+                if y.shape[0] > 1:
+                    ax.fill_between(x, y.min(0), y.max(0), color=_color(i), alpha=0.15)
+            ax.set(title=title, xlabel="epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    legend_ax = fig.add_subplot(2, 3, 6)
+    legend_ax.axis("off")
+    legend_ax.legend(handles, labels, loc="center", title="line: seed mean, band: min-max\nlosses: solid train, "
+                                                           "dashed val")
+    return _save(fig, path)
+
+
+def plot_all(models: Sequence[ModelResult], save_dir: Path, names: Sequence[str], classes: Sequence[int],
+             imgsz: int) -> list[Path]:
+    """Every chart of the report; returns the PNG paths."""
+    save_dir = Path(save_dir)
+    return [plot_map_vs_gflops(models, save_dir / "map_vs_gflops.png", imgsz),
+            plot_latency(models, save_dir / "latency.png"),
+            plot_class_ap_diff(models, save_dir / "class_ap_diff.png", names, classes),
+            plot_training_curves(models, save_dir / "training_curves.png")]
