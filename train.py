@@ -122,7 +122,9 @@ def _build_model(r: _Run) -> dict | None:
         else:
             from utils.transfer import transfer_weights
 
-            report = transfer_weights(r.model, ckpt, exclude=("anchors",) if anchors else ())
+            # anchors come from the checkpoint (autoanchor may have evolved them) unless hyp or --cfg set others
+            own = anchors or (opt.cfg and r.model.yaml["anchors"] != ckpt["yaml"].get("anchors"))
+            report = transfer_weights(r.model, ckpt, exclude=("anchors",) if own else ())
             LOGGER.info(report.summary(path.name))
     elif opt.cfg:
         r.model = Model(opt.cfg, ch=3, nc=nc, anchors=anchors, verbose=r.info.main).to(r.device)
@@ -196,6 +198,10 @@ def _finish_model(r: _Run, ckpt: dict | None) -> None:
             from utils.train_plots import plot_labels
 
             plot_labels(r.dataset.labels, r.data.names, r.save_dir)
+    if r.device.type == "cpu":  # oneDNN convolutions run 20-30% faster on NHWC tensors
+        for p in r.model.parameters():
+            if p.dim() == 4:  # in place, so the optimizer keeps the same Parameter objects
+                p.data = p.data.contiguous(memory_format=torch.channels_last)
     if r.info.main:
         r.ema = ModelEMA(r.model)
         if opt.resume and ckpt.get("ema"):
@@ -265,6 +271,8 @@ def _train_epoch(r: _Run, epoch: int, nw: int) -> torch.Tensor:
     for i, (imgs, targets, paths, _) in pbar:
         ni = i + r.nb * epoch  # integrated batches since the start of training
         imgs = imgs.to(device, non_blocking=True).float() / 255
+        if device.type == "cpu":
+            imgs = imgs.contiguous(memory_format=torch.channels_last)
         accumulate = _warmup(r, ni, nw, epoch)
         if opt.multi_scale:
             imgs = _rescale(imgs, r.imgsz, r.gs)
