@@ -31,8 +31,9 @@ def _grads(mod, x, g):
     return y, torch.autograd.grad(y, [x, *params], g)
 
 
-def assert_same_as_naive(shape, dim=16, seed=0, **kw):
+def assert_same_as_naive(shape, dim=16, seed=0, piece_bytes=None, **kw):
     ref, fast = _pair(dim, seed, **kw)
+    fast.piece_bytes = piece_bytes or fast.piece_bytes
     x = torch.randn(shape, requires_grad=True)
     y_ref, g_ref = _grads(ref, x, g := torch.randn(shape[0], dim, *shape[2:]))
     y, gr = _grads(fast, x, g)
@@ -80,6 +81,12 @@ def test_same_as_naive_for_every_topk(topk):
 def test_same_as_naive_on_tiny_odd_and_non_square_maps(hw):
     assert_same_as_naive((2, 16, *hw), n_win=3, num_heads=2, topk=4)
     assert_same_as_naive((1, 16, *hw), n_win=3, num_heads=2, topk=9, kv_downsample_mode="ada_avgpool", kv_per_win=2)
+
+
+@pytest.mark.parametrize("n", [1, 3])  # pieces of one image's query regions; pieces of whole images
+def test_attention_in_pieces_gives_the_same_numbers(n):
+    assert_same_as_naive((n, 16, 8, 7), n_win=3, num_heads=2, soft_routing=True, piece_bytes=1)
+    assert_same_as_naive((n, 16, 5, 5), n_win=2, num_heads=2, topk=3, piece_bytes=1)
 
 
 def test_detector_settings_on_stride_probe_and_640_sizes():

@@ -149,7 +149,7 @@ class BiLevelRoutingAttention(nn.Module):
     Deviations from the original code, none of which changes its numbers where it runs:
       * Routed regions are picked with `index_select` on the flattened regions instead of `gather` on a
         (N, p^2, p^2, ...) expanded view; token attention runs in `F.scaled_dot_product_attention`, in up to
-        `chunks` (default 4) pieces of images or query regions to bound peak memory.
+        `chunks` (4) pieces of images or query regions where the selection exceeds `piece_bytes` (32 MiB).
       * The region-level query/key is the projection of the region's mean input token, which equals the mean
         of the projected tokens (the projection is affine) up to rounding; q, k, v are projected separately
         with the three row blocks of `qkv.qkv`.
@@ -186,7 +186,7 @@ class BiLevelRoutingAttention(nn.Module):
         self.wo = nn.Linear(dim, dim) if param_attention == "qkvo" else nn.Identity()
         self.record_routing = False
         self.last_routing: RoutingRecord | None = None
-        self.chunks = 4  # attention pieces (see _attend): less peak memory for the same work
+        self.chunks, self.piece_bytes = 4, 32 * 2**20  # attention in pieces (see _attend): less peak memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.dim:
@@ -264,16 +264,21 @@ class BiLevelRoutingAttention(nn.Module):
     def _attend(self, q, keys, values, key_real, index, weight):
         """Token attention of each region's queries over its routed regions' keys; (N*p2, h*w, dim).
 
-        Runs in up to `chunks` pieces (whole images, or groups of query regions of a single image), so that the
-        selected keys/values of one piece and their gradients are alive at a time, not those of the batch.
+        Where the selected keys/values would exceed `piece_bytes`, it runs in up to `chunks` pieces (whole images,
+        or groups of query regions of one image), so that only one piece's selection and its gradients are
+        alive at a time.
         """
-        N, p2, _ = index.shape
+        N, p2, topk = index.shape
+        selected = q.shape[0] * topk * keys.shape[1] * (keys.shape[2] + values.shape[2]) * q.element_size()
+        pieces = min(self.chunks, -(-selected // self.piece_bytes))
+        if pieces <= 1:
+            return self._attend_piece(q, keys, values, key_real, index, weight)
         if N > 1:  # pieces of whole images: each selects from its own images' regions
-            step = -(-N // self.chunks)
+            step = -(-N // pieces)
             rows = step * p2
             parts = zip(q.split(rows), keys.split(rows), values.split(rows), index.split(step), weight.split(step))
         else:  # one image: pieces of its query regions, all selecting from the same regions
-            step = -(-p2 // self.chunks)
+            step = -(-p2 // pieces)
             parts = ((qc, keys, values, ic, wc) for qc, ic, wc in zip(q.split(step), index.split(step, 1),
                                                                        weight.split(step, 1)))
         out = [self._attend_piece(qc, kc, vc, key_real, ic, wc) for qc, kc, vc, ic, wc in parts]
