@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from utils.boxes import scale_boxes
 from utils.inference import check_img_size, cli_errors, save_one_txt
+from utils.labels import IMG_FORMATS
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
 from utils.paths import ROOT, increment_path
@@ -193,9 +194,11 @@ def _one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o: _Options, 
 def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), conf_thres=0.25, iou_thres=0.45,
         max_det=1000, device="", save_txt=False, save_conf=False, save_crop=False, nosave=False, classes=None,
         agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False, line_thickness=3,
-        hide_labels=False, hide_conf=False, half=False, vid_stride=1) -> tuple[Path, list[Detections]]:
+        hide_labels=False, hide_conf=False, half=False, vid_stride=1,
+        visualize_routing=False) -> tuple[Path, list[Detections]]:
     """Detect; returns (run folder, detections of every image / frame in original pixels; for streams the
-    first MAX_STREAM_RECORDS frames)."""
+    first MAX_STREAM_RECORDS frames). `visualize_routing` also draws, for models with BiLevelRoutingAttention,
+    the regions each of the most confident detections routes to, into <run folder>/routing."""
     source = str(source)
     device = select_device(device)
     if half and device.type != "cuda":
@@ -225,7 +228,26 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
         if webcam:
             dataset.close()
     _report(seen, dt, imgsz, len(dataset) if webcam else 1, save_dir, save_txt, o.save_img or save_crop)
+    if visualize_routing:
+        _draw_routing(model, records, save_dir / "routing", max(imgsz), conf_thres, iou_thres)
     return save_dir, records
+
+
+def _draw_routing(model, records: list[Detections], save_dir: Path, imgsz: int, conf_thres: float,
+                  iou_thres: float) -> None:
+    """The routing figure for the still images of this run (video frames are skipped)."""
+    from utils.routing_viz import bra_layers, visualize_routing
+
+    if not bra_layers(model):
+        LOGGER.warning("WARNING: --visualize-routing needs a model with BiLevelRoutingAttention; nothing drawn")
+        return
+    images = sorted({r.path for r in records if Path(r.path).suffix.lower().lstrip(".") in IMG_FORMATS})
+    if not images:
+        LOGGER.warning("WARNING: --visualize-routing draws on still images only; this source had none")
+        return
+    paths = visualize_routing(model.float(), images, save_dir, imgsz=imgsz, conf_thres=conf_thres,
+                              iou_thres=iou_thres)
+    LOGGER.info(f"Routing figures: {len(paths)} saved to {colorstr('bold', str(save_dir))}")
 
 
 def _report(seen, dt, imgsz, bs, save_dir: Path, save_txt: bool, saved: bool) -> None:
@@ -261,6 +283,8 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--hide-conf", default=False, action="store_true", help="hide confidences")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
+    p.add_argument("--visualize-routing", action="store_true",
+                   help="draw where BiLevelRoutingAttention routes the most confident detections")
     return p.parse_args(argv)
 
 
