@@ -130,3 +130,16 @@ def test_summary_gflops_include_bra_attention():
     qkvo_attention_lepe = 2 * tokens * (4 * c * c + keys * 2 * c + 9 * c)
     assert hand_flops(p4, 1, 40, 40) == qkvo_attention_lepe + 4 * 49 * c * c + 2 * 49 * 49 * c  # + routing
     assert "GFLOPs at 640" in bra.info()
+
+
+def test_yaml_row_can_switch_on_mask_padding():
+    from models.config import load_model_config
+
+    d = load_model_config("yolov5n_biformer.yaml")
+    args = [7, 8, None, None, 4, 4, None, "identity", 4, "qkvo", False, False, False, 3, True, True]
+    for row in d["head"]:
+        if row[2] == "BiLevelRoutingAttention":
+            row[3] = args
+    model = Model(d, verbose=False)
+    assert [m.mask_padding for m in _bras(model)] == [True, True]
+    assert parameter_counts(model)[0] == PARAMS["n"]

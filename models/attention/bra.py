@@ -130,7 +130,8 @@ class BiLevelRoutingAttention(nn.Module):
             values by its routing weight.
         side_dwconv: kernel of LePE, a depthwise conv on V added to the attention output (0: none).
         auto_pad: zero-pad the bottom/right up to multiples of n_win (False: H, W must be multiples).
-        mask_padding: (keyword, not in the original) make the padding invisible to real tokens; see below.
+        mask_padding: (last, not in the original; a YAML row sets it as its 16th arg) make the padding invisible
+            to real tokens; see below.
 
     Shapes: the padded map (Hp, Wp) = H, W rounded up to multiples of n_win; a region holds h x w = Hp/n_win x
     Wp/n_win tokens and a query attends to topk * (keys per region) tokens. Set `record_routing = True` to keep
@@ -167,7 +168,7 @@ class BiLevelRoutingAttention(nn.Module):
                  qk_scale: float | None = None, kv_per_win: int = 4, kv_downsample_ratio: int = 4,
                  kv_downsample_kernel=None, kv_downsample_mode: str = "identity", topk: int = 4,
                  param_attention: str = "qkvo", param_routing: bool = False, diff_routing: bool = False,
-                 soft_routing: bool = False, side_dwconv: int = 3, auto_pad: bool = True, *,
+                 soft_routing: bool = False, side_dwconv: int = 3, auto_pad: bool = True,
                  mask_padding: bool = False):
         super().__init__()
         qk_dim = qk_dim or dim
