@@ -372,7 +372,7 @@ def _final(r: _Run, ck: Checkpoints) -> tuple:
                 model = model.half() if r.amp else model
                 is_coco = r.data.yaml_file is not None and Path(r.data.yaml_file).name == "coco.yaml"
                 results, _ = _validate(r, model, plots=not r.opt.noplots, iou_thres=0.65 if is_coco else 0.60,
-                                       verbose=True)
+                                       verbose=True, save_json=is_coco)
     if not r.opt.noplots:
         from utils.train_plots import plot_results
 

@@ -65,7 +65,9 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.setattr(train, "_train_epoch", real_epoch)
     last = tmp_path / "runs" / "killed" / "weights" / "last.pt"
     assert load_checkpoint(last)["epoch"] == 0
-    b = train.run(resume=str(last))
+    with pytest.raises(ValueError, match="not resumable"):  # a finished run's checkpoints are stripped
+        train.run(resume=str(tmp_path / "runs" / "full" / "weights" / "last.pt"))
+    b = train.run(resume=True, project=str(tmp_path / "runs"))  # bare --resume: the latest last.pt
     assert Path(b.save_dir) == last.parent.parent and b.epochs == 2
 
     full, resumed = saved[("full", 1)], saved[("killed", 1)]
