@@ -1,7 +1,8 @@
 """Bi-Level Routing Attention (BiFormer, Zhu et al., CVPR 2023) as an NCHW plug-in for the neck.
 
-Region-to-region routing keeps, for each of the n_win x n_win regions, the `topk` regions whose mean key
-is closest to its mean query; token-to-token attention then runs over the tokens of those regions only.
+Region-to-region routing keeps, for each of the n_win x n_win regions, the `topk` regions with the highest
+affinity (scaled dot product of its mean query with their mean keys); token-to-token attention then runs over
+the tokens of those regions only.
 The routed regions are picked with one `index_select` on the flattened regions (no expanded copy of every
 region per query region, whose backward would zero-fill and scatter into p^2 copies), and the token
 attention runs through `F.scaled_dot_product_attention`.
