@@ -29,6 +29,7 @@ def test_round_trip(tmp_path):
     for (k, a), (k2, b) in zip(model.state_dict().items(), loaded.state_dict().items()):
         assert k == k2 and torch.equal(a, b)
     assert not list(tmp_path.glob(".*.tmp"))  # atomic write leaves no temporary behind
+    assert path.stat().st_mode & 0o777 == 0o644
 
 
 def test_save_is_atomic(tmp_path, monkeypatch):
