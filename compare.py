@@ -29,6 +29,7 @@ __all__ = ["parse_opt", "run", "main", "default_cfgs"]
 # Defaults chosen so that the whole job on the bundled COCO128 ends in about 15 minutes on a 2-core CPU.
 DEFAULTS = dict(imgsz=320, epochs=3, batch_size=16, seeds=2)
 ROUTING_PHOTOS = ("bus.jpg", "zidane.jpg", "astronaut.jpg")
+ROUTING_CONF = 0.05  # a few epochs leave confidences low; the figure shows the top detections above this
 
 
 def default_cfgs(weights: str = "yolov5n.pt") -> list[str]:
@@ -159,7 +160,7 @@ def _routing(opt, models, save_dir: Path, bar) -> list[Path]:
         if bra_layers(model):
             bar.set_description(f"routing {m.name}")
             files += visualize_routing(model, photos, save_dir / "routing" / m.name, top_detections=3,
-                                       imgsz=max(opt.imgsz, 640))
+                                       imgsz=opt.imgsz, conf_thres=ROUTING_CONF)
     bar.update(1)
     return files
 
@@ -259,7 +260,7 @@ def _report(opt, models, save_dir: Path, routing, device, wall_s: float, data) -
     versions, dev = _environment(device)
     settings = dict(data=opt.data, weights=opt.weights, hyp=opt.hyp, epochs=opt.epochs, imgsz=opt.imgsz,
                     batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda")
-    meta = ReportMeta(_command(opt), versions, dev, settings, wall_s, opt.imgsz)
+    meta = ReportMeta(_command(opt), versions, dev, settings, wall_s, opt.imgsz, opt.imgsz)
     return write_report(models, meta, save_dir, charts, routing)
 
 

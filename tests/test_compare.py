@@ -36,18 +36,17 @@ def tiny_data(tmp_path_factory, coco128_dir=Path(__file__).resolve().parent.pare
     return d / "tiny.yaml"
 
 
-@pytest.fixture(scope="module")
-def job(tiny_data, tmp_path_factory):
+def test_compare_job_end_to_end(tiny_data, tmp_path_factory, tmp_path):
+    """One tiny compare run (one test, so that pytest-xdist runs it once), then every check on its output."""
     project = tmp_path_factory.mktemp("compare")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # module-scoped: runs before the per-test one-thread fixture
-    try:
-        save_dir, models = compare.run(cfgs=CFGS, data=str(tiny_data), epochs=1, imgsz=IMGSZ, batch_size=2,
-                                       seeds=1, workers=0, device="cpu", project=str(project), name="exp",
-                                       visualize_routing=True)
-    finally:
-        torch.set_num_threads(threads)
-    return save_dir, models, tiny_data
+    save_dir, models = compare.run(cfgs=CFGS, data=str(tiny_data), epochs=1, imgsz=IMGSZ, batch_size=2, seeds=1,
+                                   workers=0, device="cpu", project=str(project), name="exp",
+                                   visualize_routing=True)
+    job = save_dir, models, tiny_data
+    _check_every_report_file_is_written(job)
+    _check_params_and_gflops_equal_the_model_summary(job)
+    _check_map_equals_val_on_the_saved_weights(job, tmp_path)
+    _check_report_states_command_versions_and_timings(job)
 
 
 def _csv(path: Path) -> list[dict]:
@@ -55,7 +54,7 @@ def _csv(path: Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def test_every_report_file_is_written(job):
+def _check_every_report_file_is_written(job):
     save_dir, models, _ = job
     assert save_dir.name == "exp"
     for name in ("report.md", "results.csv", "results_seeds.csv", "map_vs_gflops.png", "latency.png",
@@ -73,7 +72,7 @@ def test_every_report_file_is_written(job):
         assert (run / "train.log").stat().st_size > 0
 
 
-def test_params_and_gflops_equal_the_model_summary(job):
+def _check_params_and_gflops_equal_the_model_summary(job):
     rows = {r["model"]: r for r in _csv(job[0] / "results.csv")}
     for cfg in CFGS:
         model = Model(cfg, nc=80, verbose=False)
@@ -85,7 +84,7 @@ def test_params_and_gflops_equal_the_model_summary(job):
         assert f"{float(row['gflops']):.1f} GFLOPs at {IMGSZ}" in summary
 
 
-def test_map_equals_val_on_the_saved_weights(job, tmp_path):
+def _check_map_equals_val_on_the_saved_weights(job, tmp_path):
     import val
 
     save_dir, models, data = job
@@ -107,7 +106,7 @@ def test_map_equals_val_on_the_saved_weights(job, tmp_path):
     assert rows[models[1].name]["map_mark"] == "?"  # one seed each: the noise cannot be told
 
 
-def test_report_states_command_versions_and_timings(job):
+def _check_report_states_command_versions_and_timings(job):
     save_dir, models, data = job
     report = (save_dir / "report.md").read_text(encoding="utf-8")
     assert f"python compare.py --cfgs {' '.join(CFGS)} --weights yolov5n.pt --data {data}" in report
@@ -116,7 +115,9 @@ def test_report_states_command_versions_and_timings(job):
     assert "\n".join(table_lines(models, IMGSZ)) in report
     for m in models:
         assert set(m.latency) == {1, 32} and all(s.median_ms > 0 for s in m.latency.values())
-        assert m.memory.method == "cpu_peak_rss_subprocess" and m.memory.peak_mb > m.memory.base_mb > 50
+        assert m.memory.method == "cpu_peak_rss_subprocess" and m.memory.base_mb > 50
+        # at least weights, gradients, SGD momentum and the EMA copy: 4 fp32 copies of the parameters
+        assert m.memory.peak_mb - m.memory.base_mb >= 4 * m.params * 4 / 2**20
         assert 0 < m.seeds[0].epoch_s < 600
 
 

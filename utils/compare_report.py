@@ -67,6 +67,7 @@ class ReportMeta:
     settings: dict[str, object]
     wall_s: float = 0.0
     imgsz: int = 640
+    routing_imgsz: int = 640  # network input size of the routing figures
 
 
 def _lat(m: ModelResult, bs: int) -> float:
@@ -225,7 +226,11 @@ def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path
     if routing:
         lines += ["## Routing of Bi-Level Routing Attention", "",
                   "Each panel: the regions of one BRA layer on the photo (grid), a query region outlined in yellow, "
-                  "and the top-k regions it routes to shaded red, darker for a larger routing weight.", ""]
+                  "and the top-k regions it routes to shaded red, more opaque for a larger routing weight. Queries "
+                  "are the centres of the most confident detections (green boxes, confidence >= 0.05) or the photo "
+                  "centre; the "
+                  f"photo is letterboxed to {meta.routing_imgsz} as detect.py does. Regions that lie wholly in the "
+                  "letterbox padding are not on the photo; the panel header says when a query routes to them.", ""]
         lines += [f"![{p.stem}]({p.relative_to(save_dir).as_posix()})" for p in routing] + [""]
     lines += ["## Every run", "", *_seed_table(models), "",
               "Files: `results.csv` (one row per model), `results_seeds.csv` (one row per run), each run's folder "
