@@ -49,6 +49,7 @@ def plot_map_vs_gflops(models: Sequence[ModelResult], path: Path, imgsz: int) ->
         s = m.summary("map")
         ax.errorbar(m.gflops, s.mean, yerr=s.std, fmt="o", capsize=4, color=_color(i), label=m.name)
         ax.annotate(m.name, (m.gflops, s.mean), textcoords="offset points", xytext=(6, 6), fontsize=8)
+    ax.margins(x=0.2, y=0.15)  # room for the labels
     ax.set(xlabel=f"GFLOPs at {imgsz}x{imgsz}", ylabel="mAP50-95", title="Accuracy against compute")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
