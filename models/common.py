@@ -8,9 +8,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.registry import concat, register, scaled, scaled_repeated
+from models.registry import LayerSpec, concat, inserts_dim, lookup, register, scaled, scaled_repeated
 
-__all__ = ["autopad", "Conv", "Bottleneck", "C3", "SPPF", "Concat"]
+__all__ = ["autopad", "Conv", "Bottleneck", "C3", "SPPF", "Concat", "Residual"]
 
 
 def autopad(k: int | tuple, p: int | None = None, d: int = 1):
@@ -101,6 +101,36 @@ class Concat(nn.Module):
 
     def forward(self, x: list[torch.Tensor]) -> torch.Tensor:
         return torch.cat(x, self.d)
+
+
+def _residual_channels(spec: LayerSpec):
+    """Residual(c, name, *args): the wrapped block must be a channel-preserving plug-in (rule inserts_dim)."""
+    if not spec.args or not isinstance(spec.args[0], str):
+        raise ValueError(f"Residual needs the name of the block it wraps as its first argument, got {spec.args}")
+    if lookup(spec.args[0]).channels is not inserts_dim:
+        raise ValueError(f"Residual can wrap channel-preserving plug-ins only (input channels first), "
+                         f"not {spec.args[0]!r}")
+    return inserts_dim(spec)
+
+
+@register(channels=_residual_channels)
+class Residual(nn.Module):
+    """x + gamma * block(x), gamma per channel and zero at the start: a plug-in that starts as the identity.
+
+    YAML: `[-1, 1, Residual, [BiLevelRoutingAttention, 7, 8]]` wraps BiLevelRoutingAttention(c, 7, 8).
+    Inserted into a pretrained network, the wrapped block first leaves every pretrained feature as it was
+    (gamma = 0; the block still gets gradients through gamma once gamma moves), so fine-tuning starts from the
+    pretrained model's own output instead of from features scrambled by a randomly initialised layer. This is
+    the residual-with-layer-scale form attention takes inside transformer blocks (BiFormer, CaiT's LayerScale).
+    """
+
+    def __init__(self, c: int, block: str, *args):
+        super().__init__()
+        self.m = lookup(block).cls(c, *args)
+        self.gamma = nn.Parameter(torch.zeros(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.gamma.view(1, -1, 1, 1).to(x.dtype) * self.m(x)
 
 
 # Attention plug-ins, re-exported so YOLOv5-style code can import them from models.common.

@@ -32,3 +32,23 @@ def root() -> Path:
 @pytest.fixture
 def coco128() -> Path:
     return ROOT / "data" / "coco128"
+
+
+def open_residuals(model: torch.nn.Module, gamma: float = 1.0) -> None:
+    """Set every Residual wrapper's gamma (zero at initialisation) so its block's parameters get gradients."""
+    from models.common import Residual
+
+    for m in model.modules():
+        if isinstance(m, Residual):
+            with torch.no_grad():
+                m.gamma.fill_(gamma)
+
+
+def plugin_layers(model: torch.nn.Module, cls: type) -> list[tuple[int, torch.nn.Module]]:
+    """(layer index, module) of each `cls` among the model's layers, bare or inside a Residual wrapper."""
+    out = []
+    for i, layer in enumerate(model.model):
+        inner = getattr(layer, "m", None)
+        if isinstance(layer, cls) or isinstance(inner, cls):
+            out.append((i, layer if isinstance(layer, cls) else inner))
+    return out

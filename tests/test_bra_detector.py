@@ -14,8 +14,11 @@ from utils.checkpoint import save_checkpoint
 from utils.flops import count_flops
 from utils.torch_utils import parameter_counts
 
-# configs/yolov5_biformer.yaml: YOLOv5 plus 2 x (4 C^2 + 14 C) for BRA at C = P4 and P5 concat widths
-PARAMS = {"n": 2_205_213, "s": 8_556_861, "m": 24_155_805, "l": 51_828_093, "x": 94_968_285}
+from .conftest import open_residuals, plugin_layers
+
+# configs/yolov5_biformer.yaml: YOLOv5 plus 2 x (4 C^2 + 14 C) for BRA at C = P4 and P5 concat widths, plus
+# the C gammas of each Residual wrapper
+PARAMS = {"n": 2_205_597, "s": 8_557_629, "m": 24_156_957, "l": 51_829_629, "x": 94_970_205}
 YOLOV5_PARAMS = {"n": 1_872_157, "s": 7_235_389, "m": 21_190_557, "l": 46_563_709, "x": 86_749_405}
 
 # A BiFormer YOLOv5 YAML as it is published for YOLOv5 v6.1 (upstream module names, BRA rows with no args).
@@ -74,7 +77,7 @@ head:
 
 
 def _bras(model) -> list[BiLevelRoutingAttention]:
-    return [m for m in model.model if isinstance(m, BiLevelRoutingAttention)]
+    return [m for _, m in plugin_layers(model, BiLevelRoutingAttention)]
 
 
 @pytest.mark.parametrize("scale", "nsmlx")
@@ -83,15 +86,17 @@ def test_biformer_config_builds_at_every_scale_with_pinned_parameters(scale):
     assert model.stride.tolist() == [8.0, 16.0, 32.0]  # the stride probe ran through both BRA layers
     assert parameter_counts(model)[0] == PARAMS[scale]
     bras = _bras(model)
-    assert [m.i for m in bras] == [20, 24] and model.model[-1].f == [17, 21, 25]
-    assert sum(4 * m.dim**2 + 14 * m.dim for m in bras) == PARAMS[scale] - YOLOV5_PARAMS[scale]
+    assert [i for i, _ in plugin_layers(model, BiLevelRoutingAttention)] == [20, 24]
+    assert model.model[-1].f == [17, 21, 25]
+    # each BRA: 4 C^2 + 14 C, plus the C gammas of its Residual wrapper
+    assert sum(4 * m.dim**2 + 15 * m.dim for m in bras) == PARAMS[scale] - YOLOV5_PARAMS[scale]
 
 
 def test_published_biformer_yaml_builds_and_runs(tmp_path):
     path = tmp_path / "yolov5_BiFormer.yaml"
     path.write_text(BIFORMER_YAML, encoding="utf-8")
     model = Model(str(path), verbose=False).eval()
-    assert parameter_counts(model)[0] == PARAMS["l"]  # depth 1.0 / width 1.0 is the l scale
+    assert parameter_counts(model)[0] == PARAMS["l"] - 512 - 1024  # the l scale, bare BRA (no Residual gammas)
     assert [(m.dim, m.n_win, m.topk) for m in _bras(model)] == [(512, 7, 4), (1024, 7, 4)]
     with torch.no_grad():
         pred, maps = model(torch.rand(1, 3, 96, 64))
@@ -100,6 +105,7 @@ def test_published_biformer_yaml_builds_and_runs(tmp_path):
 
 def test_train_step_at_640_batch_2():
     model = Model("yolov5n_biformer.yaml", verbose=False).train()
+    open_residuals(model)
     maps = model(torch.rand(2, 3, 640, 640))
     assert [tuple(m.shape[2:4]) for m in maps] == [(80, 80), (40, 40), (20, 20)]
     sum(m.float().square().mean() for m in maps).backward()
@@ -138,8 +144,8 @@ def test_yaml_row_can_switch_on_mask_padding():
     d = load_model_config("yolov5n_biformer.yaml")
     args = [7, 8, None, None, 4, 4, None, "identity", 4, "qkvo", False, False, False, 3, True, True]
     for row in d["head"]:
-        if row[2] == "BiLevelRoutingAttention":
-            row[3] = args
+        if row[2] == "Residual" and row[3] == ["BiLevelRoutingAttention"]:
+            row[3] = ["BiLevelRoutingAttention", *args]
     model = Model(d, verbose=False)
     assert [m.mask_padding for m in _bras(model)] == [True, True]
     assert parameter_counts(model)[0] == PARAMS["n"]

@@ -12,6 +12,8 @@ import torch.nn.functional as F
 from models.attention.hilo import HiLo, masked_avg_pool
 from models.yolo import Model
 
+from .conftest import open_residuals, plugin_layers
+
 
 # ---- naive references -------------------------------------------------------------------------------------
 def _softmax_attention(q, k, v, scale, allowed=None):
@@ -210,8 +212,9 @@ def test_config_builds_and_runs_at_every_scale(scale):
     n/s only in channels, and a 640 forward of l or x takes many seconds on a shared CPU."""
     torch.manual_seed(0)
     model = Model(f"yolov5{scale}_hilo.yaml", verbose=False).eval()
-    layers = [m for m in model.model if isinstance(m, HiLo)]
-    assert [m.i for m in layers] == [20, 24]
+    found = plugin_layers(model, HiLo)
+    assert [i for i, _ in found] == [20, 24]
+    layers = [m for _, m in found]
     sizes = [(64, 64), (64, 96)] + ([(320, 480), (640, 640)] if scale in "ns" else [])
     with torch.no_grad():
         for h, w in sizes:
@@ -228,14 +231,16 @@ def test_parameter_counts_pinned():
     counts = {s: sum(p.numel() for p in Model(f"yolov5{s}_hilo.yaml", verbose=False).parameters()) for s in "ns"}
     # YOLOv5n/s (1,872,157 / 7,235,389) plus two HiLo blocks; HiLo(d) with alpha 0.5 holds
     # l_q d*d/2 + l_kv d*d + l_proj (d/2)^2 + d/2 + h_qkv 3d*d/2 + h_proj (d/2)^2 + d/2 = 3.5 d^2 + d
-    hilo = {d: 3.5 * d * d + d for d in (128, 256, 512)}
-    assert counts == {"n": 2_159_261, "s": 8_383_037}
+    # plus the d gammas of the Residual wrapper
+    hilo = {d: 3.5 * d * d + d + d for d in (128, 256, 512)}
+    assert counts == {"n": 2_159_645, "s": 8_383_805}
     assert counts == {"n": 1_872_157 + hilo[128] + hilo[256], "s": 7_235_389 + hilo[256] + hilo[512]}
 
 
 def test_forward_backward_yolov5n():
     torch.manual_seed(0)
     model = Model("yolov5n_hilo.yaml", verbose=False).train()
+    open_residuals(model)
     maps = model(torch.randn(2, 3, 64, 96))
     sum(m.float().square().mean() for m in maps).backward()
     hilos = [m for m in model.modules() if isinstance(m, HiLo)]

@@ -178,3 +178,31 @@ def test_attention_flops_are_counted_on_cpu():
     q, k, v = torch.rand(2, 4, 100, 16), torch.rand(2, 4, 30, 16), torch.rand(2, 4, 30, 8)
     # q @ k^T: 2*b*h*Lq*Lk*d, attn @ v: 2*b*h*Lq*Lk*dv
     assert count_flops(Attend(), q, k, v) == 2 * 2 * 4 * 100 * 30 * 16 + 2 * 2 * 4 * 100 * 30 * 8
+
+
+def test_residual_plugins_start_as_the_pretrained_model():
+    """Weights carried into a plug-in config give exactly the pretrained model's output before any training."""
+    from models import load_model
+    from utils.checkpoint import load_checkpoint
+    from models import resolve_weights
+    from utils.transfer import transfer_weights
+
+    base = load_model("yolov5n.pt")
+    x = torch.rand(1, 3, 160, 224)
+    with torch.no_grad():
+        want = base(x)[0]
+    ckpt = load_checkpoint(resolve_weights("yolov5n.pt"))
+    ckpt["model"] = {k: v.float() for k, v in ckpt["model"].items()}
+    for cfg in ("yolov5n_biformer.yaml", "yolov5n_hilo.yaml", "yolov5n_slide.yaml"):
+        model = Model(cfg, verbose=False)
+        report = transfer_weights(model, ckpt)
+        assert len(report.mapping) == 349
+        with torch.no_grad():
+            torch.testing.assert_close(model.eval()(x)[0], want, rtol=0, atol=0)
+
+
+def test_residual_rejects_blocks_that_change_channels():
+    d = load_model_config("yolov5n.yaml")
+    d["head"].insert(3, [-1, 1, "Residual", ["Conv", 64]])
+    with pytest.raises(ValueError, match="channel-preserving"):
+        parse_model(d, ch=[3], verbose=False)

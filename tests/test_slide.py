@@ -11,6 +11,8 @@ import torch.nn.functional as F
 from models.attention.slide import SlideAttention, shift_kernels
 from models.yolo import Model
 
+from .conftest import open_residuals, plugin_layers
+
 
 # ---- naive reference --------------------------------------------------------------------------------------
 def naive_slide(m: SlideAttention, x: torch.Tensor, learnable: torch.Tensor | None = None,
@@ -168,8 +170,9 @@ def test_config_builds_and_runs_at_every_scale(scale):
     n/s only in channels, and a 640 forward of l or x takes many seconds on a shared CPU."""
     torch.manual_seed(0)
     model = Model(f"yolov5{scale}_slide.yaml", verbose=False).eval()
-    layers = [m for m in model.model if isinstance(m, SlideAttention)]
-    assert [m.i for m in layers] == [20, 24]
+    found = plugin_layers(model, SlideAttention)
+    assert [i for i, _ in found] == [20, 24]
+    layers = [m for _, m in found]
     sizes = [(64, 64), (64, 96)] + ([(320, 480), (640, 640)] if scale in "ns" else [])
     with torch.no_grad():
         for h, w in sizes:
@@ -186,14 +189,16 @@ def test_parameter_counts_pinned():
     counts = {s: sum(p.numel() for p in Model(f"yolov5{s}_slide.yaml", verbose=False).parameters()) for s in "ns"}
     # YOLOv5n/s (1,872,157 / 7,235,389) plus two SlideAttention(d, 8 heads, k=3): qkv 3d^2 + 3d,
     # proj d^2 + d, deform (d/8)*9*9, position bias 8*9
-    slide = {d: 4 * d * d + 4 * d + d // 8 * 81 + 72 for d in (128, 256, 512)}
-    assert counts == {"n": 2_205_405, "s": 8_557_101}
+    # plus the d gammas of the Residual wrapper
+    slide = {d: 4 * d * d + 4 * d + d // 8 * 81 + 72 + d for d in (128, 256, 512)}
+    assert counts == {"n": 2_205_789, "s": 8_557_869}
     assert counts == {"n": 1_872_157 + slide[128] + slide[256], "s": 7_235_389 + slide[256] + slide[512]}
 
 
 def test_forward_backward_yolov5n():
     torch.manual_seed(0)
     model = Model("yolov5n_slide.yaml", verbose=False).train()
+    open_residuals(model)
     maps = model(torch.randn(2, 3, 64, 96))
     sum(m.float().square().mean() for m in maps).backward()
     for m in (m for m in model.modules() if isinstance(m, SlideAttention)):

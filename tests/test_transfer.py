@@ -43,8 +43,8 @@ def _inserted_cfg(name="ZeroGateBlock", nc=None):
     """yolov5n_biformer's layout (plug-ins at 20 and 24) with `name` in place of the BiFormer block."""
     d = load_model_config("yolov5n_biformer.yaml")
     for row in d["head"]:
-        if row[2] == "BiLevelRoutingAttention":
-            row[2] = name
+        if row[2] == "Residual" and row[3] == ["BiLevelRoutingAttention"]:
+            row[2], row[3] = name, []
     if nc:
         d["nc"] = nc
     return d

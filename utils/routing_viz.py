@@ -69,7 +69,9 @@ def bra_layers(model: nn.Module) -> list[tuple[int, nn.Module]]:
     out = []
     for name, m in model.named_modules():
         if isinstance(m, BiLevelRoutingAttention):
-            out.append((getattr(m, "i", len(out)), m))
+            parts = name.split(".")  # model.<layer>[.m] when wrapped in Residual
+            index = int(parts[1]) if len(parts) > 1 and parts[0] == "model" and parts[1].isdigit() else len(out)
+            out.append((getattr(m, "i", index), m))
     return out
 
 

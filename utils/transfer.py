@@ -84,6 +84,12 @@ def _pair_same_types(src: list[_Layer], dst: list[_Layer]) -> list[tuple[_Layer,
     return [(src[a + k], dst[b + k]) for a, b, n in sm.get_matching_blocks() for k in range(n)]
 
 
+def _describe(layer: nn.Module) -> str:
+    """A layer's YAML name; for a Residual wrapper, the block it wraps (what the user inserted)."""
+    inner = getattr(layer, "m", None) if layer.type == "Residual" else None
+    return type(inner).__name__ if inner is not None else layer.type
+
+
 def transfer_weights(model: nn.Module, ckpt: dict, exclude: tuple[str, ...] = ()) -> TransferReport:
     """Load into `model` (in place) every checkpoint tensor whose layer aligns with one of the model's and whose
     shape fits. `ckpt` holds `model` (state dict) and `yaml` (model dict); `exclude` lists key substrings to
@@ -111,7 +117,7 @@ def transfer_weights(model: nn.Module, ckpt: dict, exclude: tuple[str, ...] = ()
             elif k in s.tensors:
                 report.mismatched.append((dst_key, tuple(s.tensors[k].shape), tuple(v.shape)))
     paired_src, paired_dst = {s.index for s, _ in pairs}, {d.index for _, d in pairs}
-    report.new = [(d.index, d.type) for d in dst if d.index not in paired_dst]
+    report.new = [(d.index, _describe(model.model[d.index])) for d in dst if d.index not in paired_dst]
     report.dropped = [(s.index, s.type) for s in src if s.index not in paired_src]
     model.load_state_dict(new_state, strict=False)
     return report
