@@ -10,7 +10,7 @@ Annotated images and videos (same size and frame rate as the input) go to runs/d
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import sys
 from pathlib import Path
 
@@ -52,3 +54,41 @@ def plugin_layers(model: torch.nn.Module, cls: type) -> list[tuple[int, torch.nn
         if isinstance(layer, cls) or isinstance(inner, cls):
             out.append((i, layer if isinstance(layer, cls) else inner))
     return out
+
+
+@pytest.fixture
+def log():
+    """Messages the project's logger emits during the test (INFO and up)."""
+    from utils.log import LOGGER
+
+    records = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            records.append(record.getMessage())
+
+    handler, level = Keep(logging.INFO), LOGGER.level
+    LOGGER.addHandler(handler)
+    LOGGER.setLevel(logging.INFO)
+    yield records
+    LOGGER.removeHandler(handler)
+    LOGGER.setLevel(level)
+
+
+class LogCapture:
+    """The project logger's lines while the block runs, as `.text` afterwards."""
+
+    def __enter__(self):
+        from utils.log import LOGGER, setup_logging
+
+        setup_logging()
+        self.buf = io.StringIO()
+        self.handler = logging.StreamHandler(self.buf)
+        LOGGER.addHandler(self.handler)
+        return self
+
+    def __exit__(self, *exc):
+        from utils.log import LOGGER
+
+        LOGGER.removeHandler(self.handler)
+        self.text = self.buf.getvalue()

@@ -1,6 +1,5 @@
 """Data YAML, label/image scanning and its cache, image conversions, the Dataset and the DataLoader."""
 
-import logging
 import os
 import random
 import time
@@ -19,24 +18,8 @@ from utils.dataset import LoadImagesAndLabels, create_dataloader, rect_batch_sha
 from utils.hyp import Hyp
 from utils.labels import (_pil_to_bgr, img2label_paths, imread_bgr, label_cache_path, list_image_files,
                           scan_labels)
-from utils.log import LOGGER
 
 
-@pytest.fixture
-def log():
-    """Messages the project's logger emits during the test (INFO and up)."""
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record.getMessage())
-
-    handler, level = Keep(logging.INFO), LOGGER.level
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
-    yield records
-    LOGGER.removeHandler(handler)
-    LOGGER.setLevel(level)
 
 
 def write_image(path, h=32, w=48, color=(40, 80, 120)):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import logging
 import re
 import shutil
 from pathlib import Path
@@ -17,30 +15,19 @@ import detect
 from models import load_model
 from utils.augment import letterbox
 from utils.boxes import scale_boxes, xyxy2xywh
-from utils.log import LOGGER, setup_logging
 from utils.nms import non_max_suppression
 from utils.plots import Annotator, colors, text_color
+from .conftest import LogCapture
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "data/images"
 BUS = IMAGES / "bus.jpg"
 
 
-class _Capture:
-    def __enter__(self):
-        setup_logging()
-        self.buf = io.StringIO()
-        self.handler = logging.StreamHandler(self.buf)
-        LOGGER.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        LOGGER.removeHandler(self.handler)
-        self.text = self.buf.getvalue()
 
 
 def _run(tmp_path, **kw):
-    with _Capture() as log:
+    with LogCapture() as log:
         save_dir, records = detect.run(**{"imgsz": 320, "project": tmp_path, **kw})
     return save_dir, records, log.text
 
@@ -101,7 +88,7 @@ def test_folder_and_options(tmp_path):
     bare = cv2.imread(str(_run(tmp_path, source=BUS, hide_labels=True)[0] / "bus.jpg"))
     noconf = cv2.imread(str(_run(tmp_path, source=BUS, hide_conf=True, line_thickness=1)[0] / "bus.jpg"))
     assert (full != bare).any() and (full != noconf).any()
-    with _Capture() as log:
+    with LogCapture() as log:
         detect.run(source=BUS, imgsz=320, project=tmp_path, half=True, nosave=True)  # CPU: warns, runs fp32
     assert "--half needs CUDA" in log.text
 

@@ -1,6 +1,5 @@
 """Inference sources: images, folders, globs, .txt lists, videos, streams, and every bad-source case."""
 
-import logging
 import os
 import shutil
 
@@ -9,24 +8,9 @@ import numpy as np
 import pytest
 
 from utils.augment import letterbox
-from utils.log import LOGGER
 from utils.sources import LoadImages, LoadStreams, is_stream_source
 
 
-@pytest.fixture
-def log():
-    records = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            records.append(record.getMessage())
-
-    handler, level = Keep(logging.INFO), LOGGER.level
-    LOGGER.addHandler(handler)
-    LOGGER.setLevel(logging.INFO)
-    yield records
-    LOGGER.removeHandler(handler)
-    LOGGER.setLevel(level)
 
 
 def write_video(path, n=30, size=(96, 64), fps=10.0):

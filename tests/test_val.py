@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import io
 import json
-import logging
 import math
 import shutil
 from pathlib import Path
@@ -19,9 +17,9 @@ from models import load_model
 from utils.augment import letterbox
 from utils.boxes import scale_boxes, xywhn2xyxy
 from utils.coco_eval import coco_map
-from utils.log import LOGGER, setup_logging
 from utils.metrics import IOU_THRESHOLDS, ap_per_class, match_predictions
 from utils.nms import non_max_suppression
+from .conftest import LogCapture
 
 ROOT = Path(__file__).resolve().parent.parent
 STEMS = ["000000000009", "000000000025", "000000000030", "000000000034", "000000000036"]
@@ -43,19 +41,6 @@ def tiny_data(tmp_path_factory) -> Path:
     return root / "tiny.yaml"
 
 
-class _Capture:
-    """The project logger's lines while the block runs."""
-
-    def __enter__(self):
-        setup_logging()
-        self.buf = io.StringIO()
-        self.handler = logging.StreamHandler(self.buf)
-        LOGGER.addHandler(self.handler)
-        return self
-
-    def __exit__(self, *exc):
-        LOGGER.removeHandler(self.handler)
-        self.text = self.buf.getvalue()
 
 
 def _rect_shape(h0: int, w0: int) -> tuple[int, int]:
@@ -91,7 +76,7 @@ def _recompute() -> tuple[float, float, float, float]:
 
 
 def test_val_end_to_end(tiny_data, tmp_path):
-    with _Capture() as log:
+    with LogCapture() as log:
         (mp, mr, map50, map_, *losses), maps, t = val.run(
             data=tiny_data, weights="yolov5n.pt", batch_size=1, imgsz=IMGSZ, workers=0, project=tmp_path,
             save_txt=True, save_conf=True, plots=True)
@@ -119,7 +104,7 @@ def test_val_end_to_end(tiny_data, tmp_path):
 
 def test_val_save_json_and_verbose(tiny_data, tmp_path):
     """--save-json: COCO files written, pycocotools' mAP50-95 / mAP50 returned (as YOLOv5); --verbose rows."""
-    with _Capture() as log:
+    with LogCapture() as log:
         (mp, mr, map50, map_, *_), _, _ = val.run(
             data=tiny_data, weights="yolov5n.pt", batch_size=5, imgsz=IMGSZ, workers=0, project=tmp_path,
             save_json=True, plots=False, verbose=True)
@@ -148,7 +133,7 @@ def test_training_call_with_loss(tiny_data, tmp_path):
     model = load_model("yolov5n.pt")
     loader = create_dataloader(str(tiny_data.parent / "images"), IMGSZ, 5, 32, pad=0.5, rect=True, workers=0)[0]
     compute_loss = ComputeLoss(model, Hyp())
-    with _Capture():
+    with LogCapture():
         (mp, mr, map50, map_, *losses), maps, _ = val.run(
             data=tiny_data, model=model, dataloader=loader, save_dir=tmp_path, plots=False,
             compute_loss=compute_loss, batch_size=5, imgsz=IMGSZ)
@@ -174,7 +159,7 @@ def test_speed_and_study_tasks(tiny_data, tmp_path, monkeypatch):
     monkeypatch.setattr(val, "STUDY_SIZES", (256, 320))
     opt = val.parse_opt(["--data", str(tiny_data), "--imgsz", "320", "--project", str(tmp_path), "--workers", "0",
                          "--batch-size", "5"])
-    with _Capture() as log:
+    with LogCapture() as log:
         opt.task = "speed"
         val.main(opt)
         opt.task = "study"
