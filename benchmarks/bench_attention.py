@@ -1,28 +1,36 @@
-"""Speed, memory and FLOPs of BiLevelRoutingAttention against a naive BRA and plain full attention.
+"""Speed, memory and FLOPs of the attention plug-ins against their naive references and plain full attention.
 
-    python benchmarks/bench_attention.py                        # every shape, CPU, fp32
-    python benchmarks/bench_attention.py --quick                # (1,256,40,40) and (8,256,40,40) only
+    python benchmarks/bench_attention.py                          # every shape and module, CPU, fp32
+    python benchmarks/bench_attention.py --quick --threads 1      # (1,256,40,40) and (8,256,40,40) only
+    python benchmarks/bench_attention.py --modules bra bra-naive full
     python benchmarks/bench_attention.py --device cuda --batch 16
 
-Three modules per input shape (N, C, H, W), all with C channels and 8 heads:
-  * bra:   models.attention.bra.BiLevelRoutingAttention with the detector's settings (n_win=7, topk=4,
-           identity kv, LePE 3x3, qkvo);
-  * naive: benchmarks.naive_bra.NaiveBRA, the same maths computed like the original BiFormer code
-           (expand + gather of every region per query region, explicit softmax), same weights;
-  * full:  a qkv linear, `F.scaled_dot_product_attention` over all H*W tokens, an output linear.
+Modules per input shape (N, C, H, W), 8 heads each; a naive reference carries its fast module's weights:
+  * bra:         models.attention.bra.BiLevelRoutingAttention with the detector's settings (n_win=7, topk=4,
+                 identity kv, 3x3 LePE, qkvo); bra-naive: benchmarks.naive_bra (expand + gather, explicit softmax);
+  * hilo:        models.attention.hilo.HiLo (window 2, alpha 0.5); hilo-naive: benchmarks.naive_hilo (explicit
+                 softmax over every query-key pair, as the LITv2 code);
+  * slide:       models.attention.slide.SlideAttention (3x3); slide-fused: the same after `fuse()`;
+                 slide-naive: benchmarks.naive_slide (neighbourhoods copied out with F.unfold);
+  * full:        a qkv linear, `F.scaled_dot_product_attention` over all H*W tokens, an output linear.
 
-Method. Timings are medians over `--repeats` runs, interleaved (bra, naive, full, bra, ...) after one warm-up
-each, so a slow spell of a shared machine hits all three alike; read the ratios first. `fwd` is one forward
-under `torch.no_grad()`; `fwd+bwd` is a forward with gradients plus `backward` of the output's sum. Peak memory
-is the highest amount of tensor memory alive at once during one fwd+bwd beyond what existed before it
-(input, weights): on CUDA `torch.cuda.max_memory_allocated` minus the allocation before the step; on the CPU
-the running sum of every allocation and free the PyTorch profiler records (`profile_memory=True`), in order.
-GFLOPs are counted by `utils.flops.count_flops` for one forward (a multiply-add is 2 FLOPs).
+Method. Timings are medians over `--repeats` runs, interleaved (order rotated every repeat) after one warm-up
+each, so a slow spell of a shared machine hits all modules alike; read the ratios first. A module whose warm-up
+forward+backward takes longer than `--max-step-s` is not repeated: its warm-up times are reported, marked `†`.
+`fwd` is one forward under `torch.no_grad()`; `fwd+bwd` a forward with gradients plus `backward` of the output's
+sum. Peak memory is the most tensor memory alive at once during one fwd+bwd beyond what existed before it (input,
+weights): on CUDA `torch.cuda.max_memory_allocated` minus the allocation before the step; on the CPU the running
+sum of every allocation and free the PyTorch profiler records (`profile_memory=True`), in order. GFLOPs are
+counted by `utils.flops.count_flops` for one forward (a multiply-add is 2 FLOPs); the counter does not see
+elementwise products, so Slide's two contractions (4 * N * C * k*k * H*W FLOPs) are added by formula (`*`).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import datetime
+import os
 import statistics
 import sys
 import time
@@ -37,11 +45,18 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.naive_bra import NaiveBRA  # noqa: E402
+from benchmarks.naive_hilo import NaiveHiLo  # noqa: E402
+from benchmarks.naive_slide import NaiveSlide  # noqa: E402
 from models.attention.bra import BiLevelRoutingAttention  # noqa: E402
+from models.attention.hilo import HiLo  # noqa: E402
+from models.attention.slide import SlideAttention  # noqa: E402
 from utils.flops import count_flops  # noqa: E402
 
 SHAPES = [(1, 256, 40, 40), (8, 256, 40, 40), (8, 512, 20, 20), (1, 256, 80, 80), (1, 128, 160, 160)]
 QUICK_SHAPES = SHAPES[:2]
+MODULES = ("bra", "bra-naive", "hilo", "hilo-naive", "slide", "slide-fused", "slide-naive", "full")
+NAIVE_OF = {"bra": "bra-naive", "hilo": "hilo-naive", "slide": "slide-naive", "slide-fused": "slide-naive"}
+SLIDE_ROWS = ("slide", "slide-fused", "slide-naive")
 
 
 class FullAttention(nn.Module):
@@ -61,26 +76,32 @@ class FullAttention(nn.Module):
         return self.proj(out).transpose(1, 2).reshape(N, C, H, W)
 
 
-def build_modules(dim: int, device, dtype) -> dict[str, nn.Module]:
+def _with_weights(naive: nn.Module, fast: nn.Module) -> nn.Module:
+    naive.load_state_dict(fast.state_dict())
+    return naive
+
+
+def build_modules(names: list[str], dim: int, device, dtype) -> dict[str, nn.Module]:
+    """The modules named, in MODULES order, on `device` in `dtype`; naive references share the fast weights."""
+    torch.manual_seed(0)
     bra = BiLevelRoutingAttention(dim, n_win=7, num_heads=8, topk=4)
-    naive = NaiveBRA(dim, n_win=7, num_heads=8, topk=4)
-    naive.load_state_dict(bra.state_dict())
-    mods = {"bra": bra, "naive": naive, "full": FullAttention(dim, 8)}
-    return {k: m.to(device=device, dtype=dtype) for k, m in mods.items()}
+    hilo, slide = HiLo(dim, num_heads=8), SlideAttention(dim, num_heads=8)
+    makers = {
+        "bra": lambda: bra,
+        "bra-naive": lambda: _with_weights(NaiveBRA(dim, n_win=7, num_heads=8, topk=4), bra),
+        "hilo": lambda: hilo,
+        "hilo-naive": lambda: _with_weights(NaiveHiLo(dim, num_heads=8), hilo),
+        "slide": lambda: slide,
+        "slide-fused": lambda: copy.deepcopy(slide).fuse(),
+        "slide-naive": lambda: _with_weights(NaiveSlide(dim, num_heads=8), slide),
+        "full": lambda: FullAttention(dim, 8),
+    }
+    return {n: makers[n]().to(device=device, dtype=dtype) for n in MODULES if n in names}
 
 
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-
-
-def time_forward(m: nn.Module, x: torch.Tensor) -> float:
-    _sync(x.device)
-    t = time.perf_counter()
-    with torch.no_grad():
-        m(x)
-    _sync(x.device)
-    return time.perf_counter() - t
 
 
 def _train_step(m: nn.Module, x: torch.Tensor) -> None:
@@ -90,12 +111,18 @@ def _train_step(m: nn.Module, x: torch.Tensor) -> None:
         p.grad = None
 
 
-def time_train(m: nn.Module, x: torch.Tensor) -> float:
+def timed(step, m: nn.Module, x: torch.Tensor) -> float:
+    """Seconds of one `step(m, x)`, device work included."""
     _sync(x.device)
     t = time.perf_counter()
-    _train_step(m, x)
+    step(m, x)
     _sync(x.device)
     return time.perf_counter() - t
+
+
+def _forward(m: nn.Module, x: torch.Tensor) -> None:
+    with torch.no_grad():
+        m(x)
 
 
 def peak_train_bytes(m: nn.Module, x: torch.Tensor) -> int:
@@ -120,41 +147,58 @@ def peak_train_bytes(m: nn.Module, x: torch.Tensor) -> int:
     return peak
 
 
-def bench_shape(shape, device, dtype, repeats: int) -> dict[str, dict[str, float]]:
+def forward_flops(name: str, m: nn.Module, x: torch.Tensor) -> int:
+    """FLOPs of one forward; Slide's elementwise contractions (unseen by the counter) added by formula."""
+    flops = count_flops(m, x)
+    if name in SLIDE_ROWS:  # q*k summed over head_dim, weights*v summed over k*k: 2 FLOPs per product each
+        n, _, h, w = x.shape
+        flops += 4 * n * m.attn_dim * m.k * m.k * h * w
+    return flops
+
+
+def bench_shape(shape, mods: dict[str, nn.Module], repeats: int, max_step_s: float) -> dict[str, dict]:
+    p = next(next(iter(mods.values())).parameters())
     torch.manual_seed(0)
-    mods = build_modules(shape[1], device, dtype)
-    x = torch.randn(shape, device=device, dtype=dtype, requires_grad=True)
-    res = {k: {"fwd": [], "train": []} for k in mods}
-    for name, m in mods.items():  # warm-up
-        time_forward(m, x)
-        time_train(m, x)
-    for r in range(repeats):
-        names = list(mods)[r % len(mods):] + list(mods)[: r % len(mods)]  # rotate the order every repeat
-        for name in names:
-            res[name]["fwd"].append(time_forward(mods[name], x))
-            res[name]["train"].append(time_train(mods[name], x))
-    out = {}
-    for name, m in mods.items():
-        out[name] = {
-            "fwd_ms": statistics.median(res[name]["fwd"]) * 1e3,
-            "train_ms": statistics.median(res[name]["train"]) * 1e3,
-            "peak_mb": peak_train_bytes(m, x) / 2**20,
-            "gflops": count_flops(m, x.detach()) / 1e9,
-        }
-    return out
+    x = torch.randn(shape, device=p.device, dtype=p.dtype, requires_grad=True)
+    fwd = {n: [timed(_forward, m, x)] for n, m in mods.items()}  # warm-up
+    train = {n: [timed(_train_step, m, x)] for n, m in mods.items()}
+    slow = {n for n in mods if train[n][0] > max_step_s}
+    fast = [n for n in mods if n not in slow]
+    for n in fast:
+        fwd[n], train[n] = [], []
+    for r in range(repeats if fast else 0):
+        for n in fast[r % len(fast):] + fast[: r % len(fast)]:  # rotate the order every repeat
+            fwd[n].append(timed(_forward, mods[n], x))
+            train[n].append(timed(_train_step, mods[n], x))
+    return {n: {"fwd_ms": statistics.median(fwd[n]) * 1e3, "train_ms": statistics.median(train[n]) * 1e3,
+                "peak_mb": peak_train_bytes(m, x) / 2**20, "gflops": forward_flops(n, m, x.detach()) / 1e9,
+                "once": n in slow} for n, m in mods.items()}
+
+
+def _ratio(res: dict, row: str, other: str | None, key: str) -> str:
+    if other is None or other == row or other not in res:
+        return "-"
+    return f"{res[row][key] / res[other][key]:.2f}"
+
+
+COLUMNS = [("shape", 18), ("module", 11), ("fwd ms", 9), ("fwd+bwd ms", 10), ("peak MB", 8), ("GFLOPs", 7),
+           ("fwd /naive", 10), ("f+b /naive", 10), ("peak /naive", 11), ("fwd /full", 9), ("f+b /full", 9),
+           ("peak /full", 10)]
 
 
 def format_table(rows: list[tuple[tuple, dict]]) -> str:
-    head = (f"| {'shape':<18} | {'module':<6} | {'fwd ms':>8} | {'fwd+bwd ms':>10} | {'peak MB':>8} | "
-            f"{'GFLOPs':>7} | {'fwd+bwd / naive':>15} | {'peak / naive':>12} | {'fwd+bwd / full':>14} |")
-    lines = [head, "|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|"]
+    head = "| " + " | ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}" for i, (c, w) in enumerate(COLUMNS)) + " |"
+    lines = [head, "|" + "|".join("-" * (w + 2) for _, w in COLUMNS) + "|"]
     for shape, res in rows:
-        nv, fu = res["naive"], res["full"]
         for name, r in res.items():
-            lines.append(
-                f"| {str(shape):<18} | {name:<6} | {r['fwd_ms']:8.1f} | {r['train_ms']:10.1f} | "
-                f"{r['peak_mb']:8.1f} | {r['gflops']:7.2f} | {r['train_ms'] / nv['train_ms']:15.2f} | "
-                f"{r['peak_mb'] / nv['peak_mb']:12.2f} | {r['train_ms'] / fu['train_ms']:14.2f} |")
+            mark = "†" if r["once"] else ""
+            naive = NAIVE_OF.get(name)
+            cells = [str(shape), name, f"{r['fwd_ms']:.1f}{mark}", f"{r['train_ms']:.1f}{mark}",
+                     f"{r['peak_mb']:.1f}", f"{r['gflops']:.2f}" + ("*" if name in SLIDE_ROWS else ""),
+                     *(_ratio(res, name, naive, k) for k in ("fwd_ms", "train_ms", "peak_mb")),
+                     *(_ratio(res, name, "full", k) for k in ("fwd_ms", "train_ms", "peak_mb"))]
+            lines.append("| " + " | ".join(f"{c:<{w}}" if i < 2 else f"{c:>{w}}"
+                                           for i, (c, (_, w)) in enumerate(zip(cells, COLUMNS))) + " |")
     return "\n".join(lines)
 
 
@@ -166,7 +210,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--repeats", type=int, default=5, help="timed runs per module and shape (median)")
     ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     ap.add_argument("--quick", action="store_true", help=f"only {QUICK_SHAPES}")
-    return ap.parse_args(argv)
+    ap.add_argument("--modules", nargs="+", default=list(MODULES), metavar="NAME",
+                    help=f"a subset of {', '.join(MODULES)} (default: all)")
+    ap.add_argument("--max-step-s", type=float, default=30.0,
+                    help="a module whose warm-up fwd+bwd takes longer is timed once, not repeated")
+    opt = ap.parse_args(argv)
+    bad = [m for m in opt.modules if m not in MODULES]
+    if bad:
+        ap.error(f"--modules {' '.join(bad)}: unknown; valid names are {', '.join(MODULES)}")
+    return opt
+
+
+def _load() -> str:
+    return " ".join(f"{v:.2f}" for v in os.getloadavg())
 
 
 def main(argv=None) -> str:
@@ -181,13 +237,16 @@ def main(argv=None) -> str:
     if opt.batch:
         shapes = [(opt.batch, *s[1:]) for s in shapes]
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"torch {torch.__version__}, {name}, {opt.dtype}, median of {opt.repeats}")
+    print(f"torch {torch.__version__}, {name}, {opt.dtype}, median of {opt.repeats}, "
+          f"{datetime.datetime.now():%Y-%m-%d %H:%M}, load average {_load()}")
     rows = []
     for shape in shapes:
-        rows.append((shape, bench_shape(shape, device, dtype, opt.repeats)))
-        print(f"done {shape}", file=sys.stderr, flush=True)
+        mods = build_modules(opt.modules, shape[1], device, dtype)
+        rows.append((shape, bench_shape(shape, mods, opt.repeats, opt.max_step_s)))
+        print(f"done {shape}, load average {_load()}", file=sys.stderr, flush=True)
     table = format_table(rows)
     print(table)
+    print(f"finished {datetime.datetime.now():%Y-%m-%d %H:%M}, load average {_load()}")
     return table
 
 
