@@ -92,3 +92,25 @@ class LogCapture:
 
         LOGGER.removeHandler(self.handler)
         self.text = self.buf.getvalue()
+
+
+def check_plugin_config(cfg: str, cls: type) -> None:
+    """A plug-in config builds with `cls` at layers 20 and 24 and runs: the whole model at 64 and 64x96 (every
+    scale) and at 320x480 and 640 (n, s); for m/l/x the plug-ins also run on the P4/P5 maps of a 320x480 input
+    (20x30, 10x15: odd, non-square), as a 640 forward of l or x takes many seconds on a shared CPU."""
+    from models.yolo import Model
+
+    torch.manual_seed(0)
+    model = Model(cfg, verbose=False).eval()
+    found = plugin_layers(model, cls)
+    assert [i for i, _ in found] == [20, 24]
+    sizes = [(64, 64), (64, 96)] + ([(320, 480), (640, 640)] if model.yaml["scale"] in "ns" else [])
+    with torch.no_grad():
+        for h, w in sizes:
+            pred, _ = model(torch.zeros(1, 3, h, w))
+            assert pred.shape == (1, 3 * (h * w // 64 + h * w // 256 + h * w // 1024), 85)
+            assert torch.isfinite(pred).all()
+        for (_, m), s in zip(found, (16, 32)):
+            x = torch.randn(1, m.dim, 320 // s, 480 // s)
+            y = m(x)
+            assert y.shape == x.shape and torch.isfinite(y).all()
