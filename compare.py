@@ -21,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+from utils.inference import apply_options
 from utils.log import LOGGER, setup_logging
 from utils.paths import ROOT
 
@@ -327,12 +328,7 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
 
 def run(**kwargs):
     """`compare.run(cfgs=['yolov5n.yaml', 'yolov5n_biformer.yaml'], epochs=1)`: (report folder, ModelResults)."""
-    opt = parse_opt(args=[])
-    for k, v in kwargs.items():
-        if not hasattr(opt, k):
-            raise TypeError(f"compare.run() got an unknown option {k!r}; options: {sorted(vars(opt))}")
-        setattr(opt, k, v)
-    return main(opt)
+    return main(apply_options(parse_opt(args=[]), kwargs, "compare.run"))
 
 
 if __name__ == "__main__":

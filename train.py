@@ -37,12 +37,13 @@ from models.yolo import Model
 from utils import distributed as ddp
 from utils.checkpoint import load_checkpoint
 from utils.hyp import Hyp, load_hyp
+from utils.inference import apply_options, check_img_size
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.loss import ComputeLoss
 from utils.optim import OPTIMIZERS, EarlyStopping, ModelEMA, linear_lr, one_cycle, smart_optimizer
 from utils.paths import ROOT, increment_path
 from utils.torch_utils import de_parallel, select_device
-from utils.train_utils import Checkpoints, check_img_size, freeze_layers, init_seeds, latest_run, seed_epoch
+from utils.train_utils import Checkpoints, freeze_layers, init_seeds, latest_run, seed_epoch
 
 __all__ = ["parse_opt", "run", "main", "train"]
 
@@ -462,12 +463,7 @@ def main(opt: argparse.Namespace) -> argparse.Namespace:
 def run(**kwargs) -> argparse.Namespace:
     """`train.run(data='coco128.yaml', imgsz=320, weights='yolov5n.pt')` as the command line would; returns the
     options it ran with, `save_dir` and the final `results` (P, R, mAP50, mAP50-95, box, obj, cls losses)."""
-    opt = parse_opt(True)
-    for k, v in kwargs.items():
-        if not hasattr(opt, k):
-            raise TypeError(f"train.run() got an unknown option {k!r}; options: {sorted(vars(opt))}")
-        setattr(opt, k, v)
-    return main(opt)
+    return main(apply_options(parse_opt(True), kwargs, "train.run"))
 
 
 if __name__ == "__main__":

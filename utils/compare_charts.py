@@ -10,6 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from utils.compare_report import ModelResult, read_results_csv
+from utils.plots import new_figure, save_figure
 
 __all__ = ["plot_map_vs_gflops", "plot_latency", "plot_class_ap_diff", "plot_training_curves", "plot_all",
            "mean_curves", "CURVE_COLUMNS"]
@@ -17,22 +18,6 @@ __all__ = ["plot_map_vs_gflops", "plot_latency", "plot_class_ap_diff", "plot_tra
 # (results.csv column, panel title); train losses solid, the matching val losses dashed on the same panel
 CURVE_COLUMNS = (("metrics/mAP_0.5:0.95", "mAP50-95"), ("metrics/mAP_0.5", "mAP50"),
                  ("train/box_loss", "box loss"), ("train/obj_loss", "obj loss"), ("train/cls_loss", "cls loss"))
-
-
-def _figure(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, tight_layout=True)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path, dpi: int = 150) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi)
-    return path
 
 
 def _color(i: int):
@@ -43,7 +28,7 @@ def _color(i: int):
 
 def plot_map_vs_gflops(models: Sequence[ModelResult], path: Path, imgsz: int) -> Path:
     """mAP50-95 (mean, error bar = seed std) against GFLOPs, one point per model."""
-    fig = _figure((6.5, 4.5))
+    fig = new_figure((6.5, 4.5))
     ax = fig.add_subplot(1, 1, 1)
     for i, m in enumerate(models):
         s = m.summary("map")
@@ -53,13 +38,13 @@ def plot_map_vs_gflops(models: Sequence[ModelResult], path: Path, imgsz: int) ->
     ax.set(xlabel=f"GFLOPs at {imgsz}x{imgsz}", ylabel="mAP50-95", title="Accuracy against compute")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=150)
 
 
 def plot_latency(models: Sequence[ModelResult], path: Path) -> Path:
     """Grouped bars: median ms per image at each timed batch size, error bars from the 25th to 75th percentile."""
     sizes = sorted({bs for m in models for bs in m.latency})
-    fig = _figure((max(6.0, 1.6 * len(models) + 2), 4.5))
+    fig = new_figure((max(6.0, 1.6 * len(models) + 2), 4.5))
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(len(sizes), 1)
     x = np.arange(len(models))
@@ -74,7 +59,7 @@ def plot_latency(models: Sequence[ModelResult], path: Path) -> Path:
     ax.margins(y=0.12)
     ax.set(ylabel="ms per image (median)", title="Inference latency")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=150)
 
 
 def plot_class_ap_diff(models: Sequence[ModelResult], path: Path, names: Sequence[str],
@@ -82,7 +67,7 @@ def plot_class_ap_diff(models: Sequence[ModelResult], path: Path, names: Sequenc
     """Per-class mAP50-95 minus the baseline's (seed means), one panel per non-baseline model, classes present."""
     base, others = models[0], list(models[1:])
     classes = sorted(int(c) for c in classes)
-    fig = _figure((max(8.0, 0.18 * len(classes) + 2), 2.6 * max(len(others), 1) + 0.6))
+    fig = new_figure((max(8.0, 0.18 * len(classes) + 2), 2.6 * max(len(others), 1) + 0.6))
     b = base.class_ap()
     for k, m in enumerate(others or [base]):
         ax = fig.add_subplot(max(len(others), 1), 1, k + 1)
@@ -93,7 +78,7 @@ def plot_class_ap_diff(models: Sequence[ModelResult], path: Path, names: Sequenc
                       rotation=90, fontsize=6)
         ax.set(ylabel="Δ AP50-95", xlim=(-0.6, len(classes) - 0.4),
                title=f"{m.name} − {base.name} per class (mean {d.mean():+.3f} over {len(classes)} classes)")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=150)
 
 
 def mean_curves(m: ModelResult) -> dict[str, np.ndarray]:
@@ -111,7 +96,7 @@ def plot_training_curves(models: Sequence[ModelResult], path: Path) -> Path:
     """mAP and losses per epoch of every model on one figure: seed mean (line) and min-max band."""
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure((14, 7.5))
+    fig = new_figure((14, 7.5))
     axes = [fig.add_subplot(2, 3, i + 1) for i in range(len(CURVE_COLUMNS))]
     for i, m in enumerate(models):
         curves = mean_curves(m)
@@ -132,7 +117,7 @@ def plot_training_curves(models: Sequence[ModelResult], path: Path) -> Path:
     legend_ax.axis("off")
     legend_ax.legend(handles, labels, loc="center", title="line: seed mean, band: min-max\nlosses: solid train, "
                                                            "dashed val")
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=150)
 
 
 def plot_all(models: Sequence[ModelResult], save_dir: Path, names: Sequence[str], classes: Sequence[int],

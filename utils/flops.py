@@ -14,6 +14,8 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, 
 __all__ = ["count_flops", "gflops"]
 
 
+# Formulas on shapes. torch.utils.flop_counter.sdpa_flop itself cannot be reused here: it is registered already
+# wrapped to take tensors, and custom_mapping wraps again.
 def _cpu_sdpa_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(query_shape, key_shape, value_shape)
 

@@ -11,7 +11,7 @@ import torch
 from utils.boxes import xyxy2xywh
 from utils.log import LOGGER
 
-__all__ = ["check_img_size", "save_one_txt", "cli_errors"]
+__all__ = ["check_img_size", "save_one_txt", "cli_errors", "apply_options"]
 
 
 def check_img_size(imgsz: int | list[int] | tuple[int, ...], s: int = 32, floor: int = 0):
@@ -55,3 +55,13 @@ def cli_errors(main_fn):
             print(f"ERROR: {e}", file=sys.stderr)
             sys.exit(2)
     return wrapped
+
+
+def apply_options(opt, kwargs: dict, who: str):
+    """Set `kwargs` on the parsed default options `opt` of a script's `run(**kwargs)`; unknown names raise a
+    TypeError that lists the valid ones."""
+    for k, v in kwargs.items():
+        if not hasattr(opt, k):
+            raise TypeError(f"{who}() got an unknown option {k!r}; options: {sorted(vars(opt))}")
+        setattr(opt, k, v)
+    return opt

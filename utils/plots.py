@@ -14,7 +14,7 @@ import numpy as np
 
 from utils.boxes import xywh2xyxy, xyxy2xywh
 
-__all__ = ["Colors", "colors", "Annotator", "text_color", "save_one_box", "plot_images", "plot_pr_curve",
+__all__ = ["new_figure", "save_figure", "Colors", "colors", "Annotator", "text_color", "save_one_box", "plot_images", "plot_pr_curve",
            "plot_mc_curve", "plot_confusion_matrix", "plot_val_study"]
 
 
@@ -157,7 +157,7 @@ def plot_images(images, targets, paths=None, fname: str | Path = "images.jpg", n
     return fname
 
 
-def _figure(figsize=(9, 6)):
+def new_figure(figsize=(9, 6)):
     """A matplotlib Figure on its own Agg canvas (no pyplot, no global backend change)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -167,7 +167,7 @@ def _figure(figsize=(9, 6)):
     return fig
 
 
-def _save(fig, path: Path, dpi: int = 250) -> Path:
+def save_figure(fig, path: Path, dpi: int = 250) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi)
@@ -176,7 +176,7 @@ def _save(fig, path: Path, dpi: int = 250) -> Path:
 
 def plot_pr_curve(px, py, ap, save_path: str | Path = "PR_curve.png", names=()) -> Path:
     """Precision-recall curves at IoU 0.5: one per class when fewer than 21, and their mean (bold)."""
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     py = np.stack(py, axis=1) if len(py) else np.zeros((len(px), 0))  # (1000, k)
     if 0 < len(names) < 21:
@@ -188,7 +188,7 @@ def plot_pr_curve(px, py, ap, save_path: str | Path = "PR_curve.png", names=()) 
         ax.plot(px, py.mean(1), linewidth=3, color="blue", label=f"all classes {ap[:, 0].mean():.3f} mAP@0.5")
     ax.set(xlabel="Recall", ylabel="Precision", xlim=(0, 1), ylim=(0, 1), title="Precision-Recall Curve")
     ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
-    return _save(fig, save_path)
+    return save_figure(fig, save_path)
 
 
 def plot_mc_curve(px, py, save_path: str | Path = "mc_curve.png", names=(), xlabel: str = "Confidence",
@@ -196,7 +196,7 @@ def plot_mc_curve(px, py, save_path: str | Path = "mc_curve.png", names=(), xlab
     """A metric (F1, precision or recall) against confidence per class, and the smoothed mean with its peak."""
     from utils.metrics import smooth
 
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     py = np.asarray(py)
     if 0 < len(names) < 21:
@@ -209,7 +209,7 @@ def plot_mc_curve(px, py, save_path: str | Path = "mc_curve.png", names=(), xlab
         ax.plot(px, y, linewidth=3, color="blue", label=f"all classes {y.max():.2f} at {px[y.argmax()]:.3f}")
     ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=f"{ylabel}-Confidence Curve")
     ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
-    return _save(fig, save_path)
+    return save_figure(fig, save_path)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, save_path: str | Path = "confusion_matrix.png", names=(),
@@ -221,7 +221,7 @@ def plot_confusion_matrix(matrix: np.ndarray, save_path: str | Path = "confusion
     array = np.where(array < 0.005, np.nan, array)  # blank the near-empty cells
     names = list(names.values()) if isinstance(names, dict) else list(names)
     ticks = names + ["background"] if 0 < nc < 99 and len(names) == nc else None
-    fig = _figure((12, 9))
+    fig = new_figure((12, 9))
     ax = fig.add_subplot(1, 1, 1)
     im = ax.imshow(array, cmap="Blues", vmin=0.0, vmax=1.0 if normalize else None)
     fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
@@ -235,18 +235,18 @@ def plot_confusion_matrix(matrix: np.ndarray, save_path: str | Path = "confusion
         ax.set_xticks(range(nc + 1), ticks, rotation=90, fontsize=size)
         ax.set_yticks(range(nc + 1), ticks, fontsize=size)
     ax.set(xlabel="True", ylabel="Predicted", title="Confusion Matrix")
-    return _save(fig, save_path)
+    return save_figure(fig, save_path)
 
 
 def plot_val_study(rows: np.ndarray, save_path: str | Path = "study.png", label: str = "") -> Path:
     """mAP50-95 and mAP50 against image size for `val.py --task study` (rows: imgsz, P, R, mAP50, mAP50-95,
     ms per image)."""
     rows = np.atleast_2d(rows)
-    fig = _figure((8, 5))
+    fig = new_figure((8, 5))
     ax = fig.add_subplot(1, 1, 1)
     ax.plot(rows[:, 0], rows[:, 4], ".-", linewidth=2, markersize=8, label=f"{label} mAP50-95")
     ax.plot(rows[:, 0], rows[:, 3], ".--", linewidth=1, markersize=6, label=f"{label} mAP50")
     ax.set(xlabel="image size (pixels)", ylabel="COCO-style mAP", title="mAP against image size")
     ax.grid(alpha=0.2)
     ax.legend(loc="lower right")
-    return _save(fig, save_path, dpi=200)
+    return save_figure(fig, save_path, dpi=200)

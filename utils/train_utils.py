@@ -10,11 +10,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from models.registry import make_divisible
 from utils.checkpoint import load_checkpoint, save_checkpoint
 from utils.log import LOGGER
 
-__all__ = ["RESULTS_KEYS", "init_seeds", "seed_epoch", "freeze_layers", "check_img_size", "latest_run",
+__all__ = ["RESULTS_KEYS", "init_seeds", "seed_epoch", "freeze_layers", "latest_run",
            "ResultsLog", "Checkpoints", "strip_optimizer"]
 
 RESULTS_KEYS = ("train/box_loss", "train/obj_loss", "train/cls_loss",
@@ -67,14 +66,6 @@ def freeze_layers(model: nn.Module, freeze: list[int]) -> list[str]:
             v.requires_grad = False
             frozen.append(k)
     return frozen
-
-
-def check_img_size(imgsz: int, s: int = 32, floor: int = 0) -> int:
-    """imgsz rounded up to a multiple of the stride `s` (and at least `floor`), with a warning if changed."""
-    new = max(make_divisible(int(imgsz), int(s)), floor)
-    if new != imgsz:
-        LOGGER.warning(f"WARNING: --img-size {imgsz} must be multiple of max stride {s}, updating to {new}")
-    return new
 
 
 def latest_run(project: str | Path) -> Path | None:
