@@ -130,6 +130,29 @@ def _size(best: Path, imgsz: int) -> tuple[int, float]:
     return parameter_counts(model)[0], gflops(model, imgsz)
 
 
+def _share_batches(opt, n_images: int = 32) -> list:
+    """The first `n_images` validation images, letterboxed to opt.imgsz as val.py feeds them: float batches."""
+    from utils.data_config import load_data_config
+    from utils.dataset import create_dataloader
+
+    loader, _ = create_dataloader(load_data_config(opt.data).val, opt.imgsz, 16, 32, workers=0, prefix="share: ")
+    batches, seen = [], 0
+    for imgs, *_ in loader:
+        batches.append(imgs[: n_images - seen].float() / 255)
+        seen += len(batches[-1])
+        if seen >= n_images:
+            break
+    return batches
+
+
+def _share(run_dir: Path, batches: list) -> float | None:
+    """Mean plug-in share (utils.plugin_share) of the run's best.pt on `batches`; None without plug-ins."""
+    from models import load_model
+    from utils.plugin_share import mean_share, plugin_share
+
+    return mean_share(plugin_share(load_model(run_dir / "weights" / "best.pt", device="cpu"), batches))
+
+
 def _timing(opt, models, device, bar) -> None:
     """Latency (interleaved, one process) and peak training memory of every model, into `models`."""
     import torch
@@ -237,6 +260,7 @@ def _fine_tune_all(opt, save_dir: Path, bar) -> list:
     from utils.compare_report import ModelResult, SeedResult
 
     models = {cfg: None for cfg in opt.cfgs}
+    batches = _share_batches(opt)
     for seed in range(opt.seeds):
         for cfg in opt.cfgs:
             name = _model_name(cfg)
@@ -249,7 +273,8 @@ def _fine_tune_all(opt, save_dir: Path, bar) -> list:
             if models[cfg] is None:
                 models[cfg] = ModelResult(name, cfg, *_size(run_dir / "weights" / "best.pt", opt.imgsz))
             models[cfg].seeds.append(SeedResult(seed, float(mp), float(mr), float(map50), float(map_),
-                                                [float(x) for x in maps], float(epoch_s), run_dir))
+                                                [float(x) for x in maps], float(epoch_s), run_dir,
+                                                _share(run_dir, batches)))
     return list(models.values())
 
 

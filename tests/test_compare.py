@@ -119,11 +119,14 @@ def _check_report_states_command_versions_and_timings(job):
         # at least weights, gradients, SGD momentum and the EMA copy: 4 fp32 copies of the parameters
         assert m.memory.peak_mb - m.memory.base_mb >= 4 * m.params * 4 / 2**20
         assert 0 < m.seeds[0].epoch_s < 600
+    shares = {m.name: m.share() for m in models}  # the computation itself: tests/test_plugin_share.py
+    assert shares["yolov5n"] is None and 0 <= shares["yolov5n_biformer"] < 0.5
 
 
-def _result(name, maps50, map_, params=1000, gf=1.0, lat=(10.0, 5.0), mem=100.0, epoch_s=2.0):
+def _result(name, maps50, map_, params=1000, gf=1.0, lat=(10.0, 5.0), mem=100.0, epoch_s=2.0, shares=None):
     m = ModelResult(name, f"{name}.yaml", params, gf)
-    m.seeds = [SeedResult(k, 0.5, 0.5, a, b, [b] * 3, epoch_s, Path(f"{name}_seed{k}"))
+    m.seeds = [SeedResult(k, 0.5, 0.5, a, b, [b] * 3, epoch_s, Path(f"{name}_seed{k}"),
+                          None if shares is None else shares[k])
                for k, (a, b) in enumerate(zip(maps50, map_))]
     m.latency = {1: LatencyStat(lat[0], lat[0], lat[0], 1), 32: LatencyStat(lat[1], lat[1], lat[1], 1)}
     m.memory = MemoryStat(mem, 50.0, "cpu_peak_rss_subprocess")
@@ -132,7 +135,8 @@ def _result(name, maps50, map_, params=1000, gf=1.0, lat=(10.0, 5.0), mem=100.0,
 
 def test_table_deltas_and_marks_by_hand():
     base = _result("base", [0.50, 0.52], [0.30, 0.32])
-    far = _result("far", [0.60, 0.62], [0.40, 0.41], params=1500, gf=1.5, lat=(12.0, 4.0), mem=130.0, epoch_s=3.0)
+    far = _result("far", [0.60, 0.62], [0.40, 0.41], params=1500, gf=1.5, lat=(12.0, 4.0), mem=130.0, epoch_s=3.0,
+                  shares=[0.02, 0.04])
     near = _result("near", [0.51, 0.50], [0.31, 0.30])
     rows = {r["model"]: r for r in results_rows([base, far, near])}
     assert rows["far"]["map50_delta"] == pytest.approx(0.10) and rows["far"]["map50_mark"] == "*"
@@ -140,9 +144,12 @@ def test_table_deltas_and_marks_by_hand():
     assert rows["base"]["map_mark"] == "" and rows["base"]["map50_std"] == pytest.approx(0.01414, abs=1e-5)
     lines = table_lines([base, far, near], 320)
     assert lines[0].startswith("| model | params (M) | GFLOPs@320 | mAP50 | mAP50-95 | ms/img b1 | ms/img b32")
+    assert lines[0].endswith("| s/epoch | plug-in share |")
     far_cells = [c.strip() for c in lines[3].split("|")[1:-1]]
     assert far_cells == ["far", "0.002 (+50%)", "1.50 (+50%)", "0.610 ± 0.014 (+0.100 *)",
-                         "0.405 ± 0.007 (+0.095 *)", "12.0 (+20%)", "4.0 (-20%)", "130 (+30)", "3.0 (+50%)"]
+                         "0.405 ± 0.007 (+0.095 *)", "12.0 (+20%)", "4.0 (-20%)", "130 (+30)", "3.0 (+50%)", "3%"]
+    assert lines[2].split("|")[-2].strip() == "-"  # the baseline has no plug-in
+    assert rows["far"]["plugin_share"] == pytest.approx(0.03) and rows["base"]["plugin_share"] == ""
 
 
 class _Sleeper(nn.Module):

@@ -32,6 +32,7 @@ class SeedResult:
     maps: list[float]  # mAP50-95 per class (nc,), as val.run returns it
     epoch_s: float  # seconds per training epoch
     run_dir: Path
+    share: float | None = None  # mean plug-in share of best.pt (utils.plugin_share); None without plug-ins
 
 
 @dataclass
@@ -51,6 +52,11 @@ class ModelResult:
 
     def values(self, metric: str) -> list[float]:
         return [float(getattr(s, metric)) for s in self.seeds]
+
+    def share(self) -> float | None:
+        """Mean plug-in share over seeds; None for a model without Residual-wrapped plug-ins."""
+        v = [s.share for s in self.seeds if s.share is not None]
+        return float(np.mean(v)) if v else None
 
     def class_ap(self) -> np.ndarray:
         """Per-class mAP50-95 averaged over seeds, (nc,)."""
@@ -97,6 +103,7 @@ def results_rows(models: Sequence[ModelResult]) -> list[dict]:
             row[f"latency_b{bs}_ms"] = round(_lat(m, bs), 3)
         row["train_mem_mb"] = round(m.memory.peak_mb, 1) if m.memory else ""
         row["epoch_s"] = round(_epoch_s(m), 3)
+        row["plugin_share"] = "" if m.share() is None else round(m.share(), 6)
         rows.append(row)
     return rows
 
@@ -104,7 +111,8 @@ def results_rows(models: Sequence[ModelResult]) -> list[dict]:
 def seed_rows(models: Sequence[ModelResult]) -> list[dict]:
     """One dict per (model, seed) run (results_seeds.csv)."""
     return [dict(model=m.name, seed=s.seed, precision=round(s.mp, 5), recall=round(s.mr, 5),
-                 map50=round(s.map50, 5), map=round(s.map, 5), epoch_s=round(s.epoch_s, 3), run_dir=str(s.run_dir))
+                 map50=round(s.map50, 5), map=round(s.map, 5), epoch_s=round(s.epoch_s, 3),
+                 plugin_share="" if s.share is None else round(s.share, 6), run_dir=str(s.run_dir))
             for m in models for s in m.seeds]
 
 
@@ -156,7 +164,12 @@ def _row_cells(m: ModelResult, base: ModelResult, batch_sizes: Sequence[int]) ->
     cells.append(f"{mem:.0f}" + ("" if first else f" ({mem - bmem:+.0f})"))
     e, be = _epoch_s(m), _epoch_s(base)
     cells.append(f"{e:.1f}" + ("" if first else f" ({_pct(e, be)})"))
+    cells.append(_share_cell(m.share()))
     return cells
+
+
+def _share_cell(share: float | None) -> str:
+    return "-" if share is None else f"{100 * share:.2g}%"
 
 
 def table_lines(models: Sequence[ModelResult], imgsz: int) -> list[str]:
@@ -165,7 +178,7 @@ def table_lines(models: Sequence[ModelResult], imgsz: int) -> list[str]:
     batch_sizes = sorted({bs for m in models for bs in m.latency})
     mem_kind = "CUDA" if base.memory and base.memory.method.startswith("cuda") else "RSS"
     head = ["model", "params (M)", f"GFLOPs@{imgsz}", "mAP50", "mAP50-95",
-            *[f"ms/img b{bs}" for bs in batch_sizes], f"train mem MB ({mem_kind})", "s/epoch"]
+            *[f"ms/img b{bs}" for bs in batch_sizes], f"train mem MB ({mem_kind})", "s/epoch", "plug-in share"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for m in models:
         lines.append("| " + " | ".join(_row_cells(m, base, batch_sizes)) + " |")
@@ -173,10 +186,12 @@ def table_lines(models: Sequence[ModelResult], imgsz: int) -> list[str]:
 
 
 def _seed_table(models: Sequence[ModelResult]) -> list[str]:
-    lines = ["| model | seed | P | R | mAP50 | mAP50-95 | s/epoch | run |", "|---|---|---|---|---|---|---|---|"]
-    for r in seed_rows(models):
-        lines.append(f"| {r['model']} | {r['seed']} | {r['precision']:.3f} | {r['recall']:.3f} | {r['map50']:.3f} "
-                     f"| {r['map']:.3f} | {r['epoch_s']:.1f} | {Path(r['run_dir']).name} |")
+    lines = ["| model | seed | P | R | mAP50 | mAP50-95 | s/epoch | plug-in share | run |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for m in models:
+        for s in m.seeds:
+            lines.append(f"| {m.name} | {s.seed} | {s.mp:.3f} | {s.mr:.3f} | {s.map50:.3f} | {s.map:.3f} "
+                         f"| {s.epoch_s:.1f} | {_share_cell(s.share)} | {s.run_dir.name} |")
     return lines
 
 
@@ -193,6 +208,11 @@ _HOW_TO_READ = """\
 - **train mem**: {memory}
 - **s/epoch**: wall time of the training epochs (each includes its validation pass) divided by their number,
   averaged over seeds; the models train one after another in this process, so they share the machine alike.
+- **plug-in share**: how much the attention plug-ins add to the features they sit on, rms(gamma * block(x)) /
+  rms(x) for `x + gamma * block(x)`, averaged over the model's plug-in layers and seeds, measured with each
+  seed's `best.pt` on the first 32 validation images (`utils/plugin_share.py`). gamma starts at zero, so a
+  share near 0% means fine-tuning has not yet switched the plug-ins on: the model still predicts what the
+  baseline predicts, and its mAP difference says nothing about the attention. `-`: no Residual-wrapped plug-in.
 - Tiny data and few epochs make mAP noisy: read a `*` on a small data set as a hint, and confirm on your data
   with more seeds and epochs (see the command above).
 """

@@ -1,0 +1,57 @@
+"""How much a Residual-wrapped plug-in adds to the features it sits on, measured on real images.
+
+    shares = plugin_share(model, images)       # {"model.20": 0.0012, "model.24": 0.0004}
+
+A plug-in inside `Residual` computes x + gamma * block(x), with gamma starting at zero. Its share is
+rms(gamma * block(x)) / rms(x) over the given images: 0 means the plug-in is still switched off and the model
+predicts what the model without it would, 0.1 means it changes the features by about a tenth. Accuracy
+differences between a plug-in model and its baseline only mean something once the share has grown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+from models.common import Residual
+
+__all__ = ["plugin_share", "mean_share"]
+
+
+@torch.no_grad()
+def plugin_share(model: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str, float]:
+    """{layer name: rms(gamma * block(x)) / rms(x)} for every Residual in `model`, over all `batches`.
+
+    batches: float image tensors (B, 3, H, W) in [0, 1] on the model's device. Empty when the model has no
+    Residual wrapper (a baseline, or a plug-in inserted bare).
+    """
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, Residual)}
+    if not layers:
+        return {}
+    sums = {name: [0.0, 0.0] for name in layers}  # name -> [sum of branch^2, sum of x^2]
+
+    def hook(name: str, gamma: torch.Tensor):
+        def record(block: nn.Module, inputs: tuple, output: torch.Tensor) -> None:  # on the wrapped block
+            branch = gamma.float().view(1, -1, 1, 1) * output.float()  # (B, C, H, W)
+            sums[name][0] += float(branch.square().sum())
+            sums[name][1] += float(inputs[0].float().square().sum())
+        return record
+
+    handles = [m.m.register_forward_hook(hook(name, m.gamma)) for name, m in layers.items()]
+    was_training = model.training
+    model.eval()
+    try:
+        for imgs in batches:
+            model(imgs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return {name: (b / x) ** 0.5 if x > 0 else float("nan") for name, (b, x) in sums.items()}
+
+
+def mean_share(shares: dict[str, float]) -> float | None:
+    """The mean share over a model's plug-in layers; None for a model without Residual plug-ins."""
+    return sum(shares.values()) / len(shares) if shares else None
