@@ -134,15 +134,10 @@ def _share_batches(opt, n_images: int = 32) -> list:
     """The first `n_images` validation images, letterboxed to opt.imgsz as val.py feeds them: float batches."""
     from utils.data_config import load_data_config
     from utils.dataset import create_dataloader
+    from utils.plugin_share import first_images
 
     loader, _ = create_dataloader(load_data_config(opt.data).val, opt.imgsz, 16, 32, workers=0, prefix="share: ")
-    batches, seen = [], 0
-    for imgs, *_ in loader:
-        batches.append(imgs[: n_images - seen].float() / 255)
-        seen += len(batches[-1])
-        if seen >= n_images:
-            break
-    return batches
+    return first_images(loader, n_images)
 
 
 def _share(run_dir: Path, batches: list) -> float | None:

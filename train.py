@@ -374,12 +374,24 @@ def _final(r: _Run, ck: Checkpoints) -> tuple:
                 is_coco = r.data.yaml_file is not None and Path(r.data.yaml_file).name == "coco.yaml"
                 results, _ = _validate(r, model, plots=not r.opt.noplots, iou_thres=0.65 if is_coco else 0.60,
                                        verbose=True, save_json=is_coco)
+                _log_plugin_share(r, model)
     if not r.opt.noplots:
         from utils.train_plots import plot_results
 
         plot_results(ck.results.file)
     LOGGER.info(f"Results saved to {colorstr('bold', str(r.save_dir))}")
     return results if results is not None else (0, 0, 0, 0, 0, 0, 0)
+
+
+def _log_plugin_share(r: _Run, model: nn.Module, n_images: int = 32) -> None:
+    """For models with Residual-wrapped plug-ins: how far training has switched them on (utils.plugin_share)."""
+    from models.common import Residual
+    from utils.plugin_share import first_images, plugin_share, share_line
+
+    if r.val_loader is not None and any(isinstance(m, Residual) for m in model.modules()):
+        dtype = next(model.parameters()).dtype
+        batches = first_images(r.val_loader, n_images, r.device, dtype)
+        LOGGER.info(share_line(plugin_share(model, batches), sum(len(b) for b in batches)))
 
 
 # ---- command line ---------------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import numpy as np
@@ -218,3 +219,15 @@ def test_options_freeze_single_cls_adamw_multiscale_cache(tmp_path):
         if k == "model.24.m.0.weight":
             assert v.shape[0] == 3 * 6  # single class head: 3 anchors x (5 + 1)
     assert "opt" in ck and ck["opt"]["optimizer"] == "AdamW"
+
+
+def test_plugin_share_is_reported_for_plugin_models_only(tmp_path, log):
+    train.run(**_opts(tmp_path, epochs=1, weights="yolov5n.pt", cfg="yolov5n_hilo.yaml", name="hilo"))
+    line = next(m for m in log if m.startswith("Plug-in share"))
+    # one epoch of warmup moves gamma (zero at the start) very little: the plug-ins are still off
+    assert re.fullmatch(r"Plug-in share on 4 val images, rms\(gamma\*block\(x\)\) / rms\(x\): "
+                        r"model\.20 [\d.e+-]+%, model\.24 [\d.e+-]+%  \(near 0%: the plug-ins are still switched "
+                        r"off; train longer or on more data\)", line), line
+    log.clear()
+    train.run(**_opts(tmp_path, epochs=1, weights="yolov5n.pt", name="base"))
+    assert not any(m.startswith("Plug-in share") for m in log)

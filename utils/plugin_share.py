@@ -17,7 +17,7 @@ from torch import nn
 
 from models.common import Residual
 
-__all__ = ["plugin_share", "mean_share"]
+__all__ = ["plugin_share", "mean_share", "first_images", "share_line"]
 
 
 @torch.no_grad()
@@ -55,3 +55,23 @@ def plugin_share(model: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str,
 def mean_share(shares: dict[str, float]) -> float | None:
     """The mean share over a model's plug-in layers; None for a model without Residual plug-ins."""
     return sum(shares.values()) / len(shares) if shares else None
+
+
+def first_images(loader: Iterable, n_images: int = 32, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    """The first `n_images` images of a detection DataLoader (uint8 batches first) as batches in [0, 1]."""
+    batches, seen = [], 0
+    for imgs, *_ in loader:
+        batches.append(imgs[: n_images - seen].to(device, dtype) / 255)
+        seen += len(batches[-1])
+        if seen >= n_images:
+            break
+    return batches
+
+
+def share_line(shares: dict[str, float], n_images: int) -> str:
+    """One log line: each plug-in layer's share in percent, and what a share near zero means."""
+    cells = ", ".join(f"{name} {100 * v:.2g}%" for name, v in shares.items())
+    return (f"Plug-in share on {n_images} val images, rms(gamma*block(x)) / rms(x): {cells}"
+            + ("  (near 0%: the plug-ins are still switched off; train longer or on more data)"
+               if max(shares.values()) < 0.01 else ""))
