@@ -130,13 +130,12 @@ def _size(best: Path, imgsz: int) -> tuple[int, float]:
     return parameter_counts(model)[0], gflops(model, imgsz)
 
 
-def _share_batches(opt, n_images: int = 32) -> list:
-    """The first `n_images` validation images, letterboxed to opt.imgsz as val.py feeds them: float batches."""
-    from utils.data_config import load_data_config
+def _share_batches(opt, val_split, n_images: int = 32) -> list:
+    """The first `n_images` validation images, letterboxed to opt.imgsz x opt.imgsz: float batches."""
     from utils.dataset import create_dataloader
     from utils.plugin_share import first_images
 
-    loader, _ = create_dataloader(load_data_config(opt.data).val, opt.imgsz, 16, 32, workers=0, prefix="share: ")
+    loader, _ = create_dataloader(val_split, opt.imgsz, 16, 32, workers=0, prefix="share: ")
     return first_images(loader, n_images)
 
 
@@ -244,7 +243,7 @@ def _check(opt) -> None:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(opt, k)}")
 
 
-def _fine_tune_all(opt, save_dir: Path, bar) -> list:
+def _fine_tune_all(opt, save_dir: Path, bar, data) -> list:
     """Train and validate every (model, seed); returns ModelResults with seeds, parameters and GFLOPs.
 
     Runs go seed by seed through all models (A0 B0 C0 A1 B1 C1 ...), so a slow spell of a shared machine
@@ -255,7 +254,7 @@ def _fine_tune_all(opt, save_dir: Path, bar) -> list:
     from utils.compare_report import ModelResult, SeedResult
 
     models = {cfg: None for cfg in opt.cfgs}
-    batches = _share_batches(opt)
+    batches = _share_batches(opt, data.val)
     for seed in range(opt.seeds):
         for cfg in opt.cfgs:
             name = _model_name(cfg)
@@ -309,7 +308,7 @@ def main(opt: argparse.Namespace):
     t0 = time.perf_counter()
     with tqdm(total=total, file=sys.stderr, bar_format="{desc:<34}{percentage:3.0f}%|{bar:20}| {n}/{total} "
                                                          "[{elapsed}<{remaining}]") as bar:
-        models = _fine_tune_all(opt, save_dir, bar)
+        models = _fine_tune_all(opt, save_dir, bar, data)
         _timing(opt, models, device, bar)
         routing = _routing(opt, models, save_dir, bar) if opt.visualize_routing else []
         bar.set_description("done")

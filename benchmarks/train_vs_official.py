@@ -145,19 +145,18 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="train_vs_official_")) if opt.keep is None else opt.keep.resolve()
     work.mkdir(parents=True, exist_ok=True)
     env, data_yaml, weights = prepare_official(work, official, deps)
-    common = ["--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size), "--noplots", "--exist-ok"]
+    common = ["--epochs", str(opt.epochs), "--batch-size", str(opt.batch_size), "--imgsz", str(opt.imgsz),
+              "--project", str(work), "--noplots", "--exist-ok"]
+    trainers = {  # who -> (script and its weights and data, working folder, environment)
+        "ours": ([sys.executable, "train.py", "--weights", "yolov5n.pt", "--data", "coco128.yaml"], ROOT, None),
+        "official": ([sys.executable, str(official / "yolov5/train.py"), "--weights", str(weights), "--data",
+                      str(data_yaml)], work, env),
+    }
     rows = []
     for seed in opt.seeds:
-        for who in ("ours", "official"):
+        for who, (cmd, cwd, run_env) in trainers.items():
             name = f"{who}_seed{seed}"
-            if who == "ours":
-                cmd = [sys.executable, "train.py", "--weights", "yolov5n.pt", "--data", "coco128.yaml",
-                       "--imgsz", str(opt.imgsz), "--project", str(work), "--name", name]
-                wall = run_one(cmd + common + ["--seed", str(seed)], ROOT, None, work / f"{name}.log")
-            else:
-                cmd = [sys.executable, str(official / "yolov5/train.py"), "--weights", str(weights), "--data",
-                       str(data_yaml), "--img", str(opt.imgsz), "--project", str(work), "--name", name]
-                wall = run_one(cmd + common + ["--seed", str(seed)], work, env, work / f"{name}.log")
+            wall = run_one(cmd + common + ["--name", name, "--seed", str(seed)], cwd, run_env, work / f"{name}.log")
             secs = epoch_seconds((work / f"{name}.log").read_text(errors="replace"))
             map50, map_ = last_map(work / name / "results.csv")
             rows.append((who, seed, secs, wall, map50, map_))

@@ -14,8 +14,8 @@ import numpy as np
 
 from utils.boxes import xywh2xyxy, xyxy2xywh
 
-__all__ = ["new_figure", "save_figure", "Colors", "colors", "Annotator", "text_color", "save_one_box", "plot_images", "plot_pr_curve",
-           "plot_mc_curve", "plot_confusion_matrix", "plot_val_study"]
+__all__ = ["new_figure", "save_figure", "Colors", "colors", "Annotator", "text_color", "save_one_box", "plot_images",
+           "plot_pr_curve", "plot_mc_curve", "plot_confusion_matrix", "plot_val_study"]
 
 
 class Colors:
