@@ -169,3 +169,42 @@ def test_loss_without_targets_is_objectness_only_and_has_gradients():
     assert total.item() == pytest.approx(2 * 5.4 * math.log(2), rel=1e-6)
     total.backward()
     assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in preds)
+
+
+def test_ciou_is_finite_with_finite_gradients_for_degenerate_boxes():
+    from torchvision.ops import complete_box_iou_loss
+
+    # a tiny predicted height far below its centre: in corner form y2 - y1 rounds to 0 in float32, and
+    # torchvision's aspect term divides 0 by 0 (the NaN that stopped fine-tunes)
+    p = torch.tensor([[1.0, 1.0, 1e-8, 1e-8], [0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.3, 0.0], [0.5, 0.5, 0.0, 0.2],
+                      [0.4, 0.6, 0.5, 0.7], [0.4, 0.6, 0.5, 0.7]], requires_grad=True)
+    t = torch.tensor([[1.0, 1.0, 0.5, 0.5], [0.5, 0.5, 0.4, 0.6], [0.6, 0.4, 0.2, 0.3], [0.5, 0.5, 0.3, 0.3],
+                      [0.5, 0.5, 0.0, 0.0], [0.5, 0.5, 0.3, 0.0]], requires_grad=True)
+    corners = lambda b: torch.cat((b[:, :2] - b[:, 2:] / 2, b[:, :2] + b[:, 2:] / 2), 1)  # noqa: E731
+    assert torch.isnan(complete_box_iou_loss(corners(p[:1]), corners(t[:1]), reduction="none")).all()
+    got = bbox_ciou(p, t)
+    assert torch.isfinite(got).all()
+    got.sum().backward()
+    assert torch.isfinite(p.grad).all() and torch.isfinite(t.grad).all()
+    assert p.grad[1:, :2].abs().sum() > 0  # the centres of degenerate boxes still learn
+    # where the formula is defined and h is not below eps it is followed: a predicted box of zero width
+    got = got.detach()
+    assert float(got[3]) == pytest.approx(_ciou_naive(p[3].tolist(), t[3].tolist()), abs=1e-6)
+    assert float(got[0]) == pytest.approx(0.0, abs=0.05)  # IoU 0, same centre; aspect of h < eps is approximate
+
+
+def test_loss_is_finite_when_predicted_sizes_underflow_and_targets_have_zero_size():
+    torch.manual_seed(0)
+    anchors_px = [[10, 13, 16, 30, 33, 23], [30, 61, 62, 45, 59, 119], [116, 90, 156, 198, 373, 326]]
+    loss = ComputeLoss(_Head(3, anchors_px, [8.0, 16.0, 32.0]), Hyp())
+    preds = [torch.randn(2, 3, s, s, 8) for s in (8, 4, 2)]
+    for p in preds:
+        p[..., 2:4] = -120.0  # sigmoid underflows to exactly 0 in float32: predicted width and height 0
+        p.requires_grad_(True)
+    targets = torch.tensor([[0, 2, 0.40, 0.55, 0.30, 0.25], [1, 0, 0.50, 0.50, 0.20, 0.0],  # zero height
+                            [1, 1, 0.25, 0.75, 0.0, 0.10]])  # zero width
+    total, items = loss(preds, targets)
+    assert torch.isfinite(total).all() and torch.isfinite(items).all() and items[0] > 0
+    total.backward()
+    assert all(torch.isfinite(p.grad).all() for p in preds)
+    assert sum(p.grad[..., :2].abs().sum() for p in preds) > 0  # the box centres get a gradient

@@ -9,9 +9,10 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn as nn
-from torchvision.ops import complete_box_iou_loss
 
 from utils.hyp import Hyp
 from utils.torch_utils import de_parallel
@@ -29,10 +30,30 @@ def smooth_BCE(eps: float = 0.1) -> tuple[float, float]:
 
 
 def bbox_ciou(box1: torch.Tensor, box2: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Complete IoU of matching rows of two (n, 4) cx, cy, w, h boxes -> (n,). The alpha term carries no gradient."""
-    a = torch.cat((box1[:, :2] - box1[:, 2:] / 2, box1[:, :2] + box1[:, 2:] / 2), 1)
-    b = torch.cat((box2[:, :2] - box2[:, 2:] / 2, box2[:, :2] + box2[:, 2:] / 2), 1)
-    return 1.0 - complete_box_iou_loss(a, b, reduction="none", eps=eps)
+    """Complete IoU (Zheng et al. 2020, eq. 10-11) of matching rows of two (n, 4) cx, cy, w, h boxes -> (n,).
+
+    Finite, with finite gradients, for boxes of zero or vanishing width or height. torchvision's
+    complete_box_iou_loss is not: it takes corners, so a height far below the centre's magnitude (h = 1e-8 at
+    cy = 1) rounds to exactly 0 in float32 when it recovers h = y2 - y1, and its aspect term atan(w / h) then
+    divides 0 by 0 (NaN forward and backward). Here w and h come straight from the input, and h is clamped to
+    eps in the aspect term, as YOLOv5's bbox_iou does. Computed in float32 at least (under autocast too); the
+    alpha term carries no gradient.
+    """
+    dtype = torch.promote_types(torch.promote_types(box1.dtype, box2.dtype), torch.float32)
+    (x1, y1, w1, h1), (x2, y2, w2, h2) = box1.to(dtype).unbind(-1), box2.to(dtype).unbind(-1)
+    b1x1, b1x2, b1y1, b1y2 = x1 - w1 / 2, x1 + w1 / 2, y1 - h1 / 2, y1 + h1 / 2
+    b2x1, b2x2, b2y1, b2y2 = x2 - w2 / 2, x2 + w2 / 2, y2 - h2 / 2, y2 + h2 / 2
+    inter = ((torch.min(b1x2, b2x2) - torch.max(b1x1, b2x1)).clamp(0)
+             * (torch.min(b1y2, b2y2) - torch.max(b1y1, b2y1)).clamp(0))
+    iou = inter / (w1 * h1 + w2 * h2 - inter + eps)
+    cw = torch.max(b1x2, b2x2) - torch.min(b1x1, b2x1)  # smallest enclosing box
+    ch = torch.max(b1y2, b2y2) - torch.min(b1y1, b2y1)
+    c2 = cw**2 + ch**2 + eps
+    rho2 = (x2 - x1) ** 2 + (y2 - y1) ** 2  # squared distance of the centres
+    v = (4 / math.pi**2) * (torch.atan(w2 / h2.clamp(min=eps)) - torch.atan(w1 / h1.clamp(min=eps))) ** 2
+    with torch.no_grad():
+        alpha = v / (1 - iou + v + eps)
+    return iou - (rho2 / c2 + alpha * v)
 
 
 class FocalLoss(nn.Module):
