@@ -41,6 +41,7 @@ from utils.inference import apply_options, check_img_size
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.loss import ComputeLoss
 from utils.optim import OPTIMIZERS, EarlyStopping, ModelEMA, linear_lr, one_cycle, smart_optimizer
+from utils.plugin_optim import plugin_optimizer, plugin_parameter_names
 from utils.paths import ROOT, increment_path
 from utils.torch_utils import de_parallel, select_device
 from utils.train_utils import Checkpoints, freeze_layers, init_seeds, latest_run, seed_epoch
@@ -64,6 +65,8 @@ class _Run:
     model: nn.Module | None = None
     ema: ModelEMA | None = None
     optimizer: torch.optim.Optimizer | None = None
+    plugin_names: list[str] | None = None  # parameters the weights did not cover (utils.plugin_optim)
+    plugin_optimizer: torch.optim.Optimizer | None = None  # AdamW for those, beside the recipe's optimizer
     scheduler: Any = None
     lf: Any = None
     compute_loss: ComputeLoss | None = None
@@ -120,6 +123,7 @@ def _build_model(r: _Run) -> dict | None:
         r.model = Model(opt.cfg or ckpt["yaml"], ch=3, nc=nc, anchors=anchors, verbose=r.info.main).to(r.device)
         if opt.resume:
             r.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
+            r.plugin_names = list(ckpt.get("plugin_params") or [])
         else:
             from utils.transfer import transfer_weights
 
@@ -127,8 +131,10 @@ def _build_model(r: _Run) -> dict | None:
             own = anchors or (opt.cfg and r.model.yaml["anchors"] != ckpt["yaml"].get("anchors"))
             report = transfer_weights(r.model, ckpt, exclude=("anchors",) if own else ())
             LOGGER.info(report.summary(path.name))
+            r.plugin_names = plugin_parameter_names(r.model, report.mapping)
     elif opt.cfg:
         r.model = Model(opt.cfg, ch=3, nc=nc, anchors=anchors, verbose=r.info.main).to(r.device)
+        r.plugin_names = plugin_parameter_names(r.model, None)
     else:
         raise ValueError("nothing to train: give --weights (a .pt file, e.g. yolov5n.pt) or --cfg (e.g. yolov5n.yaml)")
     r.model.names = list(r.data.names)
@@ -143,7 +149,10 @@ def _build_optimizer(r: _Run, ckpt: dict | None) -> None:
     opt, hyp = r.opt, r.hyp
     accumulate = max(round(NBS / opt.batch_size), 1)
     weight_decay = hyp.weight_decay * opt.batch_size * accumulate / NBS
-    r.optimizer = smart_optimizer(r.model, opt.optimizer, hyp.lr0, hyp.momentum, weight_decay)
+    r.plugin_optimizer = plugin_optimizer(r.model, r.plugin_names or [], hyp)
+    own = {n for n in r.plugin_names or []} if r.plugin_optimizer else set()
+    r.optimizer = smart_optimizer(r.model, opt.optimizer, hyp.lr0, hyp.momentum, weight_decay,
+                                  exclude=[p for n, p in r.model.named_parameters() if n in own])
     r.lf = one_cycle(1, hyp.lrf, opt.epochs) if opt.cos_lr else linear_lr(hyp.lrf, opt.epochs)
     r.scheduler = lr_scheduler.LambdaLR(r.optimizer, lr_lambda=r.lf)
     r.scaler = torch.amp.GradScaler("cuda", enabled=r.amp)
@@ -152,6 +161,8 @@ def _build_optimizer(r: _Run, ckpt: dict | None) -> None:
             raise ValueError(f"{opt.weights}: training is finished (no optimizer state in the checkpoint); "
                              f"nothing to resume. Start a new run: python train.py --weights {opt.weights}")
         r.optimizer.load_state_dict(ckpt["optimizer"])
+        if r.plugin_optimizer is not None:
+            r.plugin_optimizer.load_state_dict(ckpt["plugin_optimizer"])
         r.best_fitness = float(ckpt.get("best_fitness") or 0.0)
         r.start_epoch = int(ckpt["epoch"]) + 1
         r.last_opt_step = int(ckpt.get("last_opt_step", -1))
@@ -231,6 +242,9 @@ def _fit(r: _Run, ck: Checkpoints | None) -> tuple:
                 f"Starting training for {opt.epochs} epochs...")
     t0, epoch = time.time(), r.start_epoch
     for epoch in range(r.start_epoch, opt.epochs):
+        if r.plugin_optimizer is not None:  # the recipe's schedule, without the warmup ramp
+            for g in r.plugin_optimizer.param_groups:
+                g["lr"] = g["initial_lr"] * r.lf(epoch)
         mloss = _train_epoch(r, epoch, nw)
         lr = [x["lr"] for x in r.optimizer.param_groups]  # for the log
         r.scheduler.step()
@@ -238,6 +252,7 @@ def _fit(r: _Run, ck: Checkpoints | None) -> tuple:
             final_epoch = epoch + 1 == opt.epochs or stopper.possible_stop
             if not opt.noval or final_epoch:
                 results, _ = _validate(r, r.ema.ema, plots=False)
+            _log_plugin_share(r, r.ema.ema, n_images=16)
             fi = _fitness(results)
             stop = stopper(epoch=epoch, fitness=fi)
             r.best_fitness = max(r.best_fitness, fi)
@@ -269,6 +284,8 @@ def _train_epoch(r: _Run, epoch: int, nw: int) -> torch.Tensor:
     if r.info.main:
         pbar = tqdm(pbar, total=r.nb, bar_format=TQDM_BAR_FORMAT)
     r.optimizer.zero_grad()
+    if r.plugin_optimizer is not None:
+        r.plugin_optimizer.zero_grad()
     for i, (imgs, targets, paths, _) in pbar:
         ni = i + r.nb * epoch  # integrated batches since the start of training
         imgs = imgs.to(device, non_blocking=True).float() / 255
@@ -327,11 +344,15 @@ def _rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
 
 
 def _optimizer_step(r: _Run) -> None:
-    r.scaler.unscale_(r.optimizer)
+    optimizers = [r.optimizer] + ([r.plugin_optimizer] if r.plugin_optimizer is not None else [])
+    for o in optimizers:
+        r.scaler.unscale_(o)
     torch.nn.utils.clip_grad_norm_(r.model.parameters(), max_norm=10.0)
-    r.scaler.step(r.optimizer)
+    for o in optimizers:
+        r.scaler.step(o)
     r.scaler.update()
-    r.optimizer.zero_grad()
+    for o in optimizers:
+        o.zero_grad()
     if r.ema:
         r.ema.update(r.model)
 
@@ -353,6 +374,8 @@ def _checkpoint(r: _Run, epoch: int) -> dict:
         "model": model.state_dict(), "ema": r.ema.ema.state_dict(), "updates": r.ema.updates,
         "yaml": model.yaml, "names": list(r.data.names), "epoch": epoch, "best_fitness": r.best_fitness,
         "optimizer": r.optimizer.state_dict(), "last_opt_step": r.last_opt_step,
+        "plugin_optimizer": r.plugin_optimizer.state_dict() if r.plugin_optimizer is not None else None,
+        "plugin_params": list(r.plugin_names or []),
         "scaler": r.scaler.state_dict() if r.amp else None,
         "opt": {k: str(v) if isinstance(v, Path) else v for k, v in vars(r.opt).items()},
         "hyp": r.hyp.to_dict(), "date": datetime.now().isoformat(),
@@ -384,14 +407,16 @@ def _final(r: _Run, ck: Checkpoints) -> tuple:
 
 
 def _log_plugin_share(r: _Run, model: nn.Module, n_images: int = 32) -> None:
-    """For models with Residual-wrapped plug-ins: how far training has switched them on (utils.plugin_share)."""
+    """For models with Residual-wrapped plug-ins: how far training has switched them on (utils.plugin_share).
+    The figures of the latest call are kept in opt.plugin_share ({layer: share})."""
     from models.common import Residual
     from utils.plugin_share import first_images, plugin_share, share_line
 
     if r.val_loader is not None and any(isinstance(m, Residual) for m in model.modules()):
         dtype = next(model.parameters()).dtype
         batches = first_images(r.val_loader, n_images, r.device, dtype)
-        LOGGER.info(share_line(plugin_share(model, batches), sum(len(b) for b in batches)))
+        r.opt.plugin_share = plugin_share(model, batches)
+        LOGGER.info(share_line(r.opt.plugin_share, sum(len(b) for b in batches)))
 
 
 # ---- command line ---------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import torch
 
+# The blocks register themselves when models.common is imported; importing it here, first, completes the registry
+# for any import order (models.transformer and models.control subclass or use its blocks, and it imports them).
+import models.common  # noqa: E402,F401
+
 __all__ = ["load_model", "resolve_weights", "WEIGHTS_DIR"]
 
 WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"

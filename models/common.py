@@ -1,6 +1,6 @@
-"""YOLOv5 building blocks (v6/v7 layout, so official weights load by name) and the attention plug-ins.
+"""YOLOv5 building blocks (v6/v7 layout, so official weights load by name), the attention plug-ins and controls.
 
-    from models.common import Conv, C3, SPPF, BiLevelRoutingAttention
+    from models.common import Conv, C3, SPPF, C3TR, BiLevelRoutingAttention
 """
 
 from __future__ import annotations
@@ -133,5 +133,8 @@ class Residual(nn.Module):
         return x + self.gamma.view(1, -1, 1, 1).to(x.dtype) * self.m(x)
 
 
-# Attention plug-ins, re-exported so YOLOv5-style code can import them from models.common.
+# Attention plug-ins and the two controls of the comparison (C3TR, YOLOv5's own attention; ConvControl, BRA's
+# capacity without attention), re-exported so YOLOv5-style code can import them from models.common.
 from models.attention import *  # noqa: E402,F401,F403
+from models.control import ConvControl  # noqa: E402,F401
+from models.transformer import C3TR, TransformerBlock, TransformerLayer  # noqa: E402,F401

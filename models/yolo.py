@@ -7,9 +7,12 @@
 from __future__ import annotations
 
 import math
+import zlib
+from collections import Counter
 from copy import deepcopy
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -86,8 +89,22 @@ def _resolve_arg(a, d: dict):
     return a
 
 
+def _layer_seed(base: int, name: str, occurrence: int) -> int:
+    """The seed of the `occurrence`-th layer of type `name`, derived from the seed of torch's default generator."""
+    return int(np.random.SeedSequence([base, zlib.crc32(name.encode()), occurrence]).generate_state(1, np.uint64)[0])
+
+
 def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequential, list[int]]:
-    """Build the layers of a model dict. Returns (layers, indices of layers whose outputs are kept)."""
+    """Build the layers of a model dict. Returns (layers, indices of layers whose outputs are kept).
+
+    Each layer draws its initial weights from a generator of its own, seeded from torch's current seed
+    (`torch.initial_seed()`, e.g. train.py's --seed), its YAML module name and how many layers of that name came
+    before it; the default generator itself is left untouched. So after the same seed two configs that differ by
+    inserted plug-ins start from the same weights in every layer they share (a fresh Detect head included), the
+    plug-ins' weights depend only on the seed and the plug-in, and what runs after the build (data order,
+    augmentation) draws the same numbers: paired runs, as compare.py needs them.
+    """
+    base, seen = torch.initial_seed(), Counter()
     anchors, nc, gd, gw = d["anchors"], d["nc"], d["depth_multiple"], d["width_multiple"]
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
     no = na * (nc + 5)
@@ -102,7 +119,10 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         args = [_resolve_arg(a, d) for a in (args or [])]
         n = n_ = max(round(n * gd), 1) if n > 1 else n
         args, c2, n = entry.channels(LayerSpec(ch=ch, f=f, n=n, args=args, width_multiple=gw, no=no))
-        m_ = nn.Sequential(*(entry.cls(*args) for _ in range(n))) if n > 1 else entry.cls(*args)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_layer_seed(base, name, seen[name]))
+            m_ = nn.Sequential(*(entry.cls(*args) for _ in range(n))) if n > 1 else entry.cls(*args)
+        seen[name] += 1
         np_ = sum(x.numel() for x in m_.parameters())
         m_.i, m_.f, m_.type, m_.np = i, f, name, np_
         if verbose:

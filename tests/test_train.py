@@ -231,3 +231,58 @@ def test_plugin_share_is_reported_for_plugin_models_only(tmp_path, log):
     log.clear()
     train.run(**_opts(tmp_path, epochs=1, weights="yolov5n.pt", name="base"))
     assert not any(m.startswith("Plug-in share") for m in log)
+
+
+def test_plugin_model_with_plugins_held_at_zero_trains_exactly_as_the_baseline(tmp_path):
+    # paired runs: same seed, a fresh one-class head (the weights have 80 classes), the plug-ins frozen at
+    # gamma = 0: every epoch's losses, metrics and learning rates equal the baseline's, bit for bit
+    common = _opts(tmp_path, epochs=2, weights="yolov5n.pt", single_cls=True, seed=3, noautoanchor=False)
+    a = train.run(**common, name="base")
+    b = train.run(**common, cfg="yolov5n_biformer.yaml", freeze=[20, 24], name="bra")
+    assert load_checkpoint(Path(b.save_dir) / "weights" / "last.pt")["yaml"]["nc"] == 1
+    rows_a = ResultsLog(Path(a.save_dir) / "results.csv").read()
+    rows_b = ResultsLog(Path(b.save_dir) / "results.csv").read()
+    assert rows_a.keys() == rows_b.keys() and len(rows_a["epoch"]) == 2
+    for k in rows_a:
+        np.testing.assert_array_equal(rows_b[k], rows_a[k], err_msg=k)
+    assert b.results == a.results
+
+
+def _gamma(save_dir) -> float:
+    ck = load_checkpoint(Path(save_dir) / "weights" / "last.pt")
+    return float(torch.cat([v.float().abs() for k, v in ck["model"].items() if k.endswith("gamma")]).mean())
+
+
+def test_plugin_optimizer_switches_plugins_on_and_resumes(tmp_path, monkeypatch):
+    base = _opts(tmp_path, epochs=2, weights="yolov5n.pt", cfg="yolov5n_biformer.yaml")
+    sgd = train.run(**base, hyp={"plugin_lr": 0.0}, name="sgd")
+    adamw = train.run(**base, name="adamw")  # the default hyp: AdamW for the plug-ins
+    assert yaml.safe_load((Path(adamw.save_dir) / "hyp.yaml").read_text())["plugin_lr"] > 0
+    assert _gamma(adamw.save_dir) > 20 * _gamma(sgd.save_dir) > 0
+    # killed after epoch 0 and resumed: the plug-in optimizer's state comes back with the rest
+    saved = {}
+    real_checkpoint, real_epoch = train._checkpoint, train._train_epoch
+
+    def record(r, epoch):
+        ckpt = real_checkpoint(r, epoch)
+        saved[(r.save_dir.name, epoch)] = ckpt
+        return ckpt
+
+    def kill_at_epoch_1(r, epoch, nw):
+        if epoch == 1:
+            raise _Killed
+        return real_epoch(r, epoch, nw)
+
+    monkeypatch.setattr(train, "_checkpoint", record)
+    train.run(**base, name="full")
+    monkeypatch.setattr(train, "_train_epoch", kill_at_epoch_1)
+    with pytest.raises(_Killed):
+        train.run(**base, name="killed")
+    monkeypatch.setattr(train, "_train_epoch", real_epoch)
+    train.run(resume=str(tmp_path / "runs" / "killed" / "weights" / "last.pt"))
+    full, resumed = saved[("full", 1)], saved[("killed", 1)]
+    assert resumed["plugin_params"] == full["plugin_params"] and full["plugin_params"]
+    for s_full, s_res in zip(full["plugin_optimizer"]["state"].values(), resumed["plugin_optimizer"]["state"].values()):
+        torch.testing.assert_close(s_res["exp_avg_sq"], s_full["exp_avg_sq"], rtol=1e-5, atol=1e-9)
+    for k, v in full["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)

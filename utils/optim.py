@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from copy import deepcopy
 from typing import Callable
 
@@ -24,11 +25,14 @@ OPTIMIZERS = ("SGD", "Adam", "AdamW")
 _NORMS = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
 
 
-def param_groups(model: nn.Module) -> tuple[list, list, list]:
-    """(weights that decay, normalisation weights, biases): each parameter in exactly one group."""
+def param_groups(model: nn.Module, exclude: Collection[nn.Parameter] = ()) -> tuple[list, list, list]:
+    """(weights that decay, normalisation weights, biases): each parameter not in `exclude` in exactly one group."""
     decay, norm, bias = [], [], []
+    skip = {id(p) for p in exclude}
     for module in model.modules():
         for name, p in module.named_parameters(recurse=False):
+            if id(p) in skip:
+                continue
             if name == "bias":
                 bias.append(p)
             elif name == "weight" and isinstance(module, _NORMS):
@@ -39,12 +43,13 @@ def param_groups(model: nn.Module) -> tuple[list, list, list]:
 
 
 def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momentum: float = 0.937,
-                    decay: float = 5e-4) -> torch.optim.Optimizer:
+                    decay: float = 5e-4, exclude: Collection[nn.Parameter] = ()) -> torch.optim.Optimizer:
     """YOLOv5's optimizer: param_groups[0] biases (no decay), [1] weights (decay), [2] norm weights (no decay).
 
-    The warmup ramps group 0 from `warmup_bias_lr`, so the order matters.
+    The warmup ramps group 0 from `warmup_bias_lr`, so the order matters. `exclude`: parameters that another
+    optimizer trains (utils.plugin_optim).
     """
-    decay_w, norm_w, bias = param_groups(model)
+    decay_w, norm_w, bias = param_groups(model, exclude)
     if name == "SGD":
         optimizer = torch.optim.SGD(bias, lr=lr, momentum=momentum, nesterov=True)
     elif name == "Adam":

@@ -111,7 +111,7 @@ def strip_optimizer(f: Path) -> None:
     if x.get("ema"):
         x["model"] = x["ema"]
     x["model"] = {k: v.half() if v.is_floating_point() else v for k, v in x["model"].items()}
-    for k in ("optimizer", "best_fitness", "ema", "updates", "scaler", "last_opt_step"):
+    for k in ("optimizer", "plugin_optimizer", "best_fitness", "ema", "updates", "scaler", "last_opt_step"):
         x[k] = None
     x["epoch"] = -1
     x.pop("format", None)

@@ -4,7 +4,9 @@ YOLOv5 matches tensors by name (`model.20.cv1.conv.weight`), so one inserted lay
 and nothing after it is carried over. Here each top-level layer gets a signature (its YAML module name plus
 the names and shapes of its tensors); the two signature sequences are aligned with difflib's matcher (longest
 common blocks), and tensors flow between aligned layers. Layers of the same type that align but differ in
-shape (a Detect head for another nc) give what fits and report the rest.
+shape (a Detect head for another nc) give what fits and report the rest. A few types count as the same where
+the full signatures disagree (`COMPATIBLE_TYPES`: a C3TR takes a C3's cv1/cv2/cv3); tensors one side of such a
+pair has and the other lacks are reported as fresh or not used.
 
     report = transfer_weights(model, load_checkpoint("yolov5n.pt"))
     LOGGER.info(report.summary("yolov5n.pt"))
@@ -20,9 +22,13 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-__all__ = ["TransferReport", "transfer_weights", "layer_signatures"]
+__all__ = ["TransferReport", "transfer_weights", "layer_signatures", "COMPATIBLE_TYPES"]
 
 _KEY = re.compile(r"^model\.(\d+)\.(.+)$")
+
+# YAML type -> the type it shares tensor names with. C3TR is a C3 whose Bottleneck stack `m` became a
+# TransformerBlock: cv1, cv2, cv3 carry over, m starts fresh.
+COMPATIBLE_TYPES = {"C3TR": "C3"}
 
 
 @dataclass
@@ -45,6 +51,8 @@ class TransferReport:
     dropped: list[tuple[int, str]] = field(default_factory=list)  # checkpoint layers used by no model layer
     mismatched: list[tuple[str, tuple, tuple]] = field(default_factory=list)  # (model key, ckpt shape, shape)
     excluded: list[str] = field(default_factory=list)  # model keys left fresh on request
+    fresh: list[str] = field(default_factory=list)  # model keys of paired layers that the source layer lacks
+    unused: list[str] = field(default_factory=list)  # checkpoint keys of paired layers that the model layer lacks
 
     def summary(self, source: str) -> str:
         s = f"Transferred {len(self.mapping)}/{self.n_source} tensors from {source}"
@@ -55,9 +63,21 @@ class TransferReport:
                 f"{k} {'x'.join(map(str, a))}->{'x'.join(map(str, b))}" for k, a, b in self.mismatched)
         if self.excluded:
             s += f"; fresh (excluded): {', '.join(self.excluded)}"
-        if self.dropped:
-            s += "; not used: " + ", ".join(f"model.{i} {t}" for i, t in self.dropped)
+        if self.fresh:
+            s += "; fresh (no counterpart): " + _count_by_block(self.fresh)
+        if self.dropped or self.unused:
+            s += "; not used: " + ", ".join([f"model.{i} {t}" for i, t in self.dropped]
+                                            + ([_count_by_block(self.unused)] if self.unused else []))
         return s
+
+
+def _count_by_block(keys: list[str]) -> str:
+    """'model.8.m (12 tensors)' for keys grouped by layer and first sub-module, in order of appearance."""
+    counts: dict[str, int] = {}
+    for k in keys:
+        block = ".".join(k.split(".")[:3])
+        counts[block] = counts.get(block, 0) + 1
+    return ", ".join(f"{b} ({n} tensor{'s' * (n != 1)})" for b, n in counts.items())
 
 
 def _group(state: dict[str, torch.Tensor], types: list[str]) -> list[_Layer]:
@@ -79,8 +99,10 @@ def layer_signatures(model: nn.Module) -> list[tuple]:
 
 
 def _pair_same_types(src: list[_Layer], dst: list[_Layer]) -> list[tuple[_Layer, _Layer]]:
-    """Inside a block the full signatures disagree on, pair layers that at least share their type."""
-    sm = difflib.SequenceMatcher(None, [x.type for x in src], [x.type for x in dst], autojunk=False)
+    """Inside a block the full signatures disagree on, pair layers that at least share their type (or the type
+    `COMPATIBLE_TYPES` maps them to)."""
+    family = [[COMPATIBLE_TYPES.get(x.type, x.type) for x in layers] for layers in (src, dst)]
+    sm = difflib.SequenceMatcher(None, *family, autojunk=False)
     return [(src[a + k], dst[b + k]) for a, b, n in sm.get_matching_blocks() for k in range(n)]
 
 
@@ -116,6 +138,9 @@ def transfer_weights(model: nn.Module, ckpt: dict, exclude: tuple[str, ...] = ()
                 report.mapping[dst_key] = src_key
             elif k in s.tensors:
                 report.mismatched.append((dst_key, tuple(s.tensors[k].shape), tuple(v.shape)))
+            else:
+                report.fresh.append(dst_key)
+        report.unused += [f"model.{s.index}.{k}" for k in s.tensors if k not in d.tensors]
     paired_src, paired_dst = {s.index for s, _ in pairs}, {d.index for _, d in pairs}
     report.new = [(d.index, _describe(model.model[d.index])) for d in dst if d.index not in paired_dst]
     report.dropped = [(s.index, s.type) for s in src if s.index not in paired_src]

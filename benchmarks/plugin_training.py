@@ -1,0 +1,133 @@
+"""Which optimisation settings switch the Residual-wrapped plug-ins on within a fine-tune: plug-in share and
+mAP50-95 per setting, seed and config, with the baseline trained on the same seeds (paired runs).
+
+    python benchmarks/plugin_training.py --plugin-lrs 0 0.001 0.003 0.01 --seeds 0 1 2            # main job's
+    python benchmarks/plugin_training.py --cfgs yolov5n_biformer.yaml --plugin-lrs 0 0.003 --epochs 20
+
+Each run is `train.py --weights yolov5n.pt --cfg CFG --data coco128.yaml --epochs E --imgsz 320 --batch-size 16
+--seed S --noplots` with the hyp file's `plugin_lr` set to the setting (0: the plug-ins train with the recipe's
+SGD, as before). A plug-in's share is rms(gamma * block(x)) / rms(x) of the final best.pt on 32 val images
+(utils/plugin_share.py); "min share" is the smallest over the runs' plug-in layers. "paired delta" is the mean
+over seeds of (run's mAP50-95 - baseline's mAP50-95 with the same seed). Runs go `--jobs` at a time, each with
+`--threads` torch threads; every finished run is appended to `--out` (a CSV) and skipped when the script is run
+again with the same file, so an interrupted sweep continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import multiprocessing as mp
+import statistics
+import sys
+import tempfile
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+FIELDS = ["cfg", "plugin_lr", "seed", "epochs", "map50", "map", "shares", "min_share", "status"]
+
+
+def _one(job: dict) -> dict:
+    """Train one (cfg, plugin_lr, seed) in this worker process; a row of FIELDS."""
+    import torch
+
+    torch.set_num_threads(job["threads"])
+    import train
+    from utils.hyp import load_hyp
+
+    hyp = {**load_hyp(job["hyp"]).to_dict(), "plugin_lr": job["plugin_lr"]}
+    row = {k: job[k] for k in ("cfg", "plugin_lr", "seed", "epochs")}
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            opt = train.run(weights="yolov5n.pt", cfg=job["cfg"], data=job["data"], hyp=hyp, epochs=job["epochs"],
+                            imgsz=job["imgsz"], batch_size=16, seed=job["seed"], workers=job["workers"],
+                            project=tmp, name="run", noplots=True)
+        except FloatingPointError as e:  # the non-finite loss train.py stops on
+            return {**row, "map50": "", "map": "", "shares": "", "min_share": "", "status": f"failed: {e}"[:200]}
+    shares = getattr(opt, "plugin_share", {}) or {}
+    return {**row, "map50": f"{opt.results[2]:.4f}", "map": f"{opt.results[3]:.4f}",
+            "shares": " ".join(f"{k}={v:.5f}" for k, v in shares.items()),
+            "min_share": f"{min(shares.values()):.5f}" if shares else "", "status": "ok"}
+
+
+def _done(out: Path) -> dict[tuple, dict]:
+    if not out.is_file():
+        return {}
+    with open(out, newline="") as f:
+        return {(r["cfg"], float(r["plugin_lr"]), int(r["seed"]), int(r["epochs"])): r for r in csv.DictReader(f)}
+
+
+def _table(rows: list[dict], baseline: str) -> list[str]:
+    base = {(int(r["seed"]), int(r["epochs"])): float(r["map"]) for r in rows if r["cfg"] == baseline and r["map"]}
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["cfg"] != baseline:
+            groups.setdefault((r["cfg"], float(r["plugin_lr"]), int(r["epochs"])), []).append(r)
+    lines = ["| config | plugin_lr | epochs | seeds | mAP50-95 (mean ± std) | paired delta vs baseline | "
+             "min share (mean; lowest) | failed |", "|---|---|---|---|---|---|---|---|"]
+    bmaps = [v for v in base.values()]
+    if bmaps:
+        lines.append(f"| {baseline} | - | {rows[0]['epochs']} | {len(bmaps)} | {_ms(bmaps)} | - | - | 0 |")
+    for (cfg, lr, ep), rs in sorted(groups.items()):
+        ok = [r for r in rs if r["status"] == "ok"]
+        maps = [float(r["map"]) for r in ok]
+        deltas = [float(r["map"]) - base[(int(r["seed"]), ep)] for r in ok if (int(r["seed"]), ep) in base]
+        shares = [float(r["min_share"]) for r in ok if r["min_share"]]
+        share = f"{100 * statistics.mean(shares):.2g}%; {100 * min(shares):.2g}%" if shares else "-"
+        delta = f"{statistics.mean(deltas):+.4f} (n={len(deltas)})" if deltas else "-"
+        lines.append(f"| {cfg} | {lr:g} | {ep} | {len(ok)} | {_ms(maps)} | {delta} | {share} | {len(rs) - len(ok)} |")
+    return lines
+
+
+def _ms(v: list[float]) -> str:
+    if not v:
+        return "-"
+    return f"{statistics.mean(v):.4f} ± {statistics.stdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cfgs", nargs="+", default=["yolov5n_biformer.yaml", "yolov5n_hilo.yaml", "yolov5n_slide.yaml"])
+    p.add_argument("--baseline", default="yolov5n.yaml", help="trained once per seed ('' to skip)")
+    p.add_argument("--plugin-lrs", nargs="+", type=float, default=[0.0, 0.001, 0.003, 0.01])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--imgsz", type=int, default=320)
+    p.add_argument("--data", default="coco128.yaml")
+    p.add_argument("--hyp", default="hyp.scratch-low.yaml")
+    p.add_argument("--jobs", type=int, default=2, help="runs at a time")
+    p.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    p.add_argument("--workers", type=int, default=1, help="dataloader workers per run")
+    p.add_argument("--out", default=str(ROOT / "runs" / "plugin_training.csv"))
+    a = p.parse_args()
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    done = _done(out)
+    common = dict(epochs=a.epochs, imgsz=a.imgsz, data=a.data, hyp=a.hyp, threads=a.threads, workers=a.workers)
+    jobs = [dict(cfg=a.baseline, plugin_lr=0.0, seed=s, **common) for s in a.seeds] if a.baseline else []
+    # seed-major order, so that a slow spell of the machine spreads over the settings
+    jobs += [dict(cfg=c, plugin_lr=lr, seed=s, **common) for s in a.seeds for lr in a.plugin_lrs for c in a.cfgs]
+    todo = [j for j in jobs if (j["cfg"], j["plugin_lr"], j["seed"], j["epochs"]) not in done]
+    print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already in {out}", flush=True)
+    new = not out.is_file()
+    with open(out, "a", newline="") as f:
+        w = csv.DictWriter(f, FIELDS)
+        if new:
+            w.writeheader()
+        # not a multiprocessing.Pool: its daemonic workers may not start dataloader workers
+        with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
+            for fut in as_completed([pool.submit(_one, j) for j in todo]):
+                row = fut.result()
+                w.writerow(row)
+                f.flush()
+                print(row, flush=True)
+    rows = [r for r in _done(out).values() if int(r["epochs"]) == a.epochs]
+    print("\n".join(_table(rows, a.baseline)))
+
+
+if __name__ == "__main__":
+    main()
