@@ -5,27 +5,36 @@ Usage:
     python compare.py                                              # every bundled config on COCO128
     python compare.py --cfgs yolov5n.yaml yolov5n_biformer.yaml --seeds 3 --epochs 10
     python compare.py --data my.yaml --imgsz 640 --device 0 --visualize-routing
+    python compare.py --resume runs/compare/exp3                   # finish an interrupted or partly failed job
 
-Writes runs/compare/exp{N}/: report.md, results.csv (one row per model), results_seeds.csv (one row per run),
-map_vs_gflops.png, latency.png, class_ap_diff.png, training_curves.png, routing/ (with --visualize-routing),
-and one folder per run (<model>_seed<k>/) with train.py's output, train.log and val/.
+Writes runs/compare/exp{N}/: opt.yaml (the job's options), report.md, results.csv (one row per model: figures,
+deltas, paired tests against the baseline, AP by object size), results_seeds.csv (one row per run, with its
+status and error), map_vs_gflops.png, latency.png, class_ap_diff.png, training_curves.png, size_ap.png,
+routing/ (with --visualize-routing), and one folder per run (<model>_seed<k>/) with train.py's output,
+train.log, val/ and result.json.
+
+A run that raises (a non-finite loss, out of memory, any error in its training or validation) is logged and
+recorded with its error; the job goes on and reports what finished, and `python compare.py` then exits with 1.
+`--resume JOB` reads JOB/opt.yaml, reuses every run with a result.json, runs the failed and missing ones again
+and rewrites the report in JOB; it takes no other option.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import logging
+import gc
 import re
 import sys
 import time
 from pathlib import Path
 
-from utils.inference import apply_options
+from utils.compare_runs import EpochClock, output_to
+from utils.inference import apply_options, cli_errors
 from utils.log import LOGGER, setup_logging
 from utils.paths import ROOT
 
-__all__ = ["parse_opt", "run", "main", "default_cfgs"]
+__all__ = ["parse_opt", "run", "main", "cli", "default_cfgs"]
 
 # Defaults chosen so that the whole job on the bundled COCO128 ends in about 15 minutes on a 2-core CPU: 4 configs
 # x 2 seeds x 3 epochs at 320 took 15.9 min wall (13.3 min of CPU time) with one thread on a machine that other
@@ -50,74 +59,30 @@ def _model_name(cfg: str) -> str:
     return Path(str(cfg)).stem
 
 
-class _EpochClock(logging.Handler):
-    """Times train.py's epochs from its log: each epoch starts with its column header line, and the loop ends
-    with 'N epochs completed'. An epoch's time so includes its validation pass and checkpoint saving."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.starts: list[float] = []
-        self.end: float | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if "Epoch" in msg and "box_loss" in msg:
-            self.starts.append(time.perf_counter())
-        elif "epochs completed" in msg and self.end is None:
-            self.end = time.perf_counter()
-
-    def seconds_per_epoch(self) -> float | None:
-        if not self.starts or self.end is None:
-            return None
-        return (self.end - self.starts[0]) / len(self.starts)
-
-
-@contextlib.contextmanager
-def _output_to(log_file: Path, handler: logging.Handler | None = None):
-    """Send stdout, stderr (progress bars) and the project's log to `log_file` for the duration."""
-    streams = [(h, h.stream) for h in LOGGER.handlers if isinstance(h, logging.StreamHandler)]
-    with open(log_file, "a", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
-        for h, _ in streams:
-            h.setStream(f)
-        if handler:
-            LOGGER.addHandler(handler)
-        try:
-            yield
-        finally:
-            if handler:
-                LOGGER.removeHandler(handler)
-            for h, s in streams:
-                h.setStream(s)
-
-
-def _train_one(opt, cfg: str, seed: int, save_dir: Path) -> tuple[Path, float]:
-    """Fine-tune `cfg` from opt.weights with `seed` into save_dir/<model>_seed<seed>; (run dir, s/epoch)."""
+def _train_one(opt, cfg: str, seed: int, run_dir: Path) -> float:
+    """Fine-tune `cfg` from opt.weights with `seed` into run_dir; seconds per epoch."""
     import train
 
-    name = f"{_model_name(cfg)}_seed{seed}"
-    run_dir = save_dir / name
-    run_dir.mkdir(parents=True, exist_ok=True)
-    clock = _EpochClock()
+    clock = EpochClock()
     t0 = time.perf_counter()
-    with _output_to(run_dir / "train.log", clock):
+    with output_to(run_dir / "train.log", clock):
         train.run(weights=opt.weights, cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
                   batch_size=opt.batch_size, imgsz=opt.imgsz, device=opt.device, workers=opt.workers,
-                  project=str(save_dir), name=name, exist_ok=True, seed=seed, noplots=True)
-    epoch_s = clock.seconds_per_epoch() or (time.perf_counter() - t0) / opt.epochs
+                  project=str(run_dir.parent), name=run_dir.name, exist_ok=True, seed=seed, noplots=True)
     if not (run_dir / "weights" / "best.pt").is_file():
-        raise RuntimeError(f"training {cfg} (seed {seed}) wrote no {run_dir / 'weights' / 'best.pt'}; "
-                           f"see {run_dir / 'train.log'}")
-    return run_dir, epoch_s
+        raise RuntimeError(f"training {cfg} (seed {seed}) wrote no {run_dir / 'weights' / 'best.pt'}")
+    return clock.seconds_per_epoch() or (time.perf_counter() - t0) / opt.epochs
 
 
 def _validate(opt, run_dir: Path):
-    """val.run on the run's best.pt, as `python val.py` would: ((P, R, mAP50, mAP50-95, ...), maps, times)."""
+    """val.run on the run's best.pt, as `python val.py --save-txt --save-conf` would: ((P, R, mAP50, mAP50-95,
+    ...), maps, times); the detections land in run_dir/val/labels for the AP by size."""
     import val
 
-    with _output_to(run_dir / "train.log"):
+    with output_to(run_dir / "train.log"):
         return val.run(data=opt.data, weights=str(run_dir / "weights" / "best.pt"), batch_size=opt.batch_size * 2,
                        imgsz=opt.imgsz, device=opt.device, workers=opt.workers, project=str(run_dir), name="val",
-                       exist_ok=True, plots=False)
+                       exist_ok=True, plots=False, save_txt=True, save_conf=True)
 
 
 def _size(best: Path, imgsz: int) -> tuple[int, float]:
@@ -185,25 +150,6 @@ def _routing(opt, models, save_dir: Path, bar) -> list[Path]:
     return files
 
 
-def _environment(device) -> tuple[dict[str, str], str]:
-    import platform
-
-    import torch
-    import torchvision
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__,
-                "torchvision": torchvision.__version__}
-    if device.type == "cuda":
-        return versions, f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    return versions, f"CPU: {cpu}, {torch.get_num_threads()} threads"
-
-
 def _command(opt) -> str:
     parts = ["python compare.py", "--cfgs", *opt.cfgs]
     for k in ("weights", "data", "hyp", "epochs", "imgsz", "batch_size", "seeds", "device", "workers", "project",
@@ -243,82 +189,166 @@ def _check(opt) -> None:
             raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(opt, k)}")
 
 
-def _fine_tune_all(opt, save_dir: Path, bar, data) -> list:
-    """Train and validate every (model, seed); returns ModelResults with seeds, parameters and GFLOPs.
+def _finish_run(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, size_gt):
+    """Train, validate and measure one run, then write its result.json; returns its RunRecord."""
+    from utils.compare_report import SeedResult
+    from utils.compare_runs import RunRecord, save_result
+    from utils.compare_sizes import run_size_ap
+
+    bar.set_description(f"train {run_dir.name}")
+    epoch_s = _train_one(opt, cfg, seed, run_dir)
+    bar.update(1)
+    bar.set_description(f"val {run_dir.name}")
+    (mp, mr, map50, map_, *_), maps, _ = _validate(opt, run_dir)
+    sizes = run_size_ap(run_dir / "val", size_gt)
+    bar.update(1)
+    size_fields = {f"ap_{k}": getattr(sizes, k) for k in ("all", "small", "medium", "large")} if sizes else {}
+    res = SeedResult(seed, float(mp), float(mr), float(map50), float(map_), [float(x) for x in maps],
+                     float(epoch_s), run_dir, _share(run_dir, batches), **size_fields)
+    rec = RunRecord(_model_name(cfg), cfg, *_size(run_dir / "weights" / "best.pt", opt.imgsz), res)
+    save_result(rec)
+    return rec
+
+
+def _attempt(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, size_gt):
+    """One run from an empty folder: its RunRecord, or a FailedRun when it raised an Exception (KeyboardInterrupt
+    and SystemExit go through)."""
+    from utils.compare_runs import failed_run, fresh_run_dir
+
+    done = bar.n
+    try:
+        return _finish_run(opt, cfg, seed, fresh_run_dir(run_dir), bar, batches, size_gt)
+    except Exception as e:  # noqa: BLE001  (recorded with its type, message and traceback; the job goes on)
+        fail = failed_run(e, seed, run_dir / "train.log")
+    bar.update(done + 2 - bar.n)
+    LOGGER.error(f"{run_dir.name} failed: {fail.error[:300]} (traceback in {fail.log}); going on")
+    _free_memory()
+    return fail
+
+
+def _free_memory() -> None:
+    """Release what a failed run held (model, optimizer, batches; on CUDA the cached blocks too)."""
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _fine_tune_all(opt, save_dir: Path, bar, data, size_gt) -> tuple[list, int]:
+    """Train and validate every (model, seed), or with --resume reuse it; (ModelResults, runs reused).
 
     Runs go seed by seed through all models (A0 B0 C0 A1 B1 C1 ...), so a slow spell of a shared machine
     spreads over the models instead of landing on one of them.
     """
     import train  # noqa: F401  (imported before the first run, so no run pays for the imports)
     import val  # noqa: F401
-    from utils.compare_report import ModelResult, SeedResult
+    from utils.compare_report import FailedRun, ModelResult
+    from utils.compare_runs import load_result, run_name
 
-    models = {cfg: None for cfg in opt.cfgs}
+    models = {cfg: ModelResult(_model_name(cfg), cfg, None, None) for cfg in opt.cfgs}
     batches = _share_batches(opt, data.val)
+    reused = 0
     for seed in range(opt.seeds):
-        for cfg in opt.cfgs:
-            name = _model_name(cfg)
-            bar.set_description(f"train {name} seed {seed}")
-            run_dir, epoch_s = _train_one(opt, cfg, seed, save_dir)
-            bar.update(1)
-            bar.set_description(f"val {name} seed {seed}")
-            (mp, mr, map50, map_, *_), maps, _ = _validate(opt, run_dir)
-            bar.update(1)
-            if models[cfg] is None:
-                models[cfg] = ModelResult(name, cfg, *_size(run_dir / "weights" / "best.pt", opt.imgsz))
-            models[cfg].seeds.append(SeedResult(seed, float(mp), float(mr), float(map50), float(map_),
-                                                [float(x) for x in maps], float(epoch_s), run_dir,
-                                                _share(run_dir, batches)))
-    return list(models.values())
+        for cfg, m in models.items():
+            run_dir = save_dir / run_name(m.name, seed)
+            rec = load_result(run_dir, m.name, seed) if opt.resume else None
+            if rec is not None:
+                reused += 1
+                bar.update(2)
+            else:
+                rec = _attempt(opt, cfg, seed, run_dir, bar, batches, size_gt)
+            if isinstance(rec, FailedRun):
+                m.failures.append(rec)
+                continue
+            if m.params is None:
+                m.params, m.gflops = rec.params, rec.gflops
+            m.seeds.append(rec.result)
+    return list(models.values()), reused
 
 
-def _report(opt, models, save_dir: Path, routing, device, wall_s: float, data) -> Path:
+def _report(opt, models, save_dir: Path, routing, device, wall_s: float, data, size_gt, resumed: str) -> Path:
     from utils.compare_charts import plot_all
-    from utils.compare_report import ReportMeta, results_rows, seed_rows, write_csv, write_report
+    from utils.compare_report import ReportMeta, environment, results_rows, seed_rows, write_csv, write_report
+    from utils.compare_sizes import size_counts
 
     write_csv(results_rows(models), save_dir / "results.csv")
     write_csv(seed_rows(models), save_dir / "results_seeds.csv")
     charts = plot_all(models, save_dir, data.names, classes_present(data.val), opt.imgsz)
-    versions, dev = _environment(device)
+    versions, dev = environment(device)
     settings = dict(data=opt.data, weights=opt.weights, hyp=opt.hyp, epochs=opt.epochs, imgsz=opt.imgsz,
                     batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda")
-    meta = ReportMeta(_command(opt), versions, dev, settings, wall_s, opt.imgsz, opt.imgsz)
+    meta = ReportMeta(_command(opt), versions, dev, settings, wall_s, opt.imgsz, opt.imgsz, resumed,
+                      size_counts(size_gt.gt) if size_gt else None)
     return write_report(models, meta, save_dir, charts, routing)
 
 
+def _job_folder(opt) -> Path:
+    """A new job folder with the options saved in it, or with --resume the job's folder and its options."""
+    from utils.compare_runs import resume_job_dir, save_options, take_job_options
+    from utils.paths import increment_path
+
+    if opt.resume:
+        job = resume_job_dir(opt.resume, opt.project)
+        take_job_options(opt, job, vars(parse_opt(args=[])))
+        _check(opt)
+        LOGGER.info(f"Resuming {job}: {_command(opt)}")
+        return job
+    opt.cfgs = list(opt.cfgs or default_cfgs(opt.weights))
+    _check(opt)
+    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
+    save_options(opt, save_dir)
+    return save_dir
+
+
+def _measure(opt, models, device, save_dir: Path, bar) -> list[Path]:
+    """Latency, memory and routing figures of the models with a finished run; routing figure paths."""
+    from utils.compare_report import finished
+
+    done = finished(models)
+    bar.update(len(models) - len(done))  # no memory step for a model without weights
+    if not done:
+        bar.update(1 + int(opt.visualize_routing))
+        return []
+    _timing(opt, done, device, bar)
+    return _routing(opt, done, save_dir, bar) if opt.visualize_routing else []
+
+
 def main(opt: argparse.Namespace):
-    """Run the whole comparison; returns (report folder, list of ModelResult)."""
+    """Run the whole comparison; returns (report folder, list of ModelResult). Failed runs are in each
+    ModelResult's `failures`; `cli` turns them into the exit status."""
     from tqdm import tqdm
 
+    from utils.compare_report import table_lines
+    from utils.compare_sizes import build_size_gt
     from utils.data_config import load_data_config
-    from utils.paths import increment_path
     from utils.torch_utils import select_device
 
     setup_logging()
-    opt.cfgs = list(opt.cfgs or default_cfgs(opt.weights))
-    _check(opt)
+    save_dir = _job_folder(opt)
     data = load_data_config(opt.data)
     opt.nc = data.nc
     device = select_device(opt.device)
-    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
+    size_gt = build_size_gt(data.val, data.names, data.nc)
     n, s = len(opt.cfgs), opt.seeds
-    total = 2 * n * s + 1 + n + int(opt.visualize_routing)
     LOGGER.info(f"Comparing {n} models x {s} seeds ({', '.join(opt.cfgs)}) on {opt.data}; "
                 f"per-run logs in {save_dir}/<model>_seed<k>/train.log")
     t0 = time.perf_counter()
-    with tqdm(total=total, file=sys.stderr, bar_format="{desc:<34}{percentage:3.0f}%|{bar:20}| {n}/{total} "
-                                                         "[{elapsed}<{remaining}]") as bar:
-        models = _fine_tune_all(opt, save_dir, bar, data)
-        _timing(opt, models, device, bar)
-        routing = _routing(opt, models, save_dir, bar) if opt.visualize_routing else []
+    with tqdm(total=2 * n * s + 1 + n + int(opt.visualize_routing), file=sys.stderr,
+              bar_format="{desc:<34}{percentage:3.0f}%|{bar:20}| {n}/{total} [{elapsed}<{remaining}]") as bar:
+        models, reused = _fine_tune_all(opt, save_dir, bar, data, size_gt)
+        routing = _measure(opt, models, device, save_dir, bar)
         bar.set_description("done")
-    report = _report(opt, models, save_dir, routing, device, time.perf_counter() - t0, data)
-    from utils.compare_report import table_lines
-
+    resumed = (f"`python compare.py --resume {save_dir}` reused {reused} finished run(s) and ran "
+               f"{n * s - reused}" if opt.resume else "")
+    report = _report(opt, models, save_dir, routing, device, time.perf_counter() - t0, data, size_gt, resumed)
     LOGGER.info("\n" + "\n".join(table_lines(models, opt.imgsz)))
     LOGGER.info(f"\nmAP: mean ± std over {s} seed(s); (delta ≈) within seed noise, (delta *) outside it, "
                 f"(?) unknown. Wall time {(time.perf_counter() - t0) / 60:.1f} min.")
     LOGGER.info(f"Report saved to {report}")
+    failed = sum(len(m.failures) for m in models)
+    if failed:
+        LOGGER.warning(f"WARNING: {failed} run(s) failed; the report lists them under 'Failed runs'")
     return save_dir, models
 
 
@@ -342,15 +372,31 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--visualize-routing", action="store_true",
                    help="draw where BiLevelRoutingAttention routes, on bundled photos, for each BRA model")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="JOB",
+                   help="finish the job in folder JOB (default: the latest under --project) with its own options: "
+                        "reuse its finished runs, re-run failed and missing ones, rewrite its report")
     return p.parse_known_args(args)[0] if known else p.parse_args(args)
 
 
 def run(**kwargs):
-    """`compare.run(cfgs=['yolov5n.yaml', 'yolov5n_biformer.yaml'], epochs=1)`: (report folder, ModelResults)."""
+    """`compare.run(cfgs=['yolov5n.yaml', 'yolov5n_biformer.yaml'], epochs=1)`: (report folder, ModelResults).
+
+    Returns normally when runs failed (see each ModelResult's `failures`); `compare.run(resume=folder)` finishes
+    a job."""
     return main(apply_options(parse_opt(args=[]), kwargs, "compare.run"))
 
 
-if __name__ == "__main__":
-    from utils.inference import cli_errors
+def cli(opt: argparse.Namespace) -> None:
+    """`python compare.py`: user errors exit 2 with one line (utils.inference.cli_errors); when a run failed, the
+    report is still written and the process exits 1 with a one-line summary."""
+    from utils.compare_runs import failure_summary
 
-    cli_errors(main)(parse_opt())
+    save_dir, models = cli_errors(main)(opt)
+    line = failure_summary(models, save_dir)
+    if line:
+        print(f"ERROR: {line}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    cli(parse_opt())

@@ -3,6 +3,9 @@ attention plug-in against the YOLOv5n baseline (compare.py with its defaults and
 
     ./run.sh main                 # set-up, then this
     .venv/bin/python main.py --epochs 10 --seeds 3     # any compare.py flag
+    .venv/bin/python main.py --resume runs/compare/exp3   # finish an interrupted or partly failed job
+
+Exits with 1 when a fine-tuning run failed (the report of the others is still written), as compare.py does.
 """
 
 from __future__ import annotations
@@ -24,13 +27,12 @@ def summaries() -> None:
 
 def main(argv: list[str] | None = None) -> None:
     import compare
-    from utils.inference import cli_errors
 
     setup_logging()
     summaries()
     argv = sys.argv[1:] if argv is None else argv
-    opt = compare.parse_opt(args=[*argv, "--visualize-routing"] if "--visualize-routing" not in argv else argv)
-    cli_errors(compare.main)(opt)
+    keep = "--visualize-routing" in argv or any(a.startswith("--resume") for a in argv)  # a job keeps its options
+    compare.cli(compare.parse_opt(args=argv if keep else [*argv, "--visualize-routing"]))
 
 
 if __name__ == "__main__":

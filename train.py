@@ -48,6 +48,7 @@ from utils.train_utils import Checkpoints, freeze_layers, init_seeds, latest_run
 
 __all__ = ["parse_opt", "run", "main", "train"]
 
+MAX_IMGSZ = 8192  # a 8192 x 8192 batch image is 0.8 GB of float input per image: past that it is a typo
 NBS = 64  # nominal batch size: gradients accumulate to about this many images per optimizer step
 TQDM_BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 
@@ -90,10 +91,7 @@ def train(hyp: Hyp, opt: argparse.Namespace, device: torch.device) -> tuple:
     main_rank = r.info.main
     w = r.save_dir / "weights"
     if main_rank:
-        w.mkdir(parents=True, exist_ok=True)
         LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.to_dict().items()))
-        _yaml_save(r.save_dir / "hyp.yaml", hyp.to_dict())
-        _yaml_save(r.save_dir / "opt.yaml", vars(opt))
     init_seeds(opt.seed + 1 + r.info.rank, deterministic=True)
     from utils.data_config import load_data_config
 
@@ -101,9 +99,16 @@ def train(hyp: Hyp, opt: argparse.Namespace, device: torch.device) -> tuple:
     ckpt = _build_model(r)
     _build_optimizer(r, ckpt)
     _build_data(r)
+    ck = None
+    if main_rank:  # the run folder is made once the model and the data are known to work
+        w.mkdir(parents=True, exist_ok=True)
+        _yaml_save(r.save_dir / "hyp.yaml", hyp.to_dict())
+        _yaml_save(r.save_dir / "opt.yaml", vars(opt))
+        ck = Checkpoints(w, r.save_dir / "results.csv")
+        ck.check_writable(3 * sum(p.numel() * p.element_size() for p in r.model.parameters()))
     _finish_model(r, ckpt)
     del ckpt
-    return _fit(r, Checkpoints(w, r.save_dir / "results.csv") if main_rank else None)
+    return _fit(r, ck)
 
 
 def _yaml_save(path: Path, d: dict) -> None:
@@ -117,6 +122,10 @@ def _build_model(r: _Run) -> dict | None:
     weights = str(opt.weights or "")
     anchors = round(r.hyp.anchors) if r.hyp.anchors else None
     ckpt = None
+    if weights and not weights.endswith(".pt"):
+        what = "is not a .pt checkpoint" if Path(weights).exists() else "not found"
+        raise ValueError(f"--weights {weights!r}: {what}; give a .pt file (e.g. yolov5n.pt) or '' to train "
+                         f"from scratch with --cfg")
     if weights.endswith(".pt"):
         path = resolve_weights(weights)
         ckpt = load_checkpoint(path)
@@ -139,10 +148,30 @@ def _build_model(r: _Run) -> dict | None:
         raise ValueError("nothing to train: give --weights (a .pt file, e.g. yolov5n.pt) or --cfg (e.g. yolov5n.yaml)")
     r.model.names = list(r.data.names)
     r.amp = r.device.type == "cuda"
+    _check_freeze(opt.freeze, len(r.model.model))
     freeze_layers(r.model, opt.freeze)
     r.gs = max(int(r.model.stride.max()), 32)
     r.imgsz = check_img_size(opt.imgsz, r.gs, floor=r.gs * 2)
     return ckpt
+
+
+def _check_freeze(freeze: list[int], n_layers: int) -> None:
+    """--freeze N (layers 0..N-1) must leave the Detect head trainable; --freeze i j ... must name layers."""
+    if len(freeze) == 1 and not 0 <= freeze[0] < n_layers:
+        raise ValueError(f"--freeze {freeze[0]}: freezes layers 0..N-1; valid N: 0..{n_layers - 1} (the model has "
+                         f"{n_layers} layers and its last, the Detect head, must train)")
+    if len(freeze) > 1 and not all(0 <= x < n_layers - 1 for x in freeze):
+        raise ValueError(f"--freeze {' '.join(map(str, freeze))}: layer indices must be in 0..{n_layers - 2}")
+
+
+def _check_options(opt: argparse.Namespace) -> None:
+    """Options that cannot make a run, found before any work (and before the run folder exists)."""
+    for k, lo in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("imgsz", 32)):
+        v = getattr(opt, k)
+        if not isinstance(v, int) or v < lo:
+            raise ValueError(f"--{k.replace('_', '-')} {v!r}: must be an integer >= {lo}")
+    if opt.imgsz > MAX_IMGSZ:
+        raise ValueError(f"--imgsz {opt.imgsz}: at most {MAX_IMGSZ} pixels")
 
 
 def _build_optimizer(r: _Run, ckpt: dict | None) -> None:
@@ -484,7 +513,8 @@ def main(opt: argparse.Namespace) -> argparse.Namespace:
     setup_logging(rank=info.rank)
     if opt.resume:
         opt = _check_resume(opt)
-    else:
+    _check_options(opt)
+    if not opt.resume:
         opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
     device = select_device(opt.device)
     if info.distributed:
@@ -504,4 +534,6 @@ def run(**kwargs) -> argparse.Namespace:
 
 
 if __name__ == "__main__":
-    main(parse_opt())
+    from utils.inference import cli_errors
+
+    cli_errors(main)(parse_opt())

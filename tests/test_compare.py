@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import json
 import logging
 import re
 import time
@@ -17,7 +20,12 @@ import yaml
 
 import compare
 from models.yolo import Model
-from utils.compare_report import ModelResult, SeedResult, results_rows, table_lines
+from utils import compare_charts
+from utils.compare_charts import plot_size_ap
+from utils.compare_report import (FailedRun, ModelResult, ReportMeta, SeedResult, results_rows, seed_rows,
+                                  table_lines, write_report)
+from utils.compare_runs import (EpochClock, RunRecord, fresh_run_dir, load_result, save_options, save_result,
+                                take_job_options)
 from utils.flops import gflops
 from utils.latency import LatencyStat, MemoryStat, measure_latency, peak_train_memory
 
@@ -36,8 +44,9 @@ def tiny_data(tmp_path_factory, coco128_dir=Path(__file__).resolve().parent.pare
     return d / "tiny.yaml"
 
 
-def test_compare_job_end_to_end(tiny_data, tmp_path_factory, tmp_path):
-    """One tiny compare run (one test, so that pytest-xdist runs it once), then every check on its output."""
+def test_compare_job_end_to_end(tiny_data, tmp_path_factory, tmp_path, monkeypatch, capsys):
+    """One tiny compare run (one test, so that pytest-xdist runs it once), then every check on its output; then
+    the same job with one run made to fail, and its --resume, which must end where the first job ended."""
     project = tmp_path_factory.mktemp("compare")
     save_dir, models = compare.run(cfgs=CFGS, data=str(tiny_data), epochs=1, imgsz=IMGSZ, batch_size=2, seeds=1,
                                    workers=0, device="cpu", project=str(project), name="exp",
@@ -47,6 +56,9 @@ def test_compare_job_end_to_end(tiny_data, tmp_path_factory, tmp_path):
     _check_params_and_gflops_equal_the_model_summary(job)
     _check_map_equals_val_on_the_saved_weights(job, tmp_path)
     _check_report_states_command_versions_and_timings(job)
+    _check_size_ap_equals_pycocotools_on_val_json(job, tmp_path)
+    _check_paired_columns_with_one_seed(job)
+    _check_failed_run_is_reported_then_resumed(job, tmp_path_factory.mktemp("compare_fail"), monkeypatch, capsys)
 
 
 def _csv(path: Path) -> list[dict]:
@@ -57,8 +69,8 @@ def _csv(path: Path) -> list[dict]:
 def _check_every_report_file_is_written(job):
     save_dir, models, _ = job
     assert save_dir.name == "exp"
-    for name in ("report.md", "results.csv", "results_seeds.csv", "map_vs_gflops.png", "latency.png",
-                 "class_ap_diff.png", "training_curves.png"):
+    for name in ("opt.yaml", "report.md", "results.csv", "results_seeds.csv", "map_vs_gflops.png", "latency.png",
+                 "class_ap_diff.png", "training_curves.png", "size_ap.png"):
         assert (save_dir / name).is_file(), name
     for png in save_dir.glob("*.png"):
         im = cv2.imread(str(png))
@@ -70,6 +82,7 @@ def _check_every_report_file_is_written(job):
         run = save_dir / f"{Path(m).stem}_seed0"
         assert (run / "weights" / "best.pt").is_file() and (run / "results.csv").is_file()
         assert (run / "train.log").stat().st_size > 0
+        assert json.loads((run / "result.json").read_text())["result"]["seed"] == 0
 
 
 def _check_params_and_gflops_equal_the_model_summary(job):
@@ -123,6 +136,121 @@ def _check_report_states_command_versions_and_timings(job):
     assert shares["yolov5n"] is None and 0 <= shares["yolov5n_biformer"] < 0.5
 
 
+def _check_size_ap_equals_pycocotools_on_val_json(job, tmp_path):
+    """compare's AP by size (from val.py's txt detections and its own ground truth) against pycocotools run here
+    on the detections JSON and ground truth that `val.py --save-json` writes."""
+    import val
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    save_dir, models, data = job
+    seeds = {r["model"]: r for r in _csv(save_dir / "results_seeds.csv")}
+    report = (save_dir / "report.md").read_text(encoding="utf-8")
+    for m in models:
+        out = tmp_path / f"{m.name}_json"
+        val.run(data=str(data), weights=str(save_dir / f"{m.name}_seed0" / "weights" / "best.pt"), batch_size=4,
+                imgsz=IMGSZ, device="cpu", workers=0, project=str(tmp_path), name=out.name, plots=False,
+                save_json=True)
+        with contextlib.redirect_stdout(io.StringIO()):
+            gt = COCO(str(out / "instances_gt.json"))
+            ev = COCOeval(gt, gt.loadRes(str(out / "best_predictions.json")), "bbox")
+            ev.evaluate()
+            ev.accumulate()
+            ev.summarize()
+        for key, i in (("ap_all", 0), ("ap_small", 3), ("ap_medium", 4), ("ap_large", 5)):
+            got = getattr(m.seeds[0], key)
+            if ev.stats[i] == -1:  # no object of that size in the split: n/a, not -1
+                assert got is None and seeds[m.name][key] == ""
+            else:
+                assert got == pytest.approx(ev.stats[i], abs=1e-6), key
+                assert float(seeds[m.name][key]) == pytest.approx(ev.stats[i], abs=1e-5), key
+    assert ev.stats[3] == -1 and ev.stats[5] > 0  # the 4 images have no small object; the n/a path is taken
+    assert "## AP by object size" in report
+    assert f"| {models[0].name} | {models[0].seeds[0].ap_all:.3f} | n/a |" in report
+
+
+def _check_paired_columns_with_one_seed(job):
+    save_dir, models, _ = job
+    rows = {r["model"]: r for r in _csv(save_dir / "results.csv")}
+    other, base = rows[models[1].name], rows[models[0].name]
+    assert other["paired_n"] == "1" and other["map_mark_by"] == "unpaired" and other["paired_map_p"] == ""
+    assert float(other["paired_map_delta"]) == pytest.approx(models[1].seeds[0].map - models[0].seeds[0].map,
+                                                             abs=1e-5)
+    assert base["paired_n"] == "" and all(r["status"] == "ok" for r in _csv(save_dir / "results_seeds.csv"))
+    assert "## Paired against the baseline" in (save_dir / "report.md").read_text(encoding="utf-8")
+
+
+_FIGURES = ("precision", "recall", "map50", "map", "ap_all", "ap_small", "ap_medium", "ap_large", "plugin_share")
+
+
+def _check_failed_run_is_reported_then_resumed(job, project, monkeypatch, capsys):
+    """The job again with yolov5n_biformer's training raising: report, CSVs and exit status 1; then --resume
+    trains only that run, and the results equal those of the job that never failed."""
+    import train
+
+    first_dir, _, data = job
+    real, calls, failing = train.run, [], {"yolov5n_biformer"}
+
+    def flaky_run(**kw):
+        calls.append(Path(kw["cfg"]).stem)
+        if Path(kw["cfg"]).stem in failing:
+            raise FloatingPointError("non-finite loss at epoch 0, batch 1: box, obj, cls = [nan, 0.1, 0.2]")
+        return real(**kw)
+
+    timed = []  # latency and memory are checked above; here only which models they are asked for
+    monkeypatch.setattr(train, "run", flaky_run)
+    monkeypatch.setattr(compare, "_timing", lambda opt, models, device, bar: timed.append([m.name for m in models]))
+    args = ["--cfgs", *CFGS, "--data", str(data), "--epochs", "1", "--imgsz", str(IMGSZ), "--batch-size", "2",
+            "--seeds", "1", "--workers", "0", "--device", "cpu", "--project", str(project), "--name", "exp"]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        compare.cli(compare.parse_opt(args=args))
+    assert e.value.code == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("ERROR")]
+    save_dir = project / "exp"
+    assert errors == [f"ERROR: 1 of 2 runs failed: yolov5n_biformer seed 0 (FloatingPointError); report of the "
+                      f"finished runs in {save_dir / 'report.md'}; finish with: python compare.py --resume {save_dir}"]
+    assert calls == ["yolov5n", "yolov5n_biformer"] and timed == [["yolov5n"]]
+    _check_failure_is_recorded(save_dir)
+
+    with pytest.raises(ValueError, match="drop --epochs 2"):
+        compare.run(resume=str(save_dir), epochs=2)
+    failing.clear()
+    calls.clear()
+    kept = (save_dir / "yolov5n_seed0" / "result.json").stat().st_mtime_ns
+    monkeypatch.setattr(compare_charts, "plot_all", lambda *a, **k: [])  # drawn above, from the same runs
+    resumed_dir, models = compare.run(resume=str(save_dir))
+    assert resumed_dir == save_dir and calls == ["yolov5n_biformer"]  # the finished run is reused, not re-trained
+    assert (save_dir / "yolov5n_seed0" / "result.json").stat().st_mtime_ns == kept
+    assert "this run failed" not in (save_dir / "yolov5n_biformer_seed0" / "train.log").read_text()  # fresh folder
+    assert not any(m.failures for m in models) and timed[-1] == [Path(c).stem for c in CFGS]
+    report = (save_dir / "report.md").read_text(encoding="utf-8")
+    assert "## Failed runs" not in report and "reused 1 finished run(s) and ran 1" in report
+    for got, want in zip(_csv(save_dir / "results_seeds.csv"), _csv(first_dir / "results_seeds.csv")):
+        assert got["status"] == "ok" and {k: got[k] for k in _FIGURES} == {k: want[k] for k in _FIGURES}
+    for got, want in zip(_csv(save_dir / "results.csv"), _csv(first_dir / "results.csv")):
+        same = [k for k in want if k.startswith(("map", "ap_", "paired_", "params", "gflops", "plugin"))]
+        assert {k: got[k] for k in same} == {k: want[k] for k in same}
+
+
+def _check_failure_is_recorded(save_dir: Path):
+    report = (save_dir / "report.md").read_text(encoding="utf-8")
+    assert "## Failed runs" in report and "1 of 2 runs failed" in report
+    assert ("| yolov5n_biformer | 0 | FloatingPointError: non-finite loss at epoch 0, batch 1: box, obj, cls = "
+            "[nan, 0.1, 0.2] | yolov5n_biformer_seed0/train.log |") in report
+    assert "| yolov5n_biformer | all 1 runs failed (see Failed runs) |" in report
+    runs = {r["model"]: r for r in _csv(save_dir / "results_seeds.csv")}
+    assert runs["yolov5n"]["status"] == "ok" and runs["yolov5n_biformer"]["status"] == "failed"
+    assert runs["yolov5n_biformer"]["error"].startswith("FloatingPointError: non-finite loss at epoch 0")
+    assert runs["yolov5n_biformer"]["train_log"] == str(save_dir / "yolov5n_biformer_seed0" / "train.log")
+    assert runs["yolov5n_biformer"]["map"] == ""
+    model = {r["model"]: r for r in _csv(save_dir / "results.csv")}["yolov5n_biformer"]
+    assert (model["seeds"], model["failed"], model["map_mean"]) == ("0", "1", "")
+    log = (save_dir / "yolov5n_biformer_seed0" / "train.log").read_text()
+    assert "Traceback" in log and "FloatingPointError: non-finite loss" in log
+    assert not (save_dir / "yolov5n_biformer_seed0" / "result.json").exists()
+
+
 def _result(name, maps50, map_, params=1000, gf=1.0, lat=(10.0, 5.0), mem=100.0, epoch_s=2.0, shares=None):
     m = ModelResult(name, f"{name}.yaml", params, gf)
     m.seeds = [SeedResult(k, 0.5, 0.5, a, b, [b] * 3, epoch_s, Path(f"{name}_seed{k}"),
@@ -150,6 +278,116 @@ def test_table_deltas_and_marks_by_hand():
                          "0.405 ± 0.007 (+0.095 *)", "12.0 (+20%)", "4.0 (-20%)", "130 (+30)", "3.0 (+50%)", "3%"]
     assert lines[2].split("|")[-2].strip() == "-"  # the baseline has no plug-in
     assert rows["far"]["plugin_share"] == pytest.approx(0.03) and rows["base"]["plugin_share"] == ""
+
+
+def _with_sizes(m: ModelResult, small, medium) -> ModelResult:
+    for s, a, b in zip(m.seeds, small, medium):
+        s.ap_all, s.ap_small, s.ap_medium, s.ap_large = s.map, a, b, None  # no large object in this split
+    return m
+
+
+def test_paired_columns_failed_runs_and_sizes_by_hand(tmp_path):
+    from scipy import stats
+
+    base = _with_sizes(_result("base", [0.50, 0.52, 0.51], [0.30, 0.40, 0.35]), [0.10, 0.20, 0.15], [0.3] * 3)
+    plug = _with_sizes(_result("plug", [0.50, 0.53], [0.310, 0.411]), [0.12, None], [0.35, 0.36])
+    plug.failures = [FailedRun(2, "FloatingPointError", "non-finite loss", tmp_path / "plug_seed2" / "train.log")]
+    dead = ModelResult("dead", "dead.yaml", None, None, failures=[
+        FailedRun(k, "OutOfMemoryError", "CUDA out of memory | tried 2 GiB", tmp_path / f"dead_seed{k}" / "train.log")
+        for k in (0, 1, 2)])
+    models = [base, plug, dead]
+    rows = {r["model"]: r for r in results_rows(models)}
+    d = [0.310 - 0.30, 0.411 - 0.40]  # seed 2 failed for plug: only seeds 0 and 1 pair
+    ref = stats.ttest_rel([0.310, 0.411], [0.30, 0.40])
+    p = rows["plug"]
+    assert p["paired_n"] == 2 and p["paired_map_delta"] == pytest.approx(np.mean(d), abs=1e-5)
+    assert p["paired_map_p"] == pytest.approx(ref.pvalue, abs=1e-5) and p["map_mark_by"] == "paired"
+    ci = ref.confidence_interval(0.95)
+    assert (p["paired_map_ci_low"], p["paired_map_ci_high"]) == (pytest.approx(ci.low, abs=1e-5),
+                                                                 pytest.approx(ci.high, abs=1e-5))
+    assert p["map_delta"] == pytest.approx(0.3605 - 0.35, abs=1e-5)  # unpaired: difference of all finished means
+    assert p["map_mark"] == ("≈" if ref.pvalue >= 0.05 else "*")
+    assert p["paired_ap_small_delta"] == pytest.approx(0.02, abs=1e-5)  # seed 1 has no small AP: one pair
+    assert p["paired_ap_medium_delta"] == pytest.approx(0.055, abs=1e-5) and p["paired_ap_large_delta"] == ""
+    assert (p["ap_small"], p["ap_large"], p["failed"]) == (0.12, "", 1)
+    assert rows["dead"]["seeds"] == 0 and rows["dead"]["failed"] == 3 and "map_mean" not in rows["dead"]
+    assert rows["dead"]["error"].startswith("seed 0: OutOfMemoryError: CUDA out of memory")
+    statuses = [(r["model"], r["seed"], r["status"]) for r in seed_rows(models)]
+    assert statuses[3:] == [("plug", 0, "ok"), ("plug", 1, "ok"), ("plug", 2, "failed"), ("dead", 0, "failed"),
+                            ("dead", 1, "failed"), ("dead", 2, "failed")]
+    lines = table_lines(models, 320)
+    assert lines[3].startswith("| plug (1 of 3 runs failed) | ")
+    assert lines[4] == "| dead | all 3 runs failed (see Failed runs) | " + " | ".join(["-"] * 8) + " |"
+    meta = ReportMeta("python compare.py", {"torch": "x"}, "CPU", {"half": False}, size_counts=dict(
+        small=5, medium=7, large=0))
+    report = write_report(models, meta, tmp_path).read_text(encoding="utf-8")
+    assert "4 of 9 runs failed" in report
+    assert "| dead | 1 | OutOfMemoryError: CUDA out of memory \\| tried 2 GiB | dead_seed1/train.log |" in report
+    assert f"| plug | mAP50-95 | 2 | {np.mean(d):+.3f} [{ci.low:+.3f}, {ci.high:+.3f}] | {ref.pvalue:.3g} |" in report
+    assert "Marks decided by the paired t-test" not in report and "decided by the paired t-test (>= 2" in report
+    assert "| base | 0.350 | 0.150 | 0.300 | n/a |" in report  # AP all, small, medium, large: large is n/a
+    assert "| plug | 0.360 (+0.010) | 0.120 (+0.020) | 0.355 (+0.055) | n/a |" in report  # 0.3605 in binary is below
+    assert "The val split holds 5 small, 7 medium, 0 large objects." in report
+    png = plot_size_ap([base, plug], tmp_path / "size_ap.png")
+    assert cv2.imread(str(png)).std() > 5
+
+
+def test_a_failed_baseline_gives_figures_without_deltas():
+    base = ModelResult("base", "base.yaml", None, None, failures=[FailedRun(0, "RuntimeError", "boom", Path("l"))])
+    plug = _result("plug", [0.5], [0.3])
+    rows = {r["model"]: r for r in results_rows([base, plug])}
+    assert rows["plug"]["map_mean"] == 0.3 and rows["plug"]["map_delta"] == "" and rows["plug"]["paired_n"] == ""
+    cells = [c.strip() for c in table_lines([base, plug], 320)[3].split("|")[1:-1]]
+    assert cells[:5] == ["plug", "0.001", "1.00", "0.500", "0.300"]  # no bracketed delta anywhere
+
+
+def test_keyboard_interrupt_stops_the_job(tiny_data, tmp_path, monkeypatch):
+    """Ctrl-C is not a failed run: it ends the job at once, leaving a folder that --resume can finish."""
+    import train
+
+    def interrupted(**kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        compare.run(cfgs=CFGS, data=str(tiny_data), epochs=1, imgsz=IMGSZ, batch_size=2, seeds=1, workers=0,
+                    device="cpu", project=str(tmp_path), name="exp")
+    assert (tmp_path / "exp" / "opt.yaml").is_file() and not (tmp_path / "exp" / "report.md").exists()
+    assert not (tmp_path / "exp" / "yolov5n_seed0" / "result.json").exists()
+
+
+def test_result_json_round_trip_and_stale_runs(tmp_path):
+    run = fresh_run_dir(tmp_path / "yolov5n_seed1")
+    res = SeedResult(1, 0.5, 0.4, 0.3, 0.2, [0.2, 0.1], 1.5, run, None, 0.25, None, 0.125, 0.5)
+    save_result(RunRecord("yolov5n", "yolov5n.yaml", 1000, 1.5, res))
+    assert load_result(run, "yolov5n", 1) is None  # no weights: the run starts again
+    (run / "weights").mkdir()
+    (run / "weights" / "best.pt").write_bytes(b"")
+    rec = load_result(run, "yolov5n", 1)
+    assert rec == RunRecord("yolov5n", "yolov5n.yaml", 1000, 1.5, res)
+    assert load_result(run, "yolov5n", 2) is None and load_result(run, "other", 1) is None
+    (run / "result.json").write_text("{not json")
+    assert load_result(run, "yolov5n", 1) is None
+    assert list(fresh_run_dir(run).iterdir()) == []  # an unfinished run's leftovers are deleted
+
+
+def test_resume_takes_the_jobs_options_and_rejects_others(tmp_path):
+    job = compare.parse_opt(args=["--cfgs", *CFGS, "--epochs", "5", "--imgsz", "128"])
+    save_options(job, tmp_path)
+    defaults = vars(compare.parse_opt(args=[]))
+    opt = compare.parse_opt(args=["--resume", str(tmp_path)])
+    take_job_options(opt, tmp_path, defaults)
+    assert (opt.cfgs, opt.epochs, opt.imgsz, opt.resume) == (CFGS, 5, 128, str(tmp_path))
+    opt = compare.parse_opt(args=["--resume", str(tmp_path), "--epochs", "7", "--device", "0"])
+    with pytest.raises(ValueError, match=r"opt.yaml; drop --epochs 7 --device 0"):
+        take_job_options(opt, tmp_path, defaults)
+    (tmp_path / "opt.yaml").write_text("epochs: 5\nepoch: 3\n")
+    with pytest.raises(ValueError, match=r"unknown options \['epoch'\]"):
+        take_job_options(compare.parse_opt(args=["--resume", str(tmp_path)]), tmp_path, defaults)
+    with pytest.raises(FileNotFoundError, match="no opt.yaml"):
+        take_job_options(compare.parse_opt(args=["--resume", str(tmp_path / "x")]), tmp_path / "x", defaults)
+    with pytest.raises(FileNotFoundError, match="missing: no such folder"):
+        compare.run(resume=str(tmp_path / "missing"))
 
 
 class _Sleeper(nn.Module):
@@ -187,7 +425,7 @@ def test_peak_training_memory_grows_with_the_batch():
 
 
 def test_epoch_clock_reads_train_log():
-    clock = compare._EpochClock()
+    clock = EpochClock()
     logger = logging.getLogger("test_epoch_clock")
     logger.addHandler(clock)
     logger.setLevel(logging.INFO)

@@ -9,11 +9,12 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.compare_report import ModelResult, read_results_csv
+from utils.compare_report import ModelResult, baseline, finished, read_results_csv
+from utils.compare_sizes import SIZES
 from utils.plots import new_figure, save_figure
 
-__all__ = ["plot_map_vs_gflops", "plot_latency", "plot_class_ap_diff", "plot_training_curves", "plot_all",
-           "mean_curves", "CURVE_COLUMNS"]
+__all__ = ["plot_map_vs_gflops", "plot_latency", "plot_class_ap_diff", "plot_training_curves", "plot_size_ap",
+           "plot_all", "mean_curves", "CURVE_COLUMNS"]
 
 # (results.csv column, panel title); train losses solid, the matching val losses dashed on the same panel
 CURVE_COLUMNS = (("metrics/mAP_0.5:0.95", "mAP50-95"), ("metrics/mAP_0.5", "mAP50"),
@@ -120,11 +121,44 @@ def plot_training_curves(models: Sequence[ModelResult], path: Path) -> Path:
     return save_figure(fig, path, dpi=150)
 
 
+def plot_size_ap(models: Sequence[ModelResult], path: Path) -> Path:
+    """Grouped bars: COCO AP50-95 of small, medium and large objects (seed mean, error bar = seed std), one bar
+    per model with the baseline first; a size without ground truth is marked n/a."""
+    fig = new_figure((max(6.5, 1.2 * len(models) + 4), 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    width = 0.8 / max(len(models), 1)
+    x = np.arange(len(SIZES))
+    for i, m in enumerate(models):
+        vals = [list(m.by_seed(f"ap_{k}").values()) for k in SIZES]
+        mean = np.array([np.mean(v) if v else np.nan for v in vals])
+        std = np.array([np.std(v, ddof=1) if len(v) > 1 else 0.0 for v in vals])
+        bars = ax.bar(x + (i - (len(models) - 1) / 2) * width, mean, width, yerr=std, capsize=3, color=_color(i),
+                      label=m.name)
+        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.3f}" for v in mean], fontsize=7)
+    for j, k in enumerate(SIZES):
+        if all(not m.by_seed(f"ap_{k}") for m in models):
+            ax.text(j, 0.04, "n/a\n(no objects)", ha="center", va="bottom", fontsize=8,
+                    transform=ax.get_xaxis_transform())  # x in data, y in axes fraction
+    ax.set_xticks(x, [f"{k}\n{r}" for k, r in zip(SIZES, ("area <= 32²", "32² - 96²", "> 96²"))])
+    ax.set_ylim(bottom=0)
+    ax.margins(y=0.15)
+    ax.set(ylabel="AP50-95 (COCO)", title="AP by object size (box area in original pixels)")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path, dpi=150)
+
+
 def plot_all(models: Sequence[ModelResult], save_dir: Path, names: Sequence[str], classes: Sequence[int],
              imgsz: int) -> list[Path]:
-    """Every chart of the report; returns the PNG paths."""
-    save_dir = Path(save_dir)
-    return [plot_map_vs_gflops(models, save_dir / "map_vs_gflops.png", imgsz),
-            plot_latency(models, save_dir / "latency.png"),
-            plot_class_ap_diff(models, save_dir / "class_ap_diff.png", names, classes),
-            plot_training_curves(models, save_dir / "training_curves.png")]
+    """Every chart of the report for the models with a finished run; returns the PNG paths."""
+    save_dir, done, base = Path(save_dir), finished(models), baseline(models)
+    if not done:
+        return []
+    charts = [plot_map_vs_gflops(done, save_dir / "map_vs_gflops.png", imgsz)]
+    if any(m.latency for m in done):
+        charts.append(plot_latency(done, save_dir / "latency.png"))
+    if base is not None:
+        charts.append(plot_class_ap_diff(done, save_dir / "class_ap_diff.png", names, classes))
+    charts.append(plot_training_curves(done, save_dir / "training_curves.png"))
+    if any(s.ap_all is not None for m in done for s in m.seeds):
+        charts.append(plot_size_ap(done, save_dir / "size_ap.png"))
+    return charts

@@ -6,6 +6,7 @@ every delta refers to. Charts are drawn by utils.compare_charts.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,16 +14,18 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.compare_stats import NOISE_RULE, NoiseCheck, Summary, noise_check, summarize
+from utils.compare_sizes import SIZES
+from utils.compare_stats import NOISE_RULE, Summary, Verdict, paired_diff, summarize, verdict
 from utils.latency import LatencyStat, MemoryStat
 
-__all__ = ["SeedResult", "ModelResult", "ReportMeta", "results_rows", "seed_rows", "write_csv", "table_lines",
+__all__ = ["SeedResult", "FailedRun", "ModelResult", "ReportMeta", "environment", "finished", "baseline",
+           "model_verdict", "paired_delta", "results_rows", "seed_rows", "write_csv", "table_lines", "share_cell",
            "write_report", "read_results_csv"]
 
 
 @dataclass
 class SeedResult:
-    """One fine-tuning run: validation of its best.pt, its time per epoch and its folder."""
+    """One finished fine-tuning run: validation of its best.pt, its time per epoch and its folder."""
 
     seed: int
     mp: float
@@ -33,25 +36,53 @@ class SeedResult:
     epoch_s: float  # seconds per training epoch
     run_dir: Path
     share: float | None = None  # mean plug-in share of best.pt (utils.plugin_share); None without plug-ins
+    ap_all: float | None = None  # COCOeval AP50-95 over all sizes (utils.compare_sizes); None: not scored
+    ap_small: float | None = None  # COCO AP_small; None also where the split has no small object (COCO's -1)
+    ap_medium: float | None = None
+    ap_large: float | None = None
+
+
+@dataclass
+class FailedRun:
+    """A (model, seed) run that raised in training or validation: what it raised and where its log is."""
+
+    seed: int
+    error_type: str  # e.g. 'FloatingPointError'
+    message: str
+    log: Path  # the run's train.log, which ends with the traceback
+
+    @property
+    def error(self) -> str:
+        return f"{self.error_type}: {self.message}" if self.message else self.error_type
 
 
 @dataclass
 class ModelResult:
-    """Everything measured for one model config."""
+    """Everything measured for one model config; params and gflops are None when no run finished."""
 
     name: str  # e.g. yolov5n_biformer
     cfg: str
-    params: int
-    gflops: float
-    seeds: list[SeedResult] = field(default_factory=list)
+    params: int | None
+    gflops: float | None
+    seeds: list[SeedResult] = field(default_factory=list)  # the finished runs
     latency: dict[int, LatencyStat] = field(default_factory=dict)  # batch size -> ms per image
     memory: MemoryStat | None = None
+    failures: list[FailedRun] = field(default_factory=list)
 
     def summary(self, metric: str) -> Summary:
         return summarize([getattr(s, metric) for s in self.seeds])
 
     def values(self, metric: str) -> list[float]:
         return [float(getattr(s, metric)) for s in self.seeds]
+
+    def by_seed(self, metric: str) -> dict[int, float]:
+        """seed -> metric of each finished run that has it (size APs can be None)."""
+        return {s.seed: float(getattr(s, metric)) for s in self.seeds if getattr(s, metric) is not None}
+
+    def mean(self, metric: str) -> float | None:
+        """Mean over the finished runs that have the metric; None when none has it."""
+        v = list(self.by_seed(metric).values())
+        return float(np.mean(v)) if v else None
 
     def share(self) -> float | None:
         """Mean plug-in share over seeds; None for a model without Residual-wrapped plug-ins."""
@@ -74,6 +105,48 @@ class ReportMeta:
     wall_s: float = 0.0
     imgsz: int = 640
     routing_imgsz: int = 640  # network input size of the routing figures
+    resumed: str = ""  # with --resume: what this attempt reused and re-ran
+    size_counts: dict[str, int] | None = None  # ground-truth objects per COCO size in the val split
+
+
+def finished(models: Sequence[ModelResult]) -> list[ModelResult]:
+    """The models with at least one finished run (the others have no figures)."""
+    return [m for m in models if m.seeds]
+
+
+def baseline(models: Sequence[ModelResult]) -> ModelResult | None:
+    """models[0] when it has a finished run; None otherwise (then no delta can be given)."""
+    return models[0] if models and models[0].seeds else None
+
+
+def model_verdict(base: ModelResult, m: ModelResult, metric: str) -> Verdict:
+    """Paired and unpaired tests of m's `metric` against the baseline's (compare_stats.verdict)."""
+    return verdict(base.by_seed(metric), m.by_seed(metric))
+
+
+def paired_delta(base: ModelResult, m: ModelResult, metric: str) -> float | None:
+    """Mean of m's per-seed difference from the baseline over the seeds where both have `metric`."""
+    return paired_diff(base.by_seed(metric), m.by_seed(metric)).delta
+
+
+def environment(device) -> tuple[dict[str, str], str]:
+    """(library versions, the device in words) for the head of the report."""
+    import platform
+
+    import torch
+    import torchvision
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__,
+                "torchvision": torchvision.__version__}
+    if device.type == "cuda":
+        return versions, f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return versions, f"CPU: {cpu}, {torch.get_num_threads()} threads"
 
 
 def _lat(m: ModelResult, bs: int) -> float:
@@ -84,36 +157,79 @@ def _epoch_s(m: ModelResult) -> float:
     return float(np.mean([s.epoch_s for s in m.seeds])) if m.seeds else float("nan")
 
 
+def _r(x: float | None, nd: int = 5):
+    return "" if x is None else round(x, nd)
+
+
+def _noise_cols(m: ModelResult, base: ModelResult | None) -> dict:
+    row = {}
+    for metric in ("map50", "map"):
+        s = m.summary(metric)
+        row.update({f"{metric}_mean": round(s.mean, 5), f"{metric}_std": round(s.std, 5)})
+        if base is None or m is base:  # the baseline is not compared with itself
+            delta = 0.0 if m is base else ""
+            row.update({f"{metric}_delta": delta, f"{metric}_mark": "", f"{metric}_p": "", f"{metric}_mark_by": ""})
+            continue
+        v = model_verdict(base, m, metric)
+        row.update({f"{metric}_delta": round(v.unpaired.delta, 5), f"{metric}_mark": v.mark,
+                    f"{metric}_p": _r(v.unpaired.p_value, 4), f"{metric}_mark_by": v.decided_by})
+    return row
+
+
+def _paired_cols(m: ModelResult, base: ModelResult | None) -> dict:
+    """paired_n and, per metric, the paired mean difference (with CI and p for mAP) against the baseline."""
+    compared = base is not None and m is not base
+    row = {"paired_n": model_verdict(base, m, "map").paired.n if compared else ""}
+    for metric in ("map", "map50"):
+        p = model_verdict(base, m, metric).paired if compared else None
+        for k in ("delta", "ci_low", "ci_high", "p_value"):
+            row[f"paired_{metric}_{k.replace('_value', '')}"] = _r(getattr(p, k)) if p else ""
+    for metric in ("ap_all", *(f"ap_{k}" for k in SIZES)):
+        row[f"paired_{metric}_delta"] = _r(paired_delta(base, m, metric)) if compared else ""
+    return row
+
+
 def results_rows(models: Sequence[ModelResult]) -> list[dict]:
-    """One dict per model (results.csv): figures, deltas against models[0] and the noise decisions."""
-    base = models[0]
+    """One dict per model (results.csv): figures, deltas against models[0], noise decisions and paired tests.
+
+    A model without a finished run has only its name, config, failure count and errors.
+    """
+    base = baseline(models)
     rows = []
     for m in models:
-        row = dict(model=m.name, cfg=m.cfg, seeds=len(m.seeds), params=m.params, gflops=round(m.gflops, 4))
-        for metric in ("map50", "map"):
-            s = m.summary(metric)
-            row.update({f"{metric}_mean": round(s.mean, 5), f"{metric}_std": round(s.std, 5)})
-            if m is base:  # the baseline is not compared with itself
-                row.update({f"{metric}_delta": 0.0, f"{metric}_mark": "", f"{metric}_p": ""})
-                continue
-            chk = noise_check(base.values(metric), m.values(metric))
-            row.update({f"{metric}_delta": round(chk.delta, 5), f"{metric}_mark": chk.mark,
-                        f"{metric}_p": "" if chk.p_value is None else round(chk.p_value, 4)})
-        for bs in sorted(m.latency):
-            row[f"latency_b{bs}_ms"] = round(_lat(m, bs), 3)
-        row["train_mem_mb"] = round(m.memory.peak_mb, 1) if m.memory else ""
-        row["epoch_s"] = round(_epoch_s(m), 3)
-        row["plugin_share"] = "" if m.share() is None else round(m.share(), 6)
+        row = dict(model=m.name, cfg=m.cfg, seeds=len(m.seeds), failed=len(m.failures))
+        if m.seeds:
+            row.update(params=m.params, gflops=round(m.gflops, 4), **_noise_cols(m, base))
+            row.update({k: _r(m.mean(k)) for k in ("ap_all", *(f"ap_{s}" for s in SIZES))})
+            row.update(_paired_cols(m, base))
+            for bs in sorted(m.latency):
+                row[f"latency_b{bs}_ms"] = round(_lat(m, bs), 3)
+            row["train_mem_mb"] = round(m.memory.peak_mb, 1) if m.memory else ""
+            row["epoch_s"] = round(_epoch_s(m), 3)
+            row["plugin_share"] = "" if m.share() is None else round(m.share(), 6)
+        row["error"] = "; ".join(f"seed {f.seed}: {f.error}" for f in m.failures)
         rows.append(row)
     return rows
 
 
+def _seed_row(m: ModelResult, s: SeedResult) -> dict:
+    return dict(model=m.name, seed=s.seed, status="ok", precision=round(s.mp, 5), recall=round(s.mr, 5),
+                map50=round(s.map50, 5), map=round(s.map, 5), ap_all=_r(s.ap_all), ap_small=_r(s.ap_small),
+                ap_medium=_r(s.ap_medium), ap_large=_r(s.ap_large), epoch_s=round(s.epoch_s, 3),
+                plugin_share="" if s.share is None else round(s.share, 6), run_dir=str(s.run_dir), error="",
+                train_log=str(s.run_dir / "train.log"))
+
+
 def seed_rows(models: Sequence[ModelResult]) -> list[dict]:
-    """One dict per (model, seed) run (results_seeds.csv)."""
-    return [dict(model=m.name, seed=s.seed, precision=round(s.mp, 5), recall=round(s.mr, 5),
-                 map50=round(s.map50, 5), map=round(s.map, 5), epoch_s=round(s.epoch_s, 3),
-                 plugin_share="" if s.share is None else round(s.share, 6), run_dir=str(s.run_dir))
-            for m in models for s in m.seeds]
+    """One dict per (model, seed) run (results_seeds.csv), seed order; a failed run has status 'failed' and its
+    error instead of figures."""
+    rows = []
+    for m in models:
+        runs = [(s.seed, _seed_row(m, s)) for s in m.seeds]
+        runs += [(f.seed, dict(model=m.name, seed=f.seed, status="failed", run_dir=str(f.log.parent),
+                               error=f.error, train_log=str(f.log))) for f in m.failures]
+        rows += [r for _, r in sorted(runs, key=lambda x: x[0])]
+    return rows
 
 
 def write_csv(rows: list[dict], path: Path) -> Path:
@@ -143,63 +259,59 @@ def _pct(x: float, b: float) -> str:
     return f"{100 * (x - b) / b:+.0f}%" if b and np.isfinite(x) and np.isfinite(b) else ""
 
 
-def _metric_cell(m: ModelResult, base: ModelResult, metric: str) -> str:
+def _metric_cell(m: ModelResult, base: ModelResult | None, metric: str) -> str:
     s = m.summary(metric)
     cell = f"{s.mean:.3f} ± {s.std:.3f}" if s.n > 1 else f"{s.mean:.3f}"
-    if m is base:
+    if base is None or m is base:
         return cell
-    chk: NoiseCheck = noise_check(base.values(metric), m.values(metric))
-    return f"{cell} ({chk.delta:+.3f} {chk.mark})"
+    v = model_verdict(base, m, metric)
+    return f"{cell} ({v.unpaired.delta:+.3f} {v.mark})"
 
 
-def _row_cells(m: ModelResult, base: ModelResult, batch_sizes: Sequence[int]) -> list[str]:
-    first = m is base
-    cells = [m.name, f"{m.params / 1e6:.3f}" + ("" if first else f" ({_pct(m.params, base.params)})"),
+def _row_cells(m: ModelResult, base: ModelResult | None, batch_sizes: Sequence[int]) -> list[str]:
+    first = base is None or m is base  # no bracketed delta
+    name = m.name + (f" ({len(m.failures)} of {len(m.failures) + len(m.seeds)} runs failed)" if m.failures else "")
+    cells = [name, f"{m.params / 1e6:.3f}" + ("" if first else f" ({_pct(m.params, base.params)})"),
              f"{m.gflops:.2f}" + ("" if first else f" ({_pct(m.gflops, base.gflops)})"),
              _metric_cell(m, base, "map50"), _metric_cell(m, base, "map")]
     for bs in batch_sizes:
         v = _lat(m, bs)
         cells.append(f"{v:.1f}" + ("" if first else f" ({_pct(v, _lat(base, bs))})"))
-    mem, bmem = (m.memory.peak_mb if m.memory else float("nan")), (base.memory.peak_mb if base.memory else 0.0)
+    mem = m.memory.peak_mb if m.memory else float("nan")
+    bmem = base.memory.peak_mb if base is not None and base.memory else 0.0
     cells.append(f"{mem:.0f}" + ("" if first else f" ({mem - bmem:+.0f})"))
-    e, be = _epoch_s(m), _epoch_s(base)
-    cells.append(f"{e:.1f}" + ("" if first else f" ({_pct(e, be)})"))
-    cells.append(_share_cell(m.share()))
+    e = _epoch_s(m)
+    cells.append(f"{e:.1f}" + ("" if first else f" ({_pct(e, _epoch_s(base))})"))
+    cells.append(share_cell(m.share()))
     return cells
 
 
-def _share_cell(share: float | None) -> str:
+def share_cell(share: float | None) -> str:
     return "-" if share is None else f"{100 * share:.2g}%"
 
 
 def table_lines(models: Sequence[ModelResult], imgsz: int) -> list[str]:
-    """The comparison table as markdown lines (also printed at the end of a run)."""
-    base = models[0]
+    """The comparison table as markdown lines (also printed at the end of a run); a model without a finished
+    run gets a row that says so and no figures."""
+    base, done = baseline(models), finished(models)
     batch_sizes = sorted({bs for m in models for bs in m.latency})
-    mem_kind = "CUDA" if base.memory and base.memory.method.startswith("cuda") else "RSS"
+    mem_kind = "CUDA" if any(m.memory and m.memory.method.startswith("cuda") for m in done) else "RSS"
     head = ["model", "params (M)", f"GFLOPs@{imgsz}", "mAP50", "mAP50-95",
             *[f"ms/img b{bs}" for bs in batch_sizes], f"train mem MB ({mem_kind})", "s/epoch", "plug-in share"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for m in models:
-        lines.append("| " + " | ".join(_row_cells(m, base, batch_sizes)) + " |")
-    return lines
-
-
-def _seed_table(models: Sequence[ModelResult]) -> list[str]:
-    lines = ["| model | seed | P | R | mAP50 | mAP50-95 | s/epoch | plug-in share | run |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for m in models:
-        for s in m.seeds:
-            lines.append(f"| {m.name} | {s.seed} | {s.mp:.3f} | {s.mr:.3f} | {s.map50:.3f} | {s.map:.3f} "
-                         f"| {s.epoch_s:.1f} | {_share_cell(s.share)} | {s.run_dir.name} |")
+        cells = (_row_cells(m, base, batch_sizes) if m.seeds else
+                 [m.name, f"all {len(m.failures)} runs failed (see Failed runs)"] + ["-"] * (len(head) - 2))
+        lines.append("| " + " | ".join(cells) + " |")
     return lines
 
 
 _HOW_TO_READ = """\
 - The first row is the baseline; every other cell shows its value and, in brackets, the difference from the
   baseline (relative for size and speed, absolute for mAP and memory).
-- **mAP50 / mAP50-95**: mean ± sample std over the seeds, each seed's `best.pt` validated by val.py on the val
-  split. {noise}
+- **mAP50 / mAP50-95**: mean ± sample std over the finished seeds, each seed's `best.pt` validated by val.py on
+  the val split; the bracketed delta is the difference of the means. {noise} The section "Paired against the
+  baseline" gives both tests for every model.
 - **GFLOPs** are counted by running the model once at {imgsz}x{imgsz} (torch.utils.flop_counter, attention
   matmuls included), not extrapolated from a small input; parameters and GFLOPs are those of the model summary
   (BatchNorm not fused).
@@ -227,21 +339,32 @@ _MEMORY = {
 }
 
 
+def _head(models: Sequence[ModelResult], meta: ReportMeta) -> list[str]:
+    settings = ", ".join(f"{k}={v}" for k, v in meta.settings.items())
+    versions = ", ".join(f"{k} {v}" for k, v in meta.versions.items())
+    lines = [f"# Attention plug-ins against {models[0].name}", "", "```bash", meta.command, "```", "",
+             f"- Settings: {settings}", f"- Versions: {versions}", f"- Device: {meta.device}",
+             f"- Wall time of the whole job: {meta.wall_s / 60:.1f} min"]
+    if meta.resumed:
+        lines.append(f"- Resumed: {meta.resumed}")
+    if baseline(models) is None:
+        lines.append(f"- The baseline {models[0].name} has no finished run: the figures have no deltas.")
+    return lines + [""]
+
+
 def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path, charts: Sequence[Path] = (),
                  routing: Sequence[Path] = ()) -> Path:
     """Write report.md into `save_dir`; returns its path."""
+    from utils.compare_tables import failed_lines, paired_lines, seed_lines, size_lines
+
     save_dir = Path(save_dir)
-    method = models[0].memory.method if models[0].memory else "cpu_peak_rss_subprocess"
-    settings = ", ".join(f"{k}={v}" for k, v in meta.settings.items())
-    versions = ", ".join(f"{k} {v}" for k, v in meta.versions.items())
-    lines = [f"# Attention plug-ins against {models[0].name}", "",
-             "```bash", meta.command, "```", "",
-             f"- Settings: {settings}", f"- Versions: {versions}", f"- Device: {meta.device}",
-             f"- Wall time of the whole job: {meta.wall_s / 60:.1f} min", "", "## Results", "",
-             *table_lines(models, meta.imgsz), "", "## How to read it", "",
+    timed = [m.memory.method for m in models if m.memory]
+    method = timed[0] if timed else "cpu_peak_rss_subprocess"
+    lines = [*_head(models, meta), "## Results", "", *table_lines(models, meta.imgsz), "",
+             *failed_lines(models, save_dir), "## How to read it", "",
              _HOW_TO_READ.format(noise=NOISE_RULE, imgsz=meta.imgsz, memory=_MEMORY.get(method, method),
                                  precision="FP16" if meta.settings.get("half") else "FP32"),
-             "## Charts", ""]
+             *paired_lines(models), *size_lines(models, meta.size_counts), "## Charts", ""]
     lines += [f"![{p.stem}]({p.name})" for p in charts] + [""]
     if routing:
         lines += ["## Routing of Bi-Level Routing Attention", "",
@@ -252,9 +375,11 @@ def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path
                   f"photo is letterboxed to {meta.routing_imgsz} as detect.py does. Regions that lie wholly in the "
                   "letterbox padding are not on the photo; the panel header says when a query routes to them.", ""]
         lines += [f"![{p.stem}]({p.relative_to(save_dir).as_posix()})" for p in routing] + [""]
-    lines += ["## Every run", "", *_seed_table(models), "",
-              "Files: `results.csv` (one row per model), `results_seeds.csv` (one row per run), each run's folder "
-              "holds its training output (`results.csv`, `weights/best.pt`), `train.log` and `val/`.", ""]
+    lines += ["## Every run", "", *seed_lines(models), "",
+              "Files: `results.csv` (one row per model), `results_seeds.csv` (one row per run, with its status and "
+              "error), each run's folder holds its training output (`results.csv`, `weights/best.pt`), "
+              "`train.log`, `val/` (with the detections, `val/labels/`) and `result.json` (its figures, which "
+              "`--resume` reuses).", ""]
     path = save_dir / "report.md"
     path.write_text("\n".join(lines), encoding="utf-8")
     return path

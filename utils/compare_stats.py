@@ -2,6 +2,15 @@
 
 The rule (stated in every report):
 
+* the model and the baseline both finished >= 2 runs with the same seed: the *paired* t-test decides. Runs with
+  the same seed start from the same weights (for every layer the two share) and see the same batches and
+  augmentations, so their difference cancels much of the seed noise: `scipy.stats.ttest_rel` on the per-seed
+  differences, within noise when p >= alpha; when every paired difference is the same number, within noise
+  only if it is 0. The mean difference gets a 95% confidence interval from the t distribution (n - 1 dof).
+* otherwise the *unpaired* rule below decides, on all finished seeds of each model.
+
+The unpaired rule:
+
 * both models have n >= 2 seeds: Welch's t-test (unequal variances, `scipy.stats.ttest_ind(equal_var=False)`);
   the difference is *within noise* when p >= alpha (0.05). With 2-3 seeds the test has little power: "within
   noise" then means "these runs cannot tell the two apart", not "the two are equal".
@@ -15,21 +24,26 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["Summary", "NoiseCheck", "summarize", "welch_t", "noise_check", "NOISE_RULE", "ALPHA"]
+__all__ = ["Summary", "NoiseCheck", "PairedDiff", "Verdict", "summarize", "welch_t", "noise_check", "paired_diff",
+           "verdict", "NOISE_RULE", "ALPHA"]
 
 ALPHA = 0.05
 _Z = 1.959963984540054  # two-sided 95% normal quantile
 
 NOISE_RULE = (
-    "A difference from the baseline is marked `≈` (within seed noise) or `*` (outside it). With >= 2 seeds per "
-    f"model: Welch's t-test over the seeds, within noise when p >= {ALPHA}. With one seed on one side: within noise "
-    "when |delta| <= 1.96 * s * sqrt(1/n_a + 1/n_b), s the other side's seed std. With one seed on both sides "
-    "the noise is unknown (`?`). With 2-3 seeds the test is weak: `≈` means the runs cannot tell the models "
-    "apart, not that they are equal."
+    "A difference from the baseline is marked `≈` (within seed noise) or `*` (outside it). When the model and the "
+    "baseline both finished >= 2 runs with the same seed, the paired t-test decides (`scipy.stats.ttest_rel` on "
+    "the per-seed differences; a seed's two runs start from the same weights for every shared layer and see the "
+    f"same batches and augmentations): within noise when p >= {ALPHA}, or, when every difference is the same "
+    "number, only if it is 0. Otherwise the unpaired rule decides, on all finished seeds: with >= 2 seeds per "
+    f"model, Welch's t-test over the seeds, within noise when p >= {ALPHA}; with one seed on one side, within "
+    "noise when |delta| <= 1.96 * s * sqrt(1/n_a + 1/n_b), s the other side's seed std; with one seed on both "
+    "sides the noise is unknown (`?`). With 2-3 seeds either test is weak: `≈` means the runs cannot tell the "
+    "models apart, not that they are equal."
 )
 
 
@@ -54,7 +68,51 @@ class NoiseCheck:
     @property
     def mark(self) -> str:
         """'≈' within noise, '*' outside it, '?' unknown."""
-        return "?" if self.within_noise is None else ("≈" if self.within_noise else "*")
+        return _mark(self.within_noise)
+
+
+def _mark(within_noise: bool | None) -> str:
+    return "?" if within_noise is None else ("≈" if within_noise else "*")
+
+
+@dataclass(frozen=True)
+class PairedDiff:
+    """Per-seed differences `other - base` over the seeds both models finished.
+
+    delta is their mean (None when no seed is shared); ci_low/ci_high its 95% confidence interval from the t
+    distribution with n - 1 dof and p_value the paired t-test's (both None with fewer than 2 pairs, p_value also
+    None when every difference is the same number).
+    """
+
+    n: int
+    seeds: tuple[int, ...]
+    delta: float | None
+    ci_low: float | None
+    ci_high: float | None
+    p_value: float | None
+    within_noise: bool | None
+    method: str  # 'paired-t', 'exact' (no spread), 'single' (one pair), 'none' (no pair)
+
+    @property
+    def mark(self) -> str:
+        return _mark(self.within_noise)
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A model's difference from the baseline on one metric: both tests, and which one set the mark."""
+
+    unpaired: NoiseCheck
+    paired: PairedDiff
+
+    @property
+    def decided_by(self) -> str:
+        """'paired' with >= 2 paired seeds, else 'unpaired'."""
+        return "paired" if self.paired.n >= 2 else "unpaired"
+
+    @property
+    def mark(self) -> str:
+        return self.paired.mark if self.decided_by == "paired" else self.unpaired.mark
 
 
 def _values(values: Sequence[float], what: str) -> np.ndarray:
@@ -102,3 +160,37 @@ def noise_check(base: Sequence[float], other: Sequence[float], alpha: float = AL
         p = float(math.erfc(abs(delta) / se / math.sqrt(2)))  # two-sided normal p-value
         return NoiseCheck(delta, abs(delta) <= _Z * se, p, "z-known-std")
     return NoiseCheck(delta, None, None, "unknown")
+
+
+def _by_seed(values: Mapping[int, float], what: str) -> dict[int, float]:
+    out = {int(k): float(v) for k, v in values.items()}
+    bad = {k: v for k, v in out.items() if not math.isfinite(v)}
+    if bad:
+        raise ValueError(f"{what}: values must be finite, got {bad} (seed: value)")
+    return out
+
+
+def paired_diff(base: Mapping[int, float], other: Mapping[int, float], alpha: float = ALPHA,
+                confidence: float = 0.95) -> PairedDiff:
+    """Pair `other[seed] - base[seed]` over the seeds in both (seed -> metric); mean, t interval, paired t-test."""
+    from scipy import stats
+
+    a, b = _by_seed(base, "paired baseline"), _by_seed(other, "paired model")
+    seeds = tuple(sorted(set(a) & set(b)))
+    d = np.array([b[k] - a[k] for k in seeds])  # (n,) per-seed differences
+    n = int(d.size)
+    if n == 0:
+        return PairedDiff(0, seeds, None, None, None, None, None, "none")
+    mean = float(d.mean())
+    if n == 1:
+        return PairedDiff(1, seeds, mean, None, None, None, None, "single")
+    if np.ptp(d) == 0.0:  # every difference equal: no spread to test against
+        return PairedDiff(n, seeds, mean, mean, mean, None, mean == 0.0, "exact")
+    half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * float(d.std(ddof=1)) / math.sqrt(n)
+    p = float(stats.ttest_rel([b[k] for k in seeds], [a[k] for k in seeds]).pvalue)
+    return PairedDiff(n, seeds, mean, mean - half, mean + half, p, p >= alpha, "paired-t")
+
+
+def verdict(base: Mapping[int, float], other: Mapping[int, float], alpha: float = ALPHA) -> Verdict:
+    """Both tests of `other` against `base` (seed -> metric of each finished run); see the module docstring."""
+    return Verdict(noise_check(list(base.values()), list(other.values()), alpha), paired_diff(base, other, alpha))

@@ -60,10 +60,39 @@ class Hyp:
         bad = {k: v for k, v in d.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
         if bad:
             raise ValueError(f"{source}: hyperparameters must be numbers, got {bad}")
-        return cls(**{k: float(v) for k, v in d.items()})
+        hyp = cls(**{k: float(v) for k, v in d.items()})
+        hyp.check(source)
+        return hyp
+
+    def check(self, source: str = "hyperparameters") -> None:
+        """ValueError naming every value outside its valid range (_RANGES)."""
+        bad = []
+        for k, (lo, hi, lo_open) in _RANGES.items():
+            v = getattr(self, k)
+            if not (lo < v if lo_open else lo <= v) or v > hi or v != v:
+                bad.append(f"{k}={v} (valid: {'(' if lo_open else '['}{lo}, {hi}])")
+        if bad:
+            raise ValueError(f"{source}: hyperparameter(s) out of range: {', '.join(bad)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+_INF = float("inf")
+# key -> (low, high, low excluded): what the recipe can use; a value outside is a typo, not a setting
+_RANGES = {
+    "lr0": (0.0, _INF, True), "lrf": (0.0, 1.0, False), "momentum": (0.0, 1.0, False),
+    "weight_decay": (0.0, 1.0, False), "warmup_epochs": (0.0, _INF, False), "warmup_momentum": (0.0, 1.0, False),
+    "warmup_bias_lr": (0.0, _INF, False), "box": (0.0, _INF, False), "cls": (0.0, _INF, False),
+    "cls_pw": (0.0, _INF, True), "obj": (0.0, _INF, False), "obj_pw": (0.0, _INF, True),
+    "iou_t": (0.0, 1.0, False), "anchor_t": (1.0, _INF, True), "anchors": (0.0, 100.0, False),
+    "fl_gamma": (0.0, _INF, False), "hsv_h": (0.0, 1.0, False), "hsv_s": (0.0, 1.0, False),
+    "hsv_v": (0.0, 1.0, False), "degrees": (0.0, 360.0, False), "translate": (0.0, 1.0, False),
+    "scale": (0.0, 1.0, False), "shear": (0.0, 180.0, False), "perspective": (0.0, 0.001, False),
+    "flipud": (0.0, 1.0, False), "fliplr": (0.0, 1.0, False), "mosaic": (0.0, 1.0, False),
+    "mixup": (0.0, 1.0, False), "copy_paste": (0.0, 1.0, False), "label_smoothing": (0.0, 1.0, False),
+    "plugin_lr": (0.0, _INF, False), "plugin_weight_decay": (0.0, 1.0, False),
+}
 
 
 def load_hyp(hyp: str | Path | dict | Hyp | None = None) -> Hyp:

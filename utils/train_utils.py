@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,23 @@ class Checkpoints:
         self.dir = Path(weights_dir)
         self.last, self.best = self.dir / "last.pt", self.dir / "best.pt"
         self.results = ResultsLog(results_file)
+        for f in self.dir.glob(".*.pt.*.tmp"):  # left by a save that was killed half-way
+            LOGGER.info(f"removing {f}, an unfinished checkpoint of a killed save")
+            f.unlink(missing_ok=True)
+
+    def check_writable(self, checkpoint_bytes: int) -> None:
+        """Before the first epoch: the weights folder takes a file, and has room for last.pt and best.pt with
+        their temporary copies (4 x checkpoint_bytes). Raises OSError naming the folder otherwise."""
+        probe = self.dir / ".write_probe.tmp"
+        try:
+            probe.write_bytes(b"0")
+            probe.unlink()
+        except OSError as e:
+            raise OSError(f"cannot write checkpoints into {self.dir}: {e.strerror or e}") from None
+        free = shutil.disk_usage(self.dir).free
+        if free < 4 * checkpoint_bytes:
+            raise OSError(f"{self.dir}: {free / 1e6:.1f} MB free, checkpoints need about "
+                          f"{4 * checkpoint_bytes / 1e6:.1f} MB; free some space or pass another --project")
 
     def save(self, ckpt: dict, is_best: bool, period: int, epoch: int) -> None:
         save_checkpoint(ckpt, self.last)
