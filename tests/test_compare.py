@@ -450,3 +450,27 @@ def test_default_cfgs_and_bad_options(tiny_data):
     assert compare.classes_present([tiny_data.parent / "list.txt"]) == sorted(
         {int(float(line.split()[0])) for p in (tiny_data.parent / "list.txt").read_text().split()
          for line in Path(p.replace("/images/", "/labels/").rsplit(".", 1)[0] + ".txt").read_text().splitlines()})
+
+
+def test_plugins_against_the_controls_by_hand():
+    from scipy import stats
+
+    from utils.compare_tables import control_lines
+
+    base = _result("yolov5n", [0.5] * 3, [0.30, 0.32, 0.34])
+    bra = _result("yolov5n_biformer", [0.5] * 3, [0.35, 0.36, 0.40])
+    ctrl = _result("yolov5n_control", [0.5] * 3, [0.31, 0.33, 0.34])
+    c3tr = _result("yolov5n_transformer", [0.5] * 3, [0.34, 0.37, 0.39])
+    single = _result("yolov5n_hilo", [0.5], [0.9])
+    lines = control_lines([base, bra, ctrl, c3tr, single])
+    rows = {tuple(c.strip() for c in ln.split("|")[1:3]): [c.strip() for c in ln.split("|")[3:-1]]
+            for ln in lines if ln.startswith("| yolov5n_")}
+    d = [0.35 - 0.31, 0.36 - 0.33, 0.40 - 0.34]
+    p = stats.ttest_rel([0.35, 0.36, 0.40], [0.31, 0.33, 0.34]).pvalue
+    n, delta, pval, verdict = rows[("yolov5n_biformer", "yolov5n_control")]
+    assert n == "3" and delta.startswith(f"{sum(d) / 3:+.3f} [") and pval == f"{p:.3g}" and p < 0.05
+    assert verdict == "beats it"
+    assert rows[("yolov5n_biformer", "yolov5n_transformer")][-1] == "cannot tell apart (paired p >= 0.05)"
+    assert rows[("yolov5n_hilo", "yolov5n_control")][-1] == "cannot tell (fewer than 2 paired seeds)"
+    assert not any(k[0] in ("yolov5n", "yolov5n_control") for k in rows)  # baseline and controls are not rows
+    assert control_lines([base, bra]) == []  # no control in the job: no section

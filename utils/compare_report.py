@@ -355,7 +355,7 @@ def _head(models: Sequence[ModelResult], meta: ReportMeta) -> list[str]:
 def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path, charts: Sequence[Path] = (),
                  routing: Sequence[Path] = ()) -> Path:
     """Write report.md into `save_dir`; returns its path."""
-    from utils.compare_tables import failed_lines, paired_lines, seed_lines, size_lines
+    from utils.compare_tables import control_lines, failed_lines, paired_lines, seed_lines, size_lines
 
     save_dir = Path(save_dir)
     timed = [m.memory.method for m in models if m.memory]
@@ -364,7 +364,7 @@ def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path
              *failed_lines(models, save_dir), "## How to read it", "",
              _HOW_TO_READ.format(noise=NOISE_RULE, imgsz=meta.imgsz, memory=_MEMORY.get(method, method),
                                  precision="FP16" if meta.settings.get("half") else "FP32"),
-             *paired_lines(models), *size_lines(models, meta.size_counts), "## Charts", ""]
+             *paired_lines(models), *control_lines(models), *size_lines(models, meta.size_counts), "## Charts", ""]
     lines += [f"![{p.stem}]({p.name})" for p in charts] + [""]
     if routing:
         lines += ["## Routing of Bi-Level Routing Attention", "",

@@ -10,9 +10,12 @@ from typing import Sequence
 from utils.compare_report import (ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta,
                                   share_cell)
 from utils.compare_sizes import SIZES
-from utils.compare_stats import NoiseCheck, PairedDiff
+from utils.compare_stats import NoiseCheck, PairedDiff, paired_diff
 
-__all__ = ["paired_lines", "size_lines", "failed_lines", "seed_lines", "na"]
+__all__ = ["paired_lines", "control_lines", "size_lines", "failed_lines", "seed_lines", "na", "CONTROL_SUFFIXES"]
+
+# models whose name ends so are controls: capacity without attention (ConvControl), YOLOv5's own attention (C3TR)
+CONTROL_SUFFIXES = ("_control", "_transformer")
 
 _METRICS = (("map", "mAP50-95"), ("map50", "mAP50"))
 _UNPAIRED_TEST = {"welch": "Welch", "z-known-std": "z, one seed", "exact": "no spread", "unknown": "one seed each"}
@@ -72,6 +75,37 @@ def paired_lines(models: Sequence[ModelResult]) -> list[str]:
             cells = [m.name, label, *_paired_cells(v.paired), *_unpaired_cells(v.unpaired), v.mark,
                      "paired t-test" if v.decided_by == "paired" else "unpaired rule"]
             lines.append("| " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def _against(p: PairedDiff) -> str:
+    """Plain words for a paired mAP50-95 difference of a plug-in model minus a control."""
+    if p.delta is None or p.p_value is None and p.method != "exact":
+        return "cannot tell (fewer than 2 paired seeds)"
+    if p.within_noise:
+        return "cannot tell apart (paired p >= 0.05)"
+    return "beats it" if p.delta > 0 else "loses to it"
+
+
+def control_lines(models: Sequence[ModelResult]) -> list[str]:
+    """Per plug-in model: paired mAP50-95 difference against each control (same seeds), and the verdict."""
+    done = finished(models)
+    base = baseline(models)
+    controls = [m for m in done if m.name.endswith(CONTROL_SUFFIXES)]
+    plugins = [m for m in done if m is not base and m not in controls]
+    if not controls or not plugins:
+        return []
+    lines = ["## Against the controls", "",
+             "Does the attention beat what the same places would gain from capacity alone (`*_control`: the same "
+             "Residual wrapper holding a plain convolutional block with about BRA's parameters) and from YOLOv5's "
+             "own attention (`*_transformer`: C3TR at the end of the backbone)? mAP50-95 of the plug-in model "
+             "minus the control's, paired by seed, with the 95% interval and the paired t-test.", "",
+             "| model | control | paired seeds | paired Δ mAP50-95 (95% CI) | paired p | verdict |",
+             "|---|---|---|---|---|---|"]
+    for m in plugins:
+        for c in controls:
+            p = paired_diff(c.by_seed("map"), m.by_seed("map"))
+            lines.append("| " + " | ".join([m.name, c.name, *_paired_cells(p), _against(p)]) + " |")
     return lines + [""]
 
 
