@@ -4,13 +4,15 @@
     python detect.py --source img.jpg | 'photos/*.jpg' | list.txt | clip.mp4 | 0 | rtsp://host/stream
 
 Annotated images and videos (same size and frame rate as the input) go to runs/detect/exp, exp2, ...;
---save-txt writes YOLO labels per image (`<stem>.txt`) or per video frame (`<stem>_<frame>.txt`).
+--save-txt writes YOLO labels per image (`<stem>.txt`) or per video frame (`<stem>_<frame>.txt`), afresh each
+run. Sources that share a name (a/img.jpg, b/img.jpg) get distinct outputs: img.jpg, then img_1.jpg (and .txt).
+An image that cannot be read, resized or drawn is skipped with a warning naming it; the run goes on.
 """
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -19,12 +21,13 @@ import torch
 from tqdm import tqdm
 
 from utils.boxes import scale_boxes
-from utils.inference import check_img_size, cli_errors, save_one_txt
+from utils.inference import check_finite, check_finite_outputs, check_img_size, cli_errors, save_one_txt
 from utils.labels import IMG_FORMATS
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
-from utils.paths import ROOT, increment_path
-from utils.plots import Annotator, colors, save_one_box
+from utils.paths import ROOT, UniqueStems, increment_path, safe_name
+from utils.plots import Annotator, check_line_width, colors, save_one_box
+from utils.sources import cv2_reason
 from utils.torch_utils import select_device, time_sync
 
 
@@ -54,6 +57,7 @@ class _Options:
     line_thickness: int = 3
     hide_labels: bool = False
     hide_conf: bool = False
+    stem: UniqueStems = field(default_factory=UniqueStems)  # source path -> its output stem, unique in the run
 
 
 def describe(det: torch.Tensor, names: list[str]) -> str:
@@ -65,19 +69,21 @@ def describe(det: torch.Tensor, names: list[str]) -> str:
     return s
 
 
-def _annotate(det: torch.Tensor, im0: np.ndarray, path: Path, txt_path: Path, o: _Options) -> np.ndarray:
+def _annotate(det: torch.Tensor, im0: np.ndarray, stem: str, txt_path: Path, o: _Options) -> np.ndarray:
     """Draw `det` (original pixels) on im0 and write its txt lines and crops; returns the drawn image."""
     imc = im0.copy() if o.save_crop else im0
     annotator = Annotator(im0, line_width=o.line_thickness)
     if o.save_txt and len(det):
         save_one_txt(det.flip(0), o.save_conf, im0.shape[:2], txt_path)  # least confident first, as YOLOv5
+    elif o.save_txt:
+        txt_path.unlink(missing_ok=True)  # no detections now: an earlier run's file (--exist-ok) must not stay
     for *xyxy, conf, cls in reversed(det.tolist()):
         c = int(cls)
         if o.save_img:
             label = None if o.hide_labels else (o.names[c] if o.hide_conf else f"{o.names[c]} {conf:.2f}")
             annotator.box_label(xyxy, label, color=colors(c, bgr=True))
         if o.save_crop:
-            save_one_box(xyxy, imc, file=o.save_dir / "crops" / o.names[c] / f"{path.stem}.jpg")
+            save_one_box(xyxy, imc, file=o.save_dir / "crops" / safe_name(o.names[c]) / f"{stem}.jpg")
     return annotator.result()
 
 
@@ -134,11 +140,12 @@ class _VideoBar:
         self.bar = self.path = None
 
 
-def _load_model(weights, device, half: bool, imgsz):
+def _load_model(w, device, half: bool, imgsz):
+    """(model, stride, checked imgsz) of the weights file `w`, whose weights must be finite."""
     from models import load_model
 
-    w = weights[0] if isinstance(weights, (list, tuple)) else weights
     model = load_model(w, device=device, fuse=True)
+    check_finite(model, w)
     stride = int(model.stride.max())
     imgsz = check_img_size(list(imgsz) * (2 if len(imgsz) == 1 else 1), s=stride)
     if half:
@@ -156,14 +163,16 @@ def _dataset(source: str, imgsz, stride: int, vid_stride: int):
     return LoadImages(source, img_size=imgsz, stride=stride, auto=True, vid_stride=vid_stride), False
 
 
-def _infer(model, im: np.ndarray, device, half: bool, nms_kw: dict):
-    """(input batch (B, 3, H, W), per-image detections in input pixels, [pre, inference, NMS] seconds)."""
+def _infer(model, im: np.ndarray, device, half: bool, nms_kw: dict, weights, path):
+    """(input batch (B, 3, H, W), per-image detections in input pixels, [pre, inference, NMS] seconds); NaN or
+    inf outputs raise an error naming the `weights` file."""
     t1 = time_sync()
     x = torch.from_numpy(im).to(device)
     x = (x.half() if half else x.float()) / 255
     x = x[None] if x.ndim == 3 else x
     t2 = time_sync()
     pred = model(x)[0]
+    check_finite_outputs(pred, weights, path)
     t3 = time_sync()
     pred = non_max_suppression(pred, **nms_kw)
     return x, pred, [t2 - t1, t3 - t2, time_sync() - t3]
@@ -175,14 +184,15 @@ def _one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o: _Options, 
         p, im0, frame, line = Path(path[i]), im0s[i].copy(), dataset.frame, f"{i}: "
     else:
         p, im0, frame, line = Path(path), im0s.copy(), getattr(dataset, "frame", 0), s
-    video = dataset.mode != "image"
+    video, stem = dataset.mode != "image", o.stem(p)
     det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], im0.shape).round()
-    txt = o.save_dir / "labels" / (p.stem + (f"_{frame}" if video else "") + ".txt")
-    im0 = _annotate(det, im0, p, txt, o)
+    txt = o.save_dir / "labels" / (stem + (f"_{frame}" if video else "") + ".txt")
+    im0 = _annotate(det, im0, stem, txt, o)
+    out = o.save_dir / (stem + p.suffix)
     if o.save_img and video:
-        sinks.write(o.save_dir / p.name, im0, vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else dataset.fps[i])
-    elif o.save_img:
-        cv2.imwrite(str(o.save_dir / p.name), im0)
+        sinks.write(out, im0, vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else dataset.fps[i])
+    elif o.save_img and not cv2.imwrite(str(out), im0):
+        LOGGER.warning(f"WARNING: {p}: could not write {out}")
     if dataset.mode == "video":
         bar.update(str(p), dataset.frames, s, det, ms)
     else:
@@ -204,7 +214,9 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
     if half and device.type != "cuda":
         LOGGER.warning(f"WARNING: --half needs CUDA; running in FP32 on {device.type}")
         half = False
-    model, stride, imgsz = _load_model(weights, device, half, [imgsz] if isinstance(imgsz, int) else list(imgsz))
+    check_line_width(line_thickness)
+    w = weights[0] if isinstance(weights, (list, tuple)) else weights
+    model, stride, imgsz = _load_model(w, device, half, [imgsz] if isinstance(imgsz, int) else list(imgsz))
     dataset, webcam = _dataset(source, imgsz, stride, vid_stride)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
@@ -215,11 +227,15 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
     sinks, bar, records, seen, dt = _VideoSinks(), _VideoBar(names), [], 0, [0.0, 0.0, 0.0]
     try:
         for path, im, im0s, vid_cap, s in dataset:
-            x, pred, times = _infer(model, im, device, half, nms_kw)
+            x, pred, times = _infer(model, im, device, half, nms_kw, w, path)
             dt = [a + b for a, b in zip(dt, times)]
             for i, det in enumerate(pred):
                 seen += 1
-                r = _one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o, sinks, bar, times[1] * 1e3)
+                try:
+                    r = _one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o, sinks, bar, times[1] * 1e3)
+                except cv2.error as e:  # OpenCV could not draw on or write this one: skip it, the run goes on
+                    LOGGER.warning(f"WARNING: skipping {path[i] if webcam else path}: {cv2_reason(e)}")
+                    continue
                 if not webcam or len(records) < MAX_STREAM_RECORDS:  # a stream may run for hours
                     records.append(r)
     finally:

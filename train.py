@@ -223,7 +223,7 @@ def _build_data(r: _Run) -> None:
         r.val_loader = create_dataloader(
             r.data.val, r.imgsz, opt.batch_size // ws * 2, r.gs, opt.single_cls, hyp=r.hyp,
             cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
-            prefix=colorstr("val: "))[0]
+            prefix=colorstr("val: "), nc=r.data.nc)[0]
 
 
 def _finish_model(r: _Run, ckpt: dict | None) -> None:

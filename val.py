@@ -22,11 +22,11 @@ from tqdm import tqdm
 
 from utils.boxes import scale_boxes, xywh2xyxy
 from utils.coco_eval import COCO80_TO_91, coco_detections, coco_map, image_ids, yolo_to_coco_gt
-from utils.inference import check_img_size, cli_errors, save_one_txt
+from utils.inference import check_finite, check_finite_outputs, check_img_size, cli_errors, save_one_txt
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, match_predictions
 from utils.nms import non_max_suppression
-from utils.paths import ROOT, increment_path
+from utils.paths import ROOT, UniqueStems, increment_path
 from utils.plots import plot_images, plot_val_study
 from utils.torch_utils import select_device, time_sync
 
@@ -64,6 +64,7 @@ def _load(weights, device, half: bool, imgsz: int):
     if w is None:
         raise ValueError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt)")
     model = load_model(w, device=device, fuse=True)
+    check_finite(model, w)
     stride = int(model.stride.max())
     imgsz = check_img_size(imgsz, s=stride)
     if half:
@@ -188,8 +189,9 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
     out = _Outputs(Path(save_dir), save_txt, save_conf, save_json, plots, names, dataloader.dataset,
                    COCO80_TO_91 if nc == 80 and _coco_annotation_file(data, split) else None)
     confusion_matrix = ConfusionMatrix(nc=nc)
+    w = None if training else (weights[0] if isinstance(weights, (list, tuple)) else weights)
     stats, seen, dt, loss = _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, single_cls,
-                                  compute_loss, confusion_matrix if plots else None, out)
+                                  compute_loss, confusion_matrix if plots else None, out, w)
     mp, mr, map50, map_, maps = _summarize(stats, nc, names, seen, plots, out.save_dir, verbose, training)
     t = tuple(x / max(seen, 1) * 1e3 for x in dt)  # ms per image
     if not training:
@@ -216,11 +218,12 @@ class _Outputs:
     def __init__(self, save_dir, save_txt, save_conf, save_json, plots, names, dataset, class_map):
         self.save_dir, self.save_txt, self.save_conf, self.save_json = save_dir, save_txt, save_conf, save_json
         self.plots, self.names, self.class_map, self.jdict = plots, names, class_map, []
+        self.stem = UniqueStems()  # a/img.jpg and b/img.jpg: labels img.txt and img_1.txt
         self.ids = image_ids(getattr(dataset, "im_files", [])) if save_json else {}
 
     def image(self, path: Path, predn: torch.Tensor, shape0) -> None:
         if self.save_txt:
-            save_one_txt(predn, self.save_conf, shape0, file=self.save_dir / "labels" / f"{path.stem}.txt")
+            save_one_txt(predn, self.save_conf, shape0, file=self.save_dir / "labels" / f"{self.stem(path)}.txt")
         if self.save_json:
             iid = self.ids[str(path)]
             self.jdict += coco_detections(predn, iid, self.class_map)
@@ -232,8 +235,9 @@ class _Outputs:
 
 
 def _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, single_cls, compute_loss,
-          confusion_matrix, out: _Outputs):
-    """Run the model over the loader; returns (per-image stats, images seen, [pre, inference, NMS] s, loss)."""
+          confusion_matrix, out: _Outputs, weights=None):
+    """Run the model over the loader; returns (per-image stats, images seen, [pre, inference, NMS] s, loss).
+    With `weights` (a standalone run), NaN or inf outputs raise an error naming that file."""
     iouv = IOU_THRESHOLDS.to(device)
     seen, dt, loss, stats = 0, [0.0, 0.0, 0.0], torch.zeros(3, device=device), []
     if not sys.stderr.isatty():  # the bar (on stderr) carries the header; logs need it too
@@ -246,6 +250,8 @@ def _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, singl
         _, _, height, width = im.shape
         t2 = time_sync()
         preds, train_out = model(im)  # eval mode: (decoded, raw maps)
+        if weights is not None:
+            check_finite_outputs(preds, weights, f"batch {batch_i} ({paths[0]}, ...)")
         t3 = time_sync()
         if compute_loss:
             loss += compute_loss(train_out, targets)[1]

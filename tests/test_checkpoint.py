@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import pickle
 import zipfile
 
@@ -10,7 +11,8 @@ import torch
 
 from models import load_model, model_from_checkpoint, resolve_weights
 from models.yolo import Model
-from utils.checkpoint import FORMAT, UnsafeCheckpointError, load_checkpoint, save_checkpoint
+from utils.checkpoint import (FORMAT, CheckpointError, UnsafeCheckpointError, load_checkpoint, names_list,
+                              save_checkpoint)
 
 from .conftest import SHARED
 
@@ -115,3 +117,64 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a zip")
     with pytest.raises((pickle.UnpicklingError, RuntimeError, ValueError)):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def _bad_files(tmp_path):
+    """(file, words its error must hold) for each way a weights file can be unusable."""
+    good = resolve_weights("yolov5n.pt").read_bytes()
+    other = io.BytesIO()
+    with zipfile.ZipFile(other, "w") as z:
+        z.writestr("readme.txt", "not a checkpoint")
+    files = {
+        "other.zip.pt": (other.getvalue(), "a zip archive but not a PyTorch checkpoint"),
+        "empty.pt": (b"", "empty file"),
+        "random.pt": (bytes(range(7, 256)) * 16, "not a PyTorch checkpoint"),
+        "text.pt": (b"version https://git-lfs.github.com/spec/v1\n", "not a PyTorch checkpoint"),
+        "truncated.pt": (good[: len(good) // 2], "truncated or damaged zip archive"),
+    }
+    out = []
+    for name, (data, words) in files.items():
+        (tmp_path / name).write_bytes(data)
+        out.append((tmp_path / name, words))
+    return out
+
+
+def test_unusable_files_get_one_line_naming_them(tmp_path):
+    for path, words in _bad_files(tmp_path):
+        with pytest.raises(CheckpointError) as e:
+            load_checkpoint(path)
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: ") and words in msg and "\n" not in msg, msg
+        assert not isinstance(e.value, UnsafeCheckpointError) and "arbitrary code" not in msg
+    no_yaml = save_checkpoint({"model": {"w": torch.ones(1)}}, tmp_path / "noyaml.pt")
+    with pytest.raises(CheckpointError, match=r"noyaml\.pt: no 'yaml' in this checkpoint"):
+        load_model(no_yaml)
+
+
+def test_refusal_names_the_global_and_cli_exits_2(tmp_path, capsys):
+    import detect
+    import val
+
+    path = tmp_path / "evil.pt"
+    torch.save({"model": _Exploit(tmp_path / "pwned"), "epoch": 0}, path)
+    with pytest.raises(UnsafeCheckpointError, match=r"evil\.pt: refused to load: its pickle refers to (posix|nt)\.sys"):
+        load_checkpoint(path)
+    bad = [path] + [p for p, _ in _bad_files(tmp_path)]
+    for script in (detect, val):
+        for weights in bad:
+            with pytest.raises(SystemExit) as e:
+                script.main(script.parse_opt(["--weights", str(weights), "--project", str(tmp_path / "runs")]))
+            err = capsys.readouterr().err
+            assert e.value.code == 2 and err.startswith(f"ERROR: {weights}: ") and "Traceback" not in err, err
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_names_as_dict_are_ordered_by_key(tmp_path):
+    model = Model("yolov5n.yaml", nc=3, verbose=False)
+    names = {2: "c", 0: "a", 1: "b"}
+    path = save_checkpoint({"model": model.state_dict(), "yaml": model.yaml, "names": names}, tmp_path / "d.pt")
+    assert load_checkpoint(path)["names"] == ["a", "b", "c"]
+    assert load_model(path).names == ["a", "b", "c"]
+    assert model_from_checkpoint({"model": model.state_dict(), "yaml": model.yaml, "names": names}).names == \
+        ["a", "b", "c"]
+    assert names_list({"10": "k", "9": "j"}) == ["j", "k"]

@@ -187,6 +187,66 @@ def test_label_cache_reused_and_rebuilt(label_split, log):
     assert len(scan_labels(files, cache, nc=3).im_files) == 6 and not any("(cached)" in m for m in log)
 
 
+def test_class_out_of_range_dropped_by_a_val_loader_given_no_nc(tmp_path, log):
+    """train.py scans its train split with nc and builds the validation loader of the same split without it:
+    both drop the image whose label has class 99 (nc 80) with the same warning, so validation never sees it."""
+    for stem in ("a", "b"):
+        write_label(write_image(tmp_path / "images" / f"{stem}.jpg"), "0 0.5 0.5 0.2 0.2\n")
+    bad = write_label(write_image(tmp_path / "images/c.jpg"), "99 0.5 0.5 0.2 0.2\n")
+    warning = f"{bad}: ignoring corrupt image/label: class ids [99] out of range; valid: 0..79"
+    _, train = create_dataloader(tmp_path / "images", 64, 2, 32, augment=True, workers=0, nc=80, prefix="train: ")
+    assert sum(warning in m for m in log) == 1
+    log.clear()
+    loader, val = create_dataloader(tmp_path / "images", 64, 4, 32, rect=True, pad=0.5, workers=0, prefix="val: ")
+    assert any(m.startswith("val: ") and warning in m for m in log)
+    for ds in (train, val):
+        assert sorted(os.path.basename(f) for f in ds.im_files) == ["a.jpg", "b.jpg"]
+    assert all(int(t[:, 1].max()) < 80 for _, t, _, _ in loader)
+    one = LoadImagesAndLabels(tmp_path / "images", img_size=64, single_cls=True)  # every class is 0: all kept
+    assert len(one) == 3 and all((lb[:, 0] == 0).all() for lb in one.labels)
+
+
+def test_jpeg_missing_only_its_end_marker_is_kept_with_identical_pixels(tmp_path, log):
+    photo = cv2.imread(os.path.join(os.path.dirname(__file__), "..", "data", "images", "bus.jpg"))
+    data = cv2.imencode(".jpg", photo)[1].tobytes()
+    assert data.endswith(b"\xff\xd9")
+    full, cut = tmp_path / "full/images/a.jpg", tmp_path / "cut/images/a.jpg"
+    for path, b in ((full, data), (cut, data[:-2])):
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b)
+        write_label(path, "0 0.5 0.5 0.2 0.2\n")
+    ds = LoadImagesAndLabels(cut.parent, img_size=64)
+    assert ds.im_files == [str(cut)]
+    assert any("a.jpg" in m and "truncated JPEG (no end marker), used as decoded" in m for m in log)
+    np.testing.assert_array_equal(imread_bgr(cut), imread_bgr(full))
+
+
+def test_symlink_loop_lists_each_image_once(tmp_path, log):
+    for stem in ("a", "b"):
+        write_label(write_image(tmp_path / "images" / f"{stem}.jpg"), "0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "images/loop").symlink_to(tmp_path / "images", target_is_directory=True)  # images/loop/loop/...
+    (tmp_path / "images/also_a.jpg").symlink_to(tmp_path / "images/a.jpg")
+    files = list_image_files(tmp_path / "images", prefix="val: ")
+    assert [os.path.basename(f) for f in files] == ["a.jpg", "b.jpg"]
+    assert any(m.startswith("val: WARNING: skipping") and "loop" in m and "already listed" in m for m in log)
+    assert any("1 image paths skipped" in m and "also_a.jpg" in m for m in log)
+    assert len(LoadImagesAndLabels(tmp_path / "images", img_size=64)) == 2
+    listing = tmp_path / "list.txt"
+    listing.write_text("images/a.jpg\nimages/b.jpg\nimages/a.jpg\n")
+    assert len(list_image_files(listing)) == 2
+
+
+def test_scan_rejects_images_over_the_pixel_limit(tmp_path):
+    from tests.test_detect import _png_header
+    from utils.labels import verify_image_label
+
+    (tmp_path / "images").mkdir()
+    big = _png_header(tmp_path / "images/big.png", 20000, 20000)
+    item = verify_image_label(str(big), str(tmp_path / "labels/big.txt"))
+    assert item.corrupt == 1 and "image too large" in item.msg and "400,000,000 pixels" in item.msg
+    assert imread_bgr(big) is None
+
+
 # ---------------------------------------------------------------------------------------------- conversions
 def test_grayscale_rgba_16bit_and_exif_conversions(tmp_path):
     gray = (np.arange(30 * 40).reshape(30, 40) % 256).astype(np.uint8)

@@ -180,3 +180,169 @@ def test_annotator_colours():
     assert (edge.result()[30, :120] == (0, 255, 0)).all(1).any()  # tag slid left to stay inside
     with pytest.raises(ValueError, match="HxWx3 uint8"):
         Annotator(np.zeros((10, 10), np.uint8))
+
+
+def _thin_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "thin"
+    folder.mkdir()
+    shutil.copy(BUS, folder / "a_bus.jpg")
+    cv2.imwrite(str(folder / "b_tall.png"), np.full((5000, 10, 3), 90, np.uint8))  # 10x5000
+    cv2.imwrite(str(folder / "c_wide.png"), np.full((4, 8000, 3), 90, np.uint8))  # 8000x4: 0 rows at 640
+    shutil.copy(IMAGES / "zidane.jpg", folder / "d_zidane.jpg")
+    return folder
+
+
+def test_extreme_aspect_ratios_do_not_stop_a_folder(tmp_path, capsys):
+    folder = _thin_folder(tmp_path)
+    detect.main(detect.parse_opt(["--source", str(folder), "--project", str(tmp_path / "cli"), "--nosave"]))
+    assert "ERROR" not in capsys.readouterr().err  # main returned: exit status 0
+    save_dir, records, text = _run(tmp_path, source=folder, imgsz=640)
+    assert [Path(r.path).name for r in records] == ["a_bus.jpg", "b_tall.png", "c_wide.png", "d_zidane.jpg"]
+    assert len(records[0].boxes) >= 3 and len(records[3].boxes) >= 2
+    assert cv2.imread(str(save_dir / "c_wide.png")).shape == (4, 8000, 3)
+    assert re.search(r"image 3/4 \S+c_wide.png: 32x640 ", text)  # 1 row letterboxed to one stride
+
+
+def test_a_frame_opencv_cannot_handle_is_skipped(tmp_path, monkeypatch):
+    import utils.sources
+
+    real = utils.sources.letterbox
+
+    def fails_on_tall(im, *args, **kwargs):
+        if im.shape[0] > 10 * im.shape[1]:
+            raise cv2.error("OpenCV(5.0.0) resize.cpp:1: error: (-215:Assertion failed) inv_scale_x > 0")
+        return real(im, *args, **kwargs)
+
+    real_write = cv2.imwrite
+
+    def fails_on_zidane(path, im, *args):
+        if "zidane" in str(path):
+            raise cv2.error("OpenCV(5.0.0) loadsave.cpp:1: error: (-2:Unspecified error) could not write")
+        return real_write(path, im, *args)
+
+    monkeypatch.setattr(utils.sources, "letterbox", fails_on_tall)
+    monkeypatch.setattr(cv2, "imwrite", fails_on_zidane)
+    save_dir, records, text = _run(tmp_path, source=_thin_folder(tmp_path), imgsz=128)
+    assert [Path(r.path).name for r in records] == ["a_bus.jpg", "c_wide.png"]
+    assert re.search(r"WARNING: skipping \S+b_tall.png: cannot letterbox a 10x5000 image \(\(-215", text)
+    assert re.search(r"WARNING: skipping \S+d_zidane.jpg: \(-2:Unspecified error\) could not write", text)
+
+
+def _cli_error(argv, capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        detect.main(detect.parse_opt(argv))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith("ERROR: ") and err.count("\n") == 1, err
+    return err
+
+
+def test_line_thickness_and_imgsz_are_bounded(tmp_path, capsys):
+    common = ["--source", str(BUS), "--project", str(tmp_path)]
+    for lw in ("-5", "5000"):
+        assert f"--line-thickness {lw}: must be an integer from 0" in _cli_error(common + ["--line-thickness", lw],
+                                                                              capsys)
+    assert "--imgsz 100000: image sizes must be at most 8192" in _cli_error(common + ["--imgsz", "100000"], capsys)
+    import val
+
+    with pytest.raises(SystemExit) as e:
+        val.main(val.parse_opt(["--imgsz", "100000", "--project", str(tmp_path), "--data", "coco128.yaml"]))
+    assert e.value.code == 2 and "at most 8192" in capsys.readouterr().err
+    _run(tmp_path, source=BUS, imgsz=128, line_thickness=0, nosave=True)  # 0: scale with the image
+
+
+def _png_header(path: Path, w: int, h: int) -> Path:
+    """A PNG that declares w x h pixels (its data is cut short: only the header may be read)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)  # 8-bit greyscale
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)))
+    return path
+
+
+def test_huge_image_is_skipped_before_decoding(tmp_path, monkeypatch):
+    folder = tmp_path / "huge"
+    folder.mkdir()
+    shutil.copy(BUS, folder / "a_bus.jpg")
+    _png_header(folder / "b_huge.png", 20000, 20000)
+    decoded = []
+    real = cv2.imdecode
+    monkeypatch.setattr(cv2, "imdecode", lambda buf, flags: decoded.append(len(buf)) or real(buf, flags))
+    _, records, text = _run(tmp_path, source=folder, imgsz=128, nosave=True)
+    assert [Path(r.path).name for r in records] == ["a_bus.jpg"] and len(decoded) == 1
+    assert re.search(r"WARNING: skipping \S+b_huge.png: image too large: (20000x20000 = )?400,000,000 pixels, over "
+                     r"the limit of 178,956,970", text)
+
+
+def test_same_file_names_get_distinct_outputs_written_afresh(tmp_path):
+    for sub, src in (("a", BUS), ("b", IMAGES / "zidane.jpg")):
+        (tmp_path / sub).mkdir()
+        shutil.copy(src, tmp_path / sub / "img.jpg")
+    listing = tmp_path / "list.txt"
+    listing.write_text(f"{tmp_path / 'a/img.jpg'}\n{tmp_path / 'b/img.jpg'}\n")
+    kw = dict(source=listing, save_txt=True, name="same", exist_ok=True)
+    save_dir, records, _ = _run(tmp_path / "runs", **kw)
+    assert sorted(p.name for p in save_dir.glob("*.jpg")) == ["img.jpg", "img_1.jpg"]
+    assert cv2.imread(str(save_dir / "img.jpg")).shape == cv2.imread(str(BUS)).shape
+    assert cv2.imread(str(save_dir / "img_1.jpg")).shape == cv2.imread(str(IMAGES / "zidane.jpg")).shape
+    first = {p.name: p.read_text() for p in (save_dir / "labels").glob("*.txt")}
+    assert sorted(first) == ["img.txt", "img_1.txt"]
+    assert [len(first[n].splitlines()) for n in ("img.txt", "img_1.txt")] == [len(r.boxes) for r in records]
+    again, _, _ = _run(tmp_path / "runs", **kw)  # --exist-ok: the same folder, each label file rewritten
+    assert again == save_dir and {p.name: p.read_text() for p in (save_dir / "labels").glob("*.txt")} == first
+
+
+def _checkpoint_with(tmp_path: Path, name: str, names=None, nan: bool = False) -> Path:
+    from utils.checkpoint import load_checkpoint, save_checkpoint
+    from models import resolve_weights
+
+    ckpt = dict(load_checkpoint(resolve_weights("yolov5n.pt")))
+    ckpt["model"] = dict(ckpt["model"])
+    if names is not None:
+        ckpt["names"] = names
+    if nan:
+        ckpt["model"]["model.24.m.0.bias"] = torch.full_like(ckpt["model"]["model.24.m.0.bias"], float("nan"))
+    ckpt.pop("format", None)
+    return save_checkpoint(ckpt, tmp_path / name)
+
+
+def test_class_names_never_leave_the_crops_folder(tmp_path):
+    from utils.paths import safe_name
+
+    assert safe_name("../../../../tmp/x") == "_.._.._.._tmp_x" and safe_name("/abs") == "_abs"
+    assert safe_name("..") == "_" and safe_name("traffic light") == "traffic light" and safe_name("a\\b") == "a_b"
+    names = [f"person{i}" for i in range(80)]
+    names[0], names[5] = "../../../escaped", str(tmp_path / "abs")  # person, bus
+    weights = _checkpoint_with(tmp_path, "names.pt", {i: n for i, n in enumerate(names)})  # a dict, as YOLOv8
+    save_dir, records, text = _run(tmp_path / "runs", weights=weights, source=BUS, save_crop=True, nosave=True)
+    assert {0, 5} <= set(records[0].boxes[:, 5].astype(int).tolist())
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "abs").exists()
+    crops = sorted(p.relative_to(save_dir / "crops").parent.name for p in save_dir.rglob("*.jpg"))
+    assert set(crops) == {"_.._.._escaped", safe_name(tmp_path / "abs")}
+    assert "../../../escaped" in text  # the log still says what the class is called
+
+
+def test_nan_weights_and_outputs_are_errors_naming_the_file(tmp_path, capsys, monkeypatch):
+    import models
+    import val
+
+    weights = _checkpoint_with(tmp_path, "nan.pt", nan=True)
+    err = _cli_error(["--weights", str(weights), "--source", str(BUS), "--project", str(tmp_path)], capsys)
+    assert f"ERROR: {weights}: 1 weight tensors hold NaN or inf values (first: model.24.m.0" in err
+    with pytest.raises(SystemExit) as e:
+        val.main(val.parse_opt(["--weights", str(weights), "--project", str(tmp_path)]))
+    assert e.value.code == 2 and f"ERROR: {weights}: 1 weight tensors hold NaN" in capsys.readouterr().err
+
+    real = models.load_model
+
+    def nan_outputs(*args, **kwargs):
+        model = real(*args, **kwargs)
+        model.model[-1].register_forward_hook(lambda m, i, out: (out[0] * float("nan"), *out[1:]))
+        return model
+
+    monkeypatch.setattr(models, "load_model", nan_outputs)
+    with pytest.raises(ValueError, match=r"yolov5n.pt: the model's outputs on \S+bus.jpg are NaN or inf"):
+        _run(tmp_path, source=BUS, imgsz=128)

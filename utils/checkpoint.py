@@ -6,6 +6,8 @@ Two formats are read:
     They are read through torch's weights-only unpickler with each known module class mapped to an inert
     record (`_PickledModule`) that only stores its attributes. Nothing of the file's is ever imported or
     called; any other global is refused with `UnsafeCheckpointError` naming it.
+A file that cannot be used (empty, text, truncated, corrupt, refused, or without a key the caller needs) raises
+`CheckpointError`, a ValueError whose one-line message names the file and what is wrong with it.
 Writes are atomic: the file is written beside its target and renamed over it, so a kill mid-save leaves the
 previous checkpoint intact.
 """
@@ -15,19 +17,30 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
 import tempfile
+import zipfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import torch
 
-__all__ = ["FORMAT", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "Checkpoint"]
+__all__ = ["FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "Checkpoint",
+           "names_list"]
 
 FORMAT = "yolo-attention-checkpoint/1"
+_ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80"  # torch.save's zip format; the pre-1.6 plain pickle format
+# what torch.load raises for a damaged file, found by feeding it truncated, bit-flipped and random files
+_LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, IndexError, KeyError, OSError,
+                struct.error, TypeError, AttributeError, MemoryError)
 
 
-class UnsafeCheckpointError(pickle.UnpicklingError):
+class CheckpointError(ValueError):
+    """A weights file that cannot be used; the message names it and says why."""
+
+
+class UnsafeCheckpointError(CheckpointError, pickle.UnpicklingError):
     """A checkpoint names code this loader will not run."""
 
 
@@ -58,21 +71,58 @@ _LEGACY_CLASSES = [
 _STAND_INS = [(_stand_in(q), q) for q in _LEGACY_CLASSES]
 
 
+def _check_header(path: Path) -> None:
+    """Refuse, before unpickling, a file that cannot be a torch checkpoint: empty, text, random bytes."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if not head:
+        raise CheckpointError(f"{path}: empty file (0 bytes), not a checkpoint; was its download or copy cut short?")
+    if not head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (a .pt file is a zip archive; this one starts "
+                              f"with {head!r})")
+
+
+def _refused_global(e: pickle.UnpicklingError) -> str | None:
+    found = re.search(r"GLOBAL ([\w.]+)", str(e))  # 'Unsupported global: GLOBAL x.y', 'unsupported GLOBAL x.y'
+    return found[1] if found else None
+
+
+def _detail(e: BaseException) -> str:
+    """The informative line of torch.load's message, which wraps the cause in paragraphs of advice."""
+    lines = [x.strip() for x in str(e).splitlines() if x.strip()]
+    cause = next((x for x in lines if x.startswith(("Unsupported", "WeightsUnpickler error: "))), None)
+    if cause is None:
+        cause = lines[0] if lines else type(e).__name__
+    for noise in ("WeightsUnpickler error: ", "PytorchStreamReader failed reading zip archive: "):
+        cause = cause.removeprefix(noise)
+    cause = re.sub(r"^\[enforce fail at [^\]]*\][\s.]*", "", cause)  # c10's source location
+    return cause.split(". This is an internal miniz error")[0]
+
+
+def _load_error(path: Path, e: BaseException) -> CheckpointError:
+    """The one-line error for a file torch.load failed on."""
+    if isinstance(e, pickle.UnpicklingError) and (name := _refused_global(e)):
+        return UnsafeCheckpointError(
+            f"{path}: refused to load: its pickle refers to {name}, which is not one of the allowed YOLOv5 model "
+            f"classes and tensors, so loading it could run arbitrary code. Convert it with a trusted copy of the code "
+            f"that wrote it")
+    if not isinstance(e, RuntimeError):  # torch's zip reader raises RuntimeError
+        return CheckpointError(f"{path}: corrupt checkpoint ({_detail(e)}); download or copy it again")
+    if zipfile.is_zipfile(path):  # an intact zip archive, not laid out as torch.save writes one
+        return CheckpointError(f"{path}: a zip archive but not a PyTorch checkpoint ({_detail(e)})")
+    return CheckpointError(f"{path}: truncated or damaged zip archive ({_detail(e)}); download or copy it again")
+
+
 def _unpickle(path: Path, legacy: bool) -> Any:
     try:
         if legacy:
             with torch.serialization.safe_globals(_STAND_INS + [set]):
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as e:
-        if isinstance(e, UnsafeCheckpointError):
+    except _LOAD_ERRORS as e:
+        if isinstance(e, CheckpointError):
             raise
-        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(e))
-        what = f"names {found[1]!r}, which is" if found else "names code"
-        raise UnsafeCheckpointError(
-            f"{path}: refused to load; its pickle {what} outside the allowed YOLOv5 model classes and tensors, "
-            f"so loading it could run arbitrary code. Convert it with a trusted copy of the code that wrote it."
-        ) from None
+        raise _load_error(path, e) from None
 
 
 def _module_state(obj: _PickledModule, prefix: str, out: "OrderedDict[str, torch.Tensor]") -> None:
@@ -90,44 +140,74 @@ def _module_state(obj: _PickledModule, prefix: str, out: "OrderedDict[str, torch
             _module_state(child, f"{prefix}{name}.", out)
 
 
+def names_list(names: Any) -> list[str]:
+    """Class names as a list: a list or tuple as it is, a dict {0: 'person', ...} ordered by key."""
+    if isinstance(names, dict):  # keys may be ints or, from JSON/YAML, digit strings: '10' after '9'
+        return [str(names[k]) for k in sorted(names, key=lambda k: (0, int(k)) if str(k).isdigit() else (1, str(k)))]
+    return [str(n) for n in names or []]
+
+
 class Checkpoint(dict):
-    """A loaded checkpoint in this project's layout, whichever format it came from."""
+    """A loaded checkpoint in this project's layout, whichever format it came from. A missing key raises a
+    CheckpointError naming the file and the key, not a bare KeyError."""
+
+    path: Path = Path("?")
 
     @property
     def legacy(self) -> bool:
         return self.get("format") != FORMAT
 
+    def __missing__(self, key):
+        raise CheckpointError(f"{self.path}: no {key!r} in this checkpoint (it has {sorted(map(str, self))}); "
+                              f"it was not written by this project's train.py or is damaged")
+
+
+def _checked(ckpt: Checkpoint, path: Path) -> Checkpoint:
+    """Name the file, check the types of the keys a model is built from, give names as a list."""
+    ckpt.path = path
+    if "yaml" in ckpt and not isinstance(ckpt["yaml"], dict):
+        raise CheckpointError(f"{path}: 'yaml' is a {type(ckpt['yaml']).__name__}, expected the model's YAML dict")
+    for key in ("model", "ema"):
+        sd = ckpt.get(key)
+        if sd is not None and not (isinstance(sd, dict) and all(isinstance(v, torch.Tensor) for v in sd.values())):
+            raise CheckpointError(f"{path}: {key!r} is not a state dict (names to tensors)")
+    if "names" in ckpt:
+        ckpt["names"] = names_list(ckpt["names"])
+    return ckpt
+
 
 def _from_legacy(raw: dict, path: Path) -> Checkpoint:
     model = raw.get("ema") or raw.get("model")
     if not isinstance(model, _PickledModule) or "yaml" not in model.state:
-        raise ValueError(f"{path}: not a YOLOv5 checkpoint (no pickled model with a yaml attribute)")
+        raise CheckpointError(f"{path}: not a YOLOv5 checkpoint (no pickled model with a yaml attribute)")
     sd: OrderedDict[str, torch.Tensor] = OrderedDict()
     _module_state(model, "", sd)
-    names = model.state.get("names", [])
-    if isinstance(names, dict):
-        names = [names[k] for k in sorted(names)]
     return Checkpoint(
-        format="yolov5-legacy", model=sd, yaml=dict(model.state["yaml"]), names=list(names),
+        format="yolov5-legacy", model=sd, yaml=dict(model.state["yaml"]), names=model.state.get("names", []),
         epoch=raw.get("epoch", -1), best_fitness=raw.get("best_fitness"), date=raw.get("date"),
     )
 
 
 def load_checkpoint(path: str | Path) -> Checkpoint:
-    """Read either checkpoint format into a `Checkpoint` with keys model (state dict), yaml, names, ..."""
+    """Read either checkpoint format into a `Checkpoint` with keys model (state dict), yaml, names, ...
+
+    Raises FileNotFoundError for a missing file and CheckpointError for one that cannot be used.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights file {str(path)!r} does not exist")
+    _check_header(path)
     try:
         raw = _unpickle(path, legacy=False)
     except UnsafeCheckpointError:
         raw = _unpickle(path, legacy=True)
         if not isinstance(raw, dict):
-            raise ValueError(f"{path}: expected a checkpoint dict, got {type(raw).__name__}") from None
-        return _from_legacy(raw, path)
+            raise CheckpointError(f"{path}: expected a checkpoint dict, got {type(raw).__name__}") from None
+        return _checked(_from_legacy(raw, path), path)
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a checkpoint of this project nor of YOLOv5 (keys: {sorted(raw)[:8]})")
-    return Checkpoint(raw)
+        what = f"keys: {sorted(map(str, raw))[:8]}" if isinstance(raw, dict) else f"a {type(raw).__name__}"
+        raise CheckpointError(f"{path}: not a checkpoint of this project nor of YOLOv5 ({what})")
+    return _checked(Checkpoint(raw), path)
 
 
 def save_checkpoint(ckpt: dict, path: str | Path) -> Path:

@@ -102,7 +102,7 @@ class LoadImagesAndLabels(Dataset):
             LOGGER.warning(f"{prefix}WARNING: copy_paste={self.hyp.copy_paste} needs segment labels; ignored")
         files = list_image_files(path, prefix)
         scan = scan_labels(files, label_cache_path(path, img2label_paths(files)), prefix,
-                           nc=None if single_cls else nc)
+                           nc=None if single_cls else nc, check_classes=not single_cls)
         if not scan.im_files:
             raise ValueError(f"{prefix}no usable images in {path}: all {scan.corrupt} are corrupt (see warnings)")
         if augment and not any(len(lb) for lb in scan.labels):
@@ -298,7 +298,8 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
                       hyp: Hyp | None = None, augment: bool = False, cache: str | None = None, pad: float = 0.0,
                       rect: bool = False, rank: int = -1, workers: int = 8, prefix: str = "",
                       shuffle: bool = False, seed: int = 0, nc: int | None = None):
-    """(DataLoader, LoadImagesAndLabels) for a split. `nc`, when given, rejects label files with class >= nc.
+    """(DataLoader, LoadImagesAndLabels) for a split. `nc`, when given, rejects label files with class >= nc;
+    without it, the nc an earlier scan of the split recorded in its label cache is applied (see scan_labels).
 
     Workers: min(cpu count, batch size, workers), persistent between epochs. rank != -1 uses a
     DistributedSampler (call `loader.sampler.set_epoch(epoch)` each epoch when shuffling).

@@ -11,21 +11,29 @@ A label file holds one object per line, `class cx cy w h`, coordinates normalize
   * duplicate rows are dropped with a warning. A missing or empty file makes the image a background.
 A corrupt label file or image skips that image with a warning naming the file and the reason.
 
-Images must open with PIL, be at least 10 px on each side, and have a supported suffix. Their shape is
+Images must open with PIL, be at least 10 px on each side and at most MAX_PIXELS in all (PIL's decompression-bomb
+limit: a 388 KB PNG may hold 20000x20000 pixels, 1.2 GB decoded), and have a supported suffix. Their shape is
 recorded after EXIF orientation. `imread_bgr` reads any of them as 3-channel 8-bit BGR with the EXIF
 orientation applied (grayscale replicated, alpha dropped, 16-bit scaled to 8-bit).
 
+A split lists each real file once: folders are walked following symlinked sub-folders but entering each real
+folder once (a link back up the tree is skipped with a warning), and further paths to a file already listed
+(symlinks, hard links, a repeated line of a .txt list) are dropped with a warning.
+
 The result of a scan is cached beside the labels (`labels/train2017.cache`) as a NumPy .npz archive of plain
-arrays (read with allow_pickle=False), keyed by a hash of every image and label file's path, size and mtime.
+arrays (read with allow_pickle=False), keyed by a hash of every image and label file's path, size and mtime. It
+records the number of classes the split was last checked against, so that a loader given no nc (train.py's
+validation loader of the training split) applies the same class check as the one that was.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
 import os
+import re
 import struct
 import tempfile
+import warnings
 import zipfile
 from dataclasses import dataclass, field
 from multiprocessing.pool import ThreadPool
@@ -39,17 +47,19 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from utils.log import LOGGER
 
 __all__ = [
-    "IMG_FORMATS", "VID_FORMATS", "COORD_TOL", "CACHE_VERSION", "LabelError", "LabelScan",
-    "imread_bgr", "exif_size", "img2label_paths", "list_image_files", "read_label_file", "verify_image",
+    "IMG_FORMATS", "VID_FORMATS", "COORD_TOL", "CACHE_VERSION", "MAX_PIXELS", "LabelError", "LabelScan",
+    "imread_bgr", "oversize", "exif_size", "img2label_paths", "list_image_files", "read_label_file", "verify_image",
     "verify_image_label", "scan_labels", "label_cache_path", "files_hash",
 ]
 
 IMG_FORMATS = ("bmp", "dng", "jpeg", "jpg", "mpo", "png", "tif", "tiff", "webp", "pfm")
 VID_FORMATS = ("asf", "avi", "gif", "m4v", "mkv", "mov", "mp4", "mpeg", "mpg", "ts", "wmv")
 COORD_TOL = 1e-3  # normalized coordinates up to this far outside [0, 1] are clipped instead of rejected
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: records the number of classes the labels were last checked against
+MAX_PIXELS = 2 * 89_478_485  # PIL's DecompressionBombError threshold (2 * its default Image.MAX_IMAGE_PIXELS)
 NUM_THREADS = min(8, max(2, os.cpu_count() or 1))  # scanning waits on files as much as on the CPU
 _EXIF_ORIENTATION = 0x0112
+_JPEG_SOI, _JPEG_EOI = b"\xff\xd8", b"\xff\xd9"  # JPEG start- and end-of-image markers
 _EXIF_ERRORS = (OSError, ValueError, TypeError, KeyError, IndexError, AttributeError, struct.error)
 
 
@@ -66,13 +76,47 @@ def _pil_to_bgr(im: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(im.convert("RGB"))[:, :, ::-1])
 
 
+def oversize(path: str | Path) -> str:
+    """Why the image at `path` is too large to decode (more than MAX_PIXELS by its header), or ''.
+
+    Only the header is read; a file PIL cannot identify is left to the decoder."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(str(path)) as im:
+                w, h = im.size
+    except Image.DecompressionBombError as e:  # PIL's own limit (the same unless someone lowered it)
+        n = re.search(r"\((\d+) pixels\)", str(e))
+        return f"image too large: {int(n[1]):,} pixels, over the limit of {MAX_PIXELS:,}" if n else f"{e}"
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+        return ""
+    if w * h > MAX_PIXELS:
+        return f"image too large: {w}x{h} = {w * h:,} pixels, over the limit of {MAX_PIXELS:,}"
+    return ""
+
+
+def _imdecode(buf: np.ndarray) -> np.ndarray | None:
+    """OpenCV's decode (EXIF orientation applied, 16 -> 8 bit); a JPEG cut before its end-of-image marker, which
+    OpenCV's libjpeg rejects outright, is decoded with the marker appended: the same pixels when only the marker
+    was lost, grey below the cut otherwise (as YOLOv5 restores such files)."""
+    if not buf.size:
+        return None
+    im = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    if im is None and buf[:2].tobytes() == _JPEG_SOI and buf[-2:].tobytes() != _JPEG_EOI:
+        im = cv2.imdecode(np.concatenate((buf, np.frombuffer(_JPEG_EOI, np.uint8))), cv2.IMREAD_COLOR)
+    return im
+
+
 def imread_bgr(path: str | Path) -> np.ndarray | None:
-    """The image at `path` as (H, W, 3) uint8 BGR with EXIF orientation applied, or None if unreadable."""
+    """The image at `path` as (H, W, 3) uint8 BGR with EXIF orientation applied, or None if unreadable or
+    larger than MAX_PIXELS (checked from the header, before decoding)."""
+    if oversize(path):
+        return None
     try:
         buf = np.fromfile(str(path), dtype=np.uint8)
     except OSError:
         return None
-    im = cv2.imdecode(buf, cv2.IMREAD_COLOR) if buf.size else None  # applies EXIF orientation, 16 -> 8 bit
+    im = _imdecode(buf)
     if im is not None:
         return im
     try:  # formats OpenCV was built without
@@ -101,16 +145,18 @@ def verify_image(im_file: str) -> tuple[tuple[int, int], str]:
         with Image.open(im_file) as im:
             shape = exif_size(im)
     except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, *_EXIF_ERRORS) as e:
-        raise ValueError(f"cannot read image: {e}") from e
+        raise ValueError(oversize(im_file) or f"cannot read image: {e}") from e
     if fmt not in IMG_FORMATS:
         raise ValueError(f"unsupported image format {fmt or '?'}; supported: {', '.join(IMG_FORMATS)}")
     if shape[0] < 10 or shape[1] < 10:
         raise ValueError(f"image size {shape[0]}x{shape[1]} is under 10 pixels")
+    if shape[0] * shape[1] > MAX_PIXELS:  # when PIL's own limit was raised or switched off
+        raise ValueError(oversize(im_file))
     note = ""
     if fmt in ("jpeg", "jpg", "mpo"):
         with open(im_file, "rb") as f:
             f.seek(-2, 2)
-            if f.read() != b"\xff\xd9":
+            if f.read() != _JPEG_EOI:
                 if imread_bgr(im_file) is None:
                     raise ValueError("truncated JPEG that cannot be decoded")
                 note = "truncated JPEG (no end marker), used as decoded"
@@ -135,14 +181,52 @@ def _read_list_file(txt: Path) -> list[str]:
     return out
 
 
+def _folder_files(root: Path, prefix: str) -> list[str]:
+    """Files under `root` (hidden ones excepted), following symlinked folders but entering each real folder once:
+    a link back up the tree (a loop) would otherwise list every image again at every level."""
+    files, seen = [], set()
+    for folder, subs, names in os.walk(root, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            LOGGER.warning(f"{prefix}WARNING: skipping {folder}: a link to a folder already listed (a symlink loop?)")
+            subs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        subs[:] = sorted(d for d in subs if not d.startswith("."))
+        files += [os.path.join(folder, n) for n in names if not n.startswith(".") and "." in n]
+    return files
+
+
+def _unique_files(files: list[str], prefix: str) -> list[str]:
+    """`files` with each real file once (the first path to it), a warning naming what was dropped."""
+    out, seen, dropped = [], {}, []
+    for f in files:
+        try:
+            st = os.stat(f)
+            key = (st.st_dev, st.st_ino)
+        except OSError:  # a dangling link: kept, the scan reports it
+            key = f
+        if key in seen:
+            dropped.append(f"{f} (= {seen[key]})")
+        else:
+            seen[key] = f
+            out.append(f)
+    if dropped:
+        more = " ..." if len(dropped) > 3 else ""
+        LOGGER.warning(f"{prefix}WARNING: {len(dropped)} image paths skipped, each the same file as one listed before "
+                       f"(symlinks, hard links or a repeated line): {', '.join(dropped[:3])}{more}")
+    return out
+
+
 def list_image_files(path: str | Path | list | tuple, prefix: str = "") -> list[str]:
-    """Sorted image files of a split: folders (searched recursively), .txt lists, image files, or a list."""
+    """Sorted image files of a split: folders (searched recursively), .txt lists, image files, or a list.
+    Each real file is listed once, however many paths (symlinks, loops, repeated lines) lead to it."""
     entries = path if isinstance(path, (list, tuple)) else [path]
     files: list[str] = []
     for entry in entries:
         p = Path(entry).expanduser()
         if p.is_dir():
-            files += glob.glob(str(p / "**" / "*.*"), recursive=True)
+            files += _folder_files(p, prefix)
         elif p.is_file() and p.suffix.lower() == ".txt":
             files += _read_list_file(p)
         elif p.is_file():
@@ -150,7 +234,8 @@ def list_image_files(path: str | Path | list | tuple, prefix: str = "") -> list[
         else:
             raise FileNotFoundError(f"{prefix}{p} does not exist; a split is a folder of images, a .txt list of "
                                     f"image paths, or an image file")
-    im_files = sorted(x.replace("/", os.sep) for x in files if x.rsplit(".", 1)[-1].lower() in IMG_FORMATS)
+    im_files = _unique_files(sorted(x.replace("/", os.sep) for x in files
+                                    if x.rsplit(".", 1)[-1].lower() in IMG_FORMATS), prefix)
     if not im_files:
         where = ", ".join(str(e) for e in entries)
         raise FileNotFoundError(f"{prefix}no images found in {where}; supported formats: {', '.join(IMG_FORMATS)}")
@@ -241,6 +326,7 @@ class LabelScan:
     empty: int = 0
     corrupt: int = 0
     msgs: list[str] = field(default_factory=list)
+    nc: int = -1  # the number of classes these labels were last checked against (-1: never)
 
     @property
     def backgrounds(self) -> int:
@@ -276,7 +362,7 @@ def _save_cache(path: Path, scan: LabelScan, key: str, prefix: str) -> None:
         version=np.array(CACHE_VERSION), hash=np.array(key), im_files=np.array(scan.im_files, dtype=str),
         counts=counts, labels=np.concatenate(scan.labels, 0) if scan.labels else np.zeros((0, 5), np.float32),
         shapes=np.asarray(scan.shapes, np.int64).reshape(-1, 2), msgs=np.array(scan.msgs, dtype=str),
-        results=np.array([scan.missing, scan.found, scan.empty, scan.corrupt], np.int64),
+        results=np.array([scan.missing, scan.found, scan.empty, scan.corrupt], np.int64), nc=np.array(scan.nc),
     )
     try:
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
@@ -304,7 +390,7 @@ def _load_cache(path: Path, key: str) -> LabelScan | None:
             labels = np.split(z["labels"].astype(np.float32), splits) if len(z["counts"]) else []
             missing, found, empty, corrupt = (int(v) for v in z["results"])
             return LabelScan([str(f) for f in z["im_files"]], labels, z["shapes"].astype(np.int64),
-                             missing, found, empty, corrupt, [str(m) for m in z["msgs"]])
+                             missing, found, empty, corrupt, [str(m) for m in z["msgs"]], int(z["nc"]))
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
 
@@ -349,24 +435,30 @@ def _drop_bad_classes(scan: LabelScan, nc: int, prefix: str) -> None:
 
 
 def scan_labels(im_files: list[str], cache_path: Path | None = None, prefix: str = "",
-                nc: int | None = None) -> LabelScan:
+                nc: int | None = None, check_classes: bool = True) -> LabelScan:
     """Check every image and label file of a split (from the cache when nothing changed) and report.
 
     Prints `Scanning <labels dir>... N images, M backgrounds, K corrupt` and one warning per corrupt file.
-    `nc`: when given, label files with class ids >= nc make their image corrupt.
+    `nc`: when given, label files with class ids >= nc make their image corrupt, and the cache records nc.
+    Without it, the nc the cache recorded is applied: a split that training scanned with nc is read with
+    the same check by a loader that was not given nc (a validation loader of the same split).
+    `check_classes=False` (single-class training: every class becomes 0) checks no class ids against nc.
     """
     label_files = img2label_paths(im_files)
     key = files_hash(im_files + label_files)
     scan = _load_cache(cache_path, key) if cache_path else None
     from_cache = scan is not None
+    stale = scan is None or (check_classes and nc is not None and nc != scan.nc)
     if scan is None:
         scan = _scan(im_files, label_files)
-        if cache_path:
-            _save_cache(cache_path, scan, key, prefix)
+    if check_classes and nc is not None:
+        scan.nc = nc
+    if stale and cache_path:
+        _save_cache(cache_path, scan, key, prefix)
     for msg in scan.msgs:  # stored without the prefix: a cache may serve several splits' loaders
         LOGGER.warning(f"{prefix}{msg}")
-    if nc is not None:
-        _drop_bad_classes(scan, nc, prefix)
+    if check_classes and scan.nc > 0:
+        _drop_bad_classes(scan, scan.nc, prefix)
     where = cache_path.with_suffix("") if cache_path else Path(label_files[0]).parent
     LOGGER.info(f"{prefix}Scanning {where}... {len(scan.im_files)} images, {scan.backgrounds} backgrounds, "
                 f"{scan.corrupt} corrupt{' (cached)' if from_cache else ''}")

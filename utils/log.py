@@ -8,10 +8,23 @@ __all__ = ["LOGGER", "setup_logging", "colorstr"]
 LOGGER = logging.getLogger("yolo")
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """Writes to sys.stdout as it is at each message (a redirect, a test's capture), not as it was at set-up,
+    which may since have been closed."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
 def setup_logging(verbose: bool = True, rank: int = -1) -> logging.Logger:
     """Send the project's messages to stdout as plain lines; only rank -1/0 speaks at INFO. Idempotent."""
     if not LOGGER.handlers:
-        handler = logging.StreamHandler(sys.stdout)
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(message)s"))
         LOGGER.addHandler(handler)
         LOGGER.propagate = False

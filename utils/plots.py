@@ -15,7 +15,20 @@ import numpy as np
 from utils.boxes import xywh2xyxy, xyxy2xywh
 
 __all__ = ["new_figure", "save_figure", "Colors", "colors", "Annotator", "text_color", "save_one_box", "plot_images",
-           "plot_pr_curve", "plot_mc_curve", "plot_confusion_matrix", "plot_val_study"]
+           "plot_pr_curve", "plot_mc_curve", "plot_confusion_matrix", "plot_val_study", "MAX_LINE_WIDTH",
+           "check_line_width"]
+
+MAX_LINE_WIDTH = 100  # pixels; OpenCV takes minutes over a line thousands wide and its matching font
+
+
+def check_line_width(line_width: int | None) -> int | None:
+    """`line_width` if it is None or an integer in 0..MAX_LINE_WIDTH (0 and None: scale with the image)."""
+    ok = line_width is None or (isinstance(line_width, int) and not isinstance(line_width, bool)
+                                and 0 <= line_width <= MAX_LINE_WIDTH)
+    if not ok:
+        raise ValueError(f"--line-thickness {line_width!r}: must be an integer from 0 (scale with the image) to "
+                         f"{MAX_LINE_WIDTH} pixels")
+    return line_width
 
 
 class Colors:
@@ -55,7 +68,7 @@ class Annotator:
         if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
             raise ValueError(f"Annotator needs an HxWx3 uint8 image, got shape {im.shape} dtype {im.dtype}")
         self.im = im if im.flags.c_contiguous else np.ascontiguousarray(im)
-        self.lw = line_width or max(round(sum(im.shape) / 2 * 0.003), 2)
+        self.lw = check_line_width(line_width) or max(round(sum(im.shape) / 2 * 0.003), 2)
 
     def box_label(self, box, label: str = "", color=(128, 128, 128), txt_color=None) -> None:
         """Rectangle `box` (x1, y1, x2, y2) and, above it (inside if no room), a filled tag with `label`.

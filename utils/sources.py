@@ -20,10 +20,10 @@ import cv2
 import numpy as np
 
 from utils.augment import letterbox
-from utils.labels import IMG_FORMATS, VID_FORMATS, imread_bgr
+from utils.labels import IMG_FORMATS, VID_FORMATS, imread_bgr, oversize
 from utils.log import LOGGER
 
-__all__ = ["LoadImages", "LoadStreams", "is_stream_source", "STREAM_SCHEMES"]
+__all__ = ["LoadImages", "LoadStreams", "is_stream_source", "cv2_reason", "STREAM_SCHEMES"]
 
 STREAM_SCHEMES = ("rtsp://", "rtmp://", "http://", "https://", "udp://", "tcp://", "srt://")
 _FORMATS_HELP = f"images: {', '.join(IMG_FORMATS)}; videos: {', '.join(VID_FORMATS)}"
@@ -33,6 +33,11 @@ def is_stream_source(source) -> bool:
     """True for a webcam index ('0'), a URL (rtsp/rtmp/http/...), or a .streams file listing such sources."""
     s = str(source).strip()
     return s.isnumeric() or s.lower().startswith(STREAM_SCHEMES) or s.endswith(".streams")
+
+
+def cv2_reason(e: cv2.error) -> str:
+    """OpenCV's message without its version and source location."""
+    return str(e).strip().split(" error: ", 1)[-1]
 
 
 def _suffix(path: str) -> str:
@@ -142,6 +147,23 @@ class LoadImages:
             return None
         return im0
 
+    def _read_image(self, path: str) -> np.ndarray | None:
+        """The image at `path`, or None (with a warning) when its header says it is too large or it will not decode."""
+        too_large = oversize(path)
+        im0 = None if too_large else imread_bgr(path)
+        if im0 is None:
+            self._skip(path, too_large or "cannot be decoded as an image")
+        return im0
+
+    def _letterbox(self, path: str, im0: np.ndarray) -> np.ndarray | None:
+        """im0 letterboxed as (3, H, W) RGB, or None (with a warning) when OpenCV cannot resize it."""
+        try:
+            im = letterbox(im0, self.img_size, stride=self.stride, auto=self.auto)[0]
+        except cv2.error as e:
+            self._skip(path, f"cannot letterbox a {im0.shape[1]}x{im0.shape[0]} image ({cv2_reason(e)})")
+            return None
+        return np.ascontiguousarray(im.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
+
     def __next__(self):
         while self.count < self.nf:
             path = self.files[self.count]
@@ -157,14 +179,14 @@ class LoadImages:
             else:
                 self.mode = "image"
                 self.count += 1
-                im0 = imread_bgr(path)
+                im0 = self._read_image(path)
                 if im0 is None:
-                    self._skip(path, "cannot be decoded as an image")
                     continue
                 s, cap = f"image {self.count}/{self.nf} {path}: ", None
+            im = self._letterbox(path if cap is None else f"{path} frame {self.frame}", im0)
+            if im is None:
+                continue
             self.n_read += 1
-            im = letterbox(im0, self.img_size, stride=self.stride, auto=self.auto)[0]
-            im = np.ascontiguousarray(im.transpose((2, 0, 1))[::-1])  # HWC BGR -> CHW RGB
             return path, im, im0, cap, s
         if self.n_read == 0:
             raise ValueError(f"none of the {self.nf} source file(s) could be decoded: {', '.join(self.skipped)}")
