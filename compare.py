@@ -33,6 +33,7 @@ from utils.compare_runs import EpochClock, output_to
 from utils.inference import apply_options, cli_errors
 from utils.log import LOGGER, setup_logging
 from utils.paths import ROOT
+from utils.errors import UserError
 
 __all__ = ["parse_opt", "run", "main", "cli", "default_cfgs"]
 
@@ -178,15 +179,15 @@ def _check(opt) -> None:
     from models.config import resolve_config_path
 
     if not opt.cfgs:
-        raise ValueError("--cfgs: give at least one model config; the first is the baseline")
+        raise UserError("--cfgs: give at least one model config; the first is the baseline")
     for cfg in opt.cfgs:
         resolve_config_path(cfg)  # FileNotFoundError naming the bad config and the known ones
     names = [_model_name(c) for c in opt.cfgs]
     if len(set(names)) != len(names):
-        raise ValueError(f"--cfgs lists a model twice: {opt.cfgs}")
+        raise UserError(f"--cfgs lists a model twice: {opt.cfgs}")
     for k in ("epochs", "seeds", "batch_size", "imgsz"):
         if getattr(opt, k) < 1:
-            raise ValueError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(opt, k)}")
+            raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(opt, k)}")
 
 
 def _finish_run(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, size_gt):

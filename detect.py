@@ -29,6 +29,7 @@ from utils.paths import ROOT, UniqueStems, increment_path, safe_name
 from utils.plots import Annotator, check_line_width, colors, save_one_box
 from utils.sources import cv2_reason
 from utils.torch_utils import select_device, time_sync
+from utils.errors import UserError
 
 
 MAX_STREAM_RECORDS = 10_000  # frames of a webcam / stream whose detections run() returns
@@ -99,7 +100,7 @@ class _VideoSinks:
             h, w = im0.shape[:2]
             writer = cv2.VideoWriter(key, cv2.VideoWriter_fourcc(*"mp4v"), fps if fps > 0 else 30.0, (w, h))
             if not writer.isOpened():
-                raise ValueError(f"cannot write video {key} (OpenCV has no mp4v encoder here); use --nosave")
+                raise UserError(f"cannot write video {key} (OpenCV has no mp4v encoder here); use --nosave")
             self.writers[key] = writer
         self.writers[key].write(im0)
 
@@ -304,11 +305,15 @@ def parse_opt(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@cli_errors
 def main(opt: argparse.Namespace) -> None:
     setup_logging()
     run(**vars(opt))
 
 
+def cli(argv: list[str] | None = None) -> None:
+    """The command line: user errors end as one `ERROR: ...` line and exit status 2."""
+    cli_errors(main)(parse_opt(argv))
+
+
 if __name__ == "__main__":
-    main(parse_opt())
+    cli()

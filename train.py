@@ -45,6 +45,7 @@ from utils.plugin_optim import plugin_optimizer, plugin_parameter_names
 from utils.paths import ROOT, increment_path
 from utils.torch_utils import de_parallel, select_device
 from utils.train_utils import Checkpoints, freeze_layers, init_seeds, latest_run, seed_epoch
+from utils.errors import UserError
 
 __all__ = ["parse_opt", "run", "main", "train"]
 
@@ -124,7 +125,7 @@ def _build_model(r: _Run) -> dict | None:
     ckpt = None
     if weights and not weights.endswith(".pt"):
         what = "is not a .pt checkpoint" if Path(weights).exists() else "not found"
-        raise ValueError(f"--weights {weights!r}: {what}; give a .pt file (e.g. yolov5n.pt) or '' to train "
+        raise UserError(f"--weights {weights!r}: {what}; give a .pt file (e.g. yolov5n.pt) or '' to train "
                          f"from scratch with --cfg")
     if weights.endswith(".pt"):
         path = resolve_weights(weights)
@@ -145,7 +146,7 @@ def _build_model(r: _Run) -> dict | None:
         r.model = Model(opt.cfg, ch=3, nc=nc, anchors=anchors, verbose=r.info.main).to(r.device)
         r.plugin_names = plugin_parameter_names(r.model, None)
     else:
-        raise ValueError("nothing to train: give --weights (a .pt file, e.g. yolov5n.pt) or --cfg (e.g. yolov5n.yaml)")
+        raise UserError("nothing to train: give --weights (a .pt file, e.g. yolov5n.pt) or --cfg (e.g. yolov5n.yaml)")
     r.model.names = list(r.data.names)
     r.amp = r.device.type == "cuda"
     _check_freeze(opt.freeze, len(r.model.model))
@@ -158,10 +159,10 @@ def _build_model(r: _Run) -> dict | None:
 def _check_freeze(freeze: list[int], n_layers: int) -> None:
     """--freeze N (layers 0..N-1) must leave the Detect head trainable; --freeze i j ... must name layers."""
     if len(freeze) == 1 and not 0 <= freeze[0] < n_layers:
-        raise ValueError(f"--freeze {freeze[0]}: freezes layers 0..N-1; valid N: 0..{n_layers - 1} (the model has "
+        raise UserError(f"--freeze {freeze[0]}: freezes layers 0..N-1; valid N: 0..{n_layers - 1} (the model has "
                          f"{n_layers} layers and its last, the Detect head, must train)")
     if len(freeze) > 1 and not all(0 <= x < n_layers - 1 for x in freeze):
-        raise ValueError(f"--freeze {' '.join(map(str, freeze))}: layer indices must be in 0..{n_layers - 2}")
+        raise UserError(f"--freeze {' '.join(map(str, freeze))}: layer indices must be in 0..{n_layers - 2}")
 
 
 def _check_options(opt: argparse.Namespace) -> None:
@@ -169,9 +170,9 @@ def _check_options(opt: argparse.Namespace) -> None:
     for k, lo in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("imgsz", 32)):
         v = getattr(opt, k)
         if not isinstance(v, int) or v < lo:
-            raise ValueError(f"--{k.replace('_', '-')} {v!r}: must be an integer >= {lo}")
+            raise UserError(f"--{k.replace('_', '-')} {v!r}: must be an integer >= {lo}")
     if opt.imgsz > MAX_IMGSZ:
-        raise ValueError(f"--imgsz {opt.imgsz}: at most {MAX_IMGSZ} pixels")
+        raise UserError(f"--imgsz {opt.imgsz}: at most {MAX_IMGSZ} pixels")
 
 
 def _build_optimizer(r: _Run, ckpt: dict | None) -> None:
@@ -187,7 +188,7 @@ def _build_optimizer(r: _Run, ckpt: dict | None) -> None:
     r.scaler = torch.amp.GradScaler("cuda", enabled=r.amp)
     if opt.resume:
         if not ckpt or ckpt.get("optimizer") is None:
-            raise ValueError(f"{opt.weights}: training is finished (no optimizer state in the checkpoint); "
+            raise UserError(f"{opt.weights}: training is finished (no optimizer state in the checkpoint); "
                              f"nothing to resume. Start a new run: python train.py --weights {opt.weights}")
         r.optimizer.load_state_dict(ckpt["optimizer"])
         if r.plugin_optimizer is not None:
@@ -205,7 +206,7 @@ def _build_data(r: _Run) -> None:
 
     opt, ws = r.opt, r.info.world_size
     if opt.batch_size % ws:
-        raise ValueError(f"--batch-size {opt.batch_size} must be a multiple of the {ws} processes of the DDP run")
+        raise UserError(f"--batch-size {opt.batch_size} must be a multiple of the {ws} processes of the DDP run")
     if opt.sync_bn and r.info.distributed:
         if r.device.type == "cuda":
             r.model = nn.SyncBatchNorm.convert_sync_batchnorm(r.model).to(r.device)
@@ -498,7 +499,7 @@ def _check_resume(opt: argparse.Namespace) -> argparse.Namespace:
         with open(opt_yaml, encoding="utf-8") as f:
             d = yaml.safe_load(f)
     if not d or ckpt.get("optimizer") is None:
-        raise ValueError(f"--resume: {last} is not resumable (no training options or optimizer state; a finished "
+        raise UserError(f"--resume: {last} is not resumable (no training options or optimizer state; a finished "
                          f"run's checkpoints are stripped). Start a new run: python train.py --weights {last}")
     new = argparse.Namespace(**{**vars(parse_opt(True)), **d})
     new.cfg, new.weights, new.resume = "", str(last), True
@@ -533,7 +534,12 @@ def run(**kwargs) -> argparse.Namespace:
     return main(apply_options(parse_opt(True), kwargs, "train.run"))
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The command line: user errors end as one `ERROR: ...` line and exit status 2."""
     from utils.inference import cli_errors
 
     cli_errors(main)(parse_opt())
+
+
+if __name__ == "__main__":
+    cli()

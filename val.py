@@ -29,6 +29,7 @@ from utils.nms import non_max_suppression
 from utils.paths import ROOT, UniqueStems, increment_path
 from utils.plots import plot_images, plot_val_study
 from utils.torch_utils import select_device, time_sync
+from utils.errors import UserError
 
 HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
 ROW = "%22s" + "%11i" * 2 + "%11.3g" * 4
@@ -62,7 +63,7 @@ def _load(weights, device, half: bool, imgsz: int):
 
     w = weights[0] if isinstance(weights, (list, tuple)) else weights
     if w is None:
-        raise ValueError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt)")
+        raise UserError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt)")
     model = load_model(w, device=device, fuse=True)
     check_finite(model, w)
     stride = int(model.stride.max())
@@ -153,7 +154,7 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
     data, nc, names = _data_info(data, single_cls, model)
     ncm = model.model[-1].nc
     if not single_cls and ncm != nc:
-        raise ValueError(f"--weights {weights} predict {ncm} classes but --data has nc={nc}; pass weights "
+        raise UserError(f"--weights {weights} predict {ncm} classes but --data has nc={nc}; pass weights "
                          "trained on this dataset, or --single-cls")
     if len(getattr(model, "names", [])) == nc:
         names = list(model.names)
@@ -323,7 +324,6 @@ def _study(opt: argparse.Namespace, weights: list[str]) -> None:
         LOGGER.info(f"Study saved to {f} and {f.with_suffix('.png')}")
 
 
-@cli_errors
 def main(opt: argparse.Namespace) -> None:
     setup_logging()
     weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
@@ -341,8 +341,13 @@ def main(opt: argparse.Namespace) -> None:
     elif opt.task == "study":
         _study(opt, weights)
     else:
-        raise ValueError(f"--task {opt.task!r} is not one of train, val, test, speed, study")
+        raise UserError(f"--task {opt.task!r} is not one of train, val, test, speed, study")
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """The command line: user errors end as one `ERROR: ...` line and exit status 2."""
+    cli_errors(main)(parse_opt(argv))
 
 
 if __name__ == "__main__":
-    main(parse_opt())
+    cli()

@@ -16,14 +16,16 @@ WEIGHTS_DIR = Path(__file__).resolve().parent.parent / "weights"
 
 
 def resolve_weights(weights: str | Path) -> Path:
-    """A weights path as given if it exists, else the file of that name shipped in `weights/`."""
+    """A weights path as given if it exists; a bare name (no folder) also finds the file shipped in `weights/`."""
     path = Path(weights)
     if path.is_file():
         return path
+    have = ", ".join(p.name for p in sorted(WEIGHTS_DIR.glob("*.pt"))) or "none"
+    if path.parent != Path("."):  # a path with a folder means that file, never a bundled one of the same name
+        raise FileNotFoundError(f"weights {str(weights)!r} not found (bundled weights, by bare name: {have})")
     shipped = WEIGHTS_DIR / path.name
     if shipped.is_file():
         return shipped
-    have = ", ".join(p.name for p in sorted(WEIGHTS_DIR.glob("*.pt"))) or "none"
     raise FileNotFoundError(f"weights {str(weights)!r} not found (as a path, or in {WEIGHTS_DIR}: {have})")
 
 

@@ -9,6 +9,7 @@ import torch
 import torch.nn as nn
 
 from models.registry import LayerSpec, concat, inserts_dim, lookup, register, scaled, scaled_repeated
+from utils.errors import UserError
 
 __all__ = ["autopad", "Conv", "Bottleneck", "C3", "SPPF", "Concat", "Residual"]
 
@@ -106,9 +107,9 @@ class Concat(nn.Module):
 def _residual_channels(spec: LayerSpec):
     """Residual(c, name, *args): the wrapped block must be a channel-preserving plug-in (rule inserts_dim)."""
     if not spec.args or not isinstance(spec.args[0], str):
-        raise ValueError(f"Residual needs the name of the block it wraps as its first argument, got {spec.args}")
+        raise UserError(f"Residual needs the name of the block it wraps as its first argument, got {spec.args}")
     if lookup(spec.args[0]).channels is not inserts_dim:
-        raise ValueError(f"Residual can wrap channel-preserving plug-ins only (input channels first), "
+        raise UserError(f"Residual can wrap channel-preserving plug-ins only (input channels first), "
                          f"not {spec.args[0]!r}")
     return inserts_dim(spec)
 

@@ -12,6 +12,7 @@ from copy import deepcopy
 from pathlib import Path
 
 import yaml
+from utils.errors import UserError
 
 __all__ = ["CONFIG_DIR", "load_model_config", "resolve_config_path", "list_configs"]
 
@@ -54,17 +55,17 @@ def load_model_config(cfg: str | Path | dict) -> dict:
         with open(path, encoding="utf-8") as f:
             d = yaml.safe_load(f)
         if not isinstance(d, dict):
-            raise ValueError(f"{path}: a model YAML must be a mapping with backbone and head, got {type(d).__name__}")
+            raise UserError(f"{path}: a model YAML must be a mapping with backbone and head, got {type(d).__name__}")
         d["yaml_file"] = Path(cfg).name if scale else path.name
     for key in ("backbone", "head"):
         if key not in d:
-            raise ValueError(f"{path}: model YAML has no {key!r} section; keys present: {sorted(d)}")
+            raise UserError(f"{path}: model YAML has no {key!r} section; keys present: {sorted(d)}")
     scales = d.get("scales")
     if scales:
         if scale is None:
             scale = d.get("scale") or next(iter(scales))
         if scale not in scales:
-            raise ValueError(f"{path}: scale {scale!r} is not in its scales {sorted(scales)}")
+            raise UserError(f"{path}: scale {scale!r} is not in its scales {sorted(scales)}")
         d["depth_multiple"], d["width_multiple"] = scales[scale][0], scales[scale][1]
         d["scale"] = scale
     d.setdefault("depth_multiple", 1.0)

@@ -12,6 +12,7 @@ import torch.nn as nn
 
 from models.common import Conv
 from models.registry import inserts_dim, register
+from utils.errors import UserError
 
 __all__ = ["ConvControl"]
 
@@ -36,7 +37,7 @@ class ConvControl(nn.Module):
     def __init__(self, c: int, e: float = 2.0, k: int = 3):
         super().__init__()
         if c < 1 or e <= 0 or k < 1 or k % 2 == 0:
-            raise ValueError(f"ConvControl needs channels >= 1, expansion e > 0 and an odd kernel k >= 1, "
+            raise UserError(f"ConvControl needs channels >= 1, expansion e > 0 and an odd kernel k >= 1, "
                              f"got c={c}, e={e}, k={k}")
         c_ = max(int(c * e), 1)
         self.cv1 = Conv(c, c_, 1)

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn as nn
+from utils.errors import UserError
 
 __all__ = [
     "LayerSpec", "ModuleEntry", "register", "register_module", "lookup", "known_modules",
@@ -50,7 +51,7 @@ _REGISTRY: dict[str, ModuleEntry] = {}
 
 def register_module(name: str, cls: type, channels: ChannelRule) -> type:
     if name in _REGISTRY and _REGISTRY[name].cls is not cls:
-        raise ValueError(f"module name {name!r} is already registered to {_REGISTRY[name].cls.__qualname__}")
+        raise UserError(f"module name {name!r} is already registered to {_REGISTRY[name].cls.__qualname__}")
     _REGISTRY[name] = ModuleEntry(name, cls, channels)
     return cls
 
@@ -85,7 +86,7 @@ def make_divisible(x: float, divisor: int = 8) -> int:
 
 def _single_input(spec: LayerSpec) -> int:
     if not isinstance(spec.f, int):
-        raise ValueError(f"this module takes one input, got from={spec.f}")
+        raise UserError(f"this module takes one input, got from={spec.f}")
     return spec.ch[spec.f]
 
 

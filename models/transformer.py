@@ -14,6 +14,7 @@ import torch.nn as nn
 
 from models.common import C3, Conv
 from models.registry import register, scaled_repeated
+from utils.errors import UserError
 
 __all__ = ["TransformerLayer", "TransformerBlock", "C3TR"]
 
@@ -32,7 +33,7 @@ class TransformerLayer(nn.Module):
     def __init__(self, c: int, num_heads: int):
         super().__init__()
         if c < 1 or num_heads < 1 or c % num_heads:
-            raise ValueError(f"TransformerLayer needs channels divisible by num_heads, got c={c}, "
+            raise UserError(f"TransformerLayer needs channels divisible by num_heads, got c={c}, "
                              f"num_heads={num_heads}")
         self.q = nn.Linear(c, c, bias=False)
         self.k = nn.Linear(c, c, bias=False)
@@ -58,7 +59,7 @@ class TransformerBlock(nn.Module):
     def __init__(self, c1: int, c2: int, num_heads: int, num_layers: int):
         super().__init__()
         if num_layers < 1:
-            raise ValueError(f"TransformerBlock needs num_layers >= 1, got {num_layers}")
+            raise UserError(f"TransformerBlock needs num_layers >= 1, got {num_layers}")
         self.conv = Conv(c1, c2) if c1 != c2 else None
         self.linear = nn.Linear(c2, c2)
         self.tr = nn.Sequential(*(TransformerLayer(c2, num_heads) for _ in range(num_layers)))

@@ -20,6 +20,7 @@ import models.common  # noqa: F401  (registers the blocks and attention plug-ins
 from models.config import load_model_config
 from models.registry import LayerSpec, detect_head, lookup, register
 from utils.log import LOGGER, setup_logging
+from utils.errors import UserError
 
 __all__ = ["Detect", "Model", "DetectionModel", "parse_model"]
 
@@ -113,7 +114,7 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     layers, save = [], []
     for i, row in enumerate(d["backbone"] + d["head"]):
         if not isinstance(row, (list, tuple)) or len(row) != 4:
-            raise ValueError(f"model YAML layer {i}: expected [from, number, module, args], got {row!r}")
+            raise UserError(f"model YAML layer {i}: expected [from, number, module, args], got {row!r}")
         f, n, name, args = row
         entry = lookup(name)
         args = [_resolve_arg(a, d) for a in (args or [])]
@@ -174,7 +175,7 @@ class Model(nn.Module):
 
         m = self.model[-1]
         if not isinstance(m, Detect):
-            raise ValueError(f"the last layer of a detection model must be Detect, got {type(m).__name__}")
+            raise UserError(f"the last layer of a detection model must be Detect, got {type(m).__name__}")
         s = 256  # stride probe: 2x the largest stride, so every level has a whole number of cells
         m.inplace = self.inplace
         self.train()  # raw maps, whose sizes give the strides

@@ -163,7 +163,7 @@ def test_refusal_names_the_global_and_cli_exits_2(tmp_path, capsys):
     for script in (detect, val):
         for weights in bad:
             with pytest.raises(SystemExit) as e:
-                script.main(script.parse_opt(["--weights", str(weights), "--project", str(tmp_path / "runs")]))
+                script.cli(["--weights", str(weights), "--project", str(tmp_path / "runs")])
             err = capsys.readouterr().err
             assert e.value.code == 2 and err.startswith(f"ERROR: {weights}: ") and "Traceback" not in err, err
     assert not (tmp_path / "pwned").exists()

@@ -148,7 +148,7 @@ def test_bad_sources(tmp_path, capsys):
 
     for argv in (["--source", str(tmp_path / "missing.jpg")], ["--source", str(bad)]):
         with pytest.raises(SystemExit) as e:
-            detect.main(detect.parse_opt(argv + ["--project", str(tmp_path / "cli")]))
+            detect.cli(argv + ["--project", str(tmp_path / "cli")])
         assert e.value.code == 2
         err = capsys.readouterr().err
         assert err.startswith("ERROR: ") and "Traceback" not in err
@@ -194,7 +194,7 @@ def _thin_folder(tmp_path: Path) -> Path:
 
 def test_extreme_aspect_ratios_do_not_stop_a_folder(tmp_path, capsys):
     folder = _thin_folder(tmp_path)
-    detect.main(detect.parse_opt(["--source", str(folder), "--project", str(tmp_path / "cli"), "--nosave"]))
+    detect.cli(["--source", str(folder), "--project", str(tmp_path / "cli"), "--nosave"])
     assert "ERROR" not in capsys.readouterr().err  # main returned: exit status 0
     save_dir, records, text = _run(tmp_path, source=folder, imgsz=640)
     assert [Path(r.path).name for r in records] == ["a_bus.jpg", "b_tall.png", "c_wide.png", "d_zidane.jpg"]
@@ -230,7 +230,7 @@ def test_a_frame_opencv_cannot_handle_is_skipped(tmp_path, monkeypatch):
 
 def _cli_error(argv, capsys) -> str:
     with pytest.raises(SystemExit) as e:
-        detect.main(detect.parse_opt(argv))
+        detect.cli(argv)
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith("ERROR: ") and err.count("\n") == 1, err
     return err
@@ -245,7 +245,7 @@ def test_line_thickness_and_imgsz_are_bounded(tmp_path, capsys):
     import val
 
     with pytest.raises(SystemExit) as e:
-        val.main(val.parse_opt(["--imgsz", "100000", "--project", str(tmp_path), "--data", "coco128.yaml"]))
+        val.cli(["--imgsz", "100000", "--project", str(tmp_path), "--data", "coco128.yaml"])
     assert e.value.code == 2 and "at most 8192" in capsys.readouterr().err
     _run(tmp_path, source=BUS, imgsz=128, line_thickness=0, nosave=True)  # 0: scale with the image
 
@@ -333,7 +333,7 @@ def test_nan_weights_and_outputs_are_errors_naming_the_file(tmp_path, capsys, mo
     err = _cli_error(["--weights", str(weights), "--source", str(BUS), "--project", str(tmp_path)], capsys)
     assert f"ERROR: {weights}: 1 weight tensors hold NaN or inf values (first: model.24.m.0" in err
     with pytest.raises(SystemExit) as e:
-        val.main(val.parse_opt(["--weights", str(weights), "--project", str(tmp_path)]))
+        val.cli(["--weights", str(weights), "--project", str(tmp_path)])
     assert e.value.code == 2 and f"ERROR: {weights}: 1 weight tensors hold NaN" in capsys.readouterr().err
 
     real = models.load_model

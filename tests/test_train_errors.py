@@ -64,3 +64,13 @@ def test_command_line_user_error_is_one_line(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.strip() == "ERROR: --epochs 0: must be an integer >= 1"
     assert not list(Path(tmp_path).iterdir())
+
+
+def test_missing_weights_in_a_folder_never_fall_back_to_the_bundled_file(tmp_path):
+    from models import resolve_weights
+
+    assert resolve_weights("yolov5n.pt").is_file()  # a bare name finds the bundled file
+    with pytest.raises(FileNotFoundError, match=r"weights '/no/such/dir/yolov5n\.pt' not found"):
+        resolve_weights("/no/such/dir/yolov5n.pt")
+    with pytest.raises(FileNotFoundError):
+        train.run(**_opts(tmp_path, weights=str(tmp_path / "yolov5n.pt")))

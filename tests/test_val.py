@@ -144,14 +144,14 @@ def test_training_call_with_loss(tiny_data, tmp_path):
 
 def test_cli_errors(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
-        val.main(val.parse_opt(["--weights", str(tmp_path / "missing.pt"), "--data", str(tiny_data)]))
+        val.cli(["--weights", str(tmp_path / "missing.pt"), "--data", str(tiny_data)])
     assert e.value.code == 2
     assert "ERROR: weights" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        val.main(val.parse_opt(["--data", str(tmp_path / "nope.yaml"), "--project", str(tmp_path)]))
+        val.cli(["--data", str(tmp_path / "nope.yaml"), "--project", str(tmp_path)])
     assert "ERROR: data file" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        val.main(val.parse_opt(["--task", "bogus", "--data", str(tiny_data)]))
+        val.cli(["--task", "bogus", "--data", str(tiny_data)])
     assert "--task 'bogus'" in capsys.readouterr().err
 
 
@@ -168,3 +168,22 @@ def test_speed_and_study_tasks(tiny_data, tmp_path, monkeypatch):
     study = np.loadtxt(tmp_path / "study" / "study_tiny_yolov5n.txt", ndmin=2)
     assert study[:, 0].tolist() == [256, 320] and study.shape[1] == 8
     assert (tmp_path / "study" / "study_tiny_yolov5n.png").is_file()
+
+
+def test_main_called_from_python_raises_instead_of_exiting(tiny_data, tmp_path):
+    from utils.errors import UserError
+
+    with pytest.raises(UserError, match="--task 'bogus'"):
+        val.main(val.parse_opt(["--task", "bogus", "--data", str(tiny_data)]))
+    with pytest.raises(FileNotFoundError):
+        val.main(val.parse_opt(["--weights", str(tmp_path / "missing.pt"), "--data", str(tiny_data)]))
+
+
+def test_internal_errors_keep_their_traceback():
+    from utils.inference import cli_errors
+
+    def buggy(_):
+        raise TypeError("a bug")
+
+    with pytest.raises(TypeError, match="a bug"):  # not turned into an ERROR line
+        cli_errors(buggy)(None)

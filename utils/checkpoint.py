@@ -26,6 +26,8 @@ from typing import Any
 
 import torch
 
+from utils.errors import UserError
+
 __all__ = ["FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "Checkpoint",
            "names_list"]
 
@@ -36,7 +38,7 @@ _LOAD_ERRORS = (RuntimeError, pickle.UnpicklingError, EOFError, ValueError, Inde
                 struct.error, TypeError, AttributeError, MemoryError)
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A weights file that cannot be used; the message names it and says why."""
 
 

@@ -23,6 +23,7 @@ import yaml
 
 from utils.compare_report import FailedRun, ModelResult, SeedResult
 from utils.log import LOGGER
+from utils.errors import UserError
 
 __all__ = ["EpochClock", "output_to", "RunRecord", "RESULT_FILE", "OPTIONS_FILE", "run_name", "save_result",
            "load_result", "fresh_run_dir", "failed_run", "save_options", "load_options", "take_job_options",
@@ -155,10 +156,10 @@ def load_options(job_dir: Path, known: set[str]) -> dict:
                                 "(runs/compare/expN) started by this version")
     data = yaml.safe_load(path.read_text(encoding="utf-8"))
     if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping of options, got {type(data).__name__}")
+        raise UserError(f"{path}: expected a mapping of options, got {type(data).__name__}")
     unknown = sorted(set(data) - known)
     if unknown:
-        raise ValueError(f"{path}: unknown options {unknown}; known: {sorted(known)}")
+        raise UserError(f"{path}: unknown options {unknown}; known: {sorted(known)}")
     return data
 
 
@@ -182,7 +183,7 @@ def take_job_options(opt, job: Path, defaults: dict) -> None:
              if k != "resume" and v != defaults.get(k) and not (k == "project" and opt.resume is True)}
     if given:
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
-        raise ValueError(f"--resume {job} runs the job with the options in {Path(job) / OPTIONS_FILE}; drop {flags}")
+        raise UserError(f"--resume {job} runs the job with the options in {Path(job) / OPTIONS_FILE}; drop {flags}")
     for k, v in load_options(job, set(defaults) - {"resume"}).items():
         setattr(opt, k, v)
 

@@ -20,6 +20,7 @@ import numpy as np
 from utils.boxes import xywhn2xyxy
 from utils.coco_eval import coco_detections, image_ids, yolo_to_coco_gt
 from utils.log import LOGGER
+from utils.errors import UserError
 
 __all__ = ["SizeAP", "SizeGT", "SIZES", "build_size_gt", "size_counts", "detections_from_txt", "size_ap",
            "run_size_ap"]
@@ -87,12 +88,12 @@ def detections_from_txt(labels_dir: Path, size_gt: SizeGT) -> list[dict]:
     rows: list[dict] = []
     for f in sorted(Path(labels_dir).glob("*.txt")):
         if f.stem not in size_gt.ids:
-            raise ValueError(f"{f}: no image named {f.stem} in the validation split; delete the stale file")
+            raise UserError(f"{f}: no image named {f.stem} in the validation split; delete the stale file")
         lines = np.loadtxt(f, ndmin=2, dtype=np.float64)  # (n, 6) cls cx cy w h conf, normalized
         if lines.size == 0:
             continue
         if lines.shape[1] != 6:
-            raise ValueError(f"{f}: expected 6 columns 'cls cx cy w h conf' (val.py --save-conf), got "
+            raise UserError(f"{f}: expected 6 columns 'cls cx cy w h conf' (val.py --save-conf), got "
                              f"{lines.shape[1]}")
         w, h = size_gt.shapes[f.stem]
         predn = np.concatenate((xywhn2xyxy(lines[:, 1:5], w=w, h=h), lines[:, 5:6], lines[:, 0:1]), 1)

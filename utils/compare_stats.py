@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+from utils.errors import UserError
 
 __all__ = ["Summary", "NoiseCheck", "PairedDiff", "Verdict", "summarize", "welch_t", "noise_check", "paired_diff",
            "verdict", "NOISE_RULE", "ALPHA"]
@@ -118,9 +119,9 @@ class Verdict:
 def _values(values: Sequence[float], what: str) -> np.ndarray:
     a = np.asarray(list(values), dtype=np.float64).reshape(-1)
     if a.size == 0:
-        raise ValueError(f"{what}: no values (each model needs at least one seed)")
+        raise UserError(f"{what}: no values (each model needs at least one seed)")
     if not np.isfinite(a).all():
-        raise ValueError(f"{what}: values must be finite, got {a.tolist()}")
+        raise UserError(f"{what}: values must be finite, got {a.tolist()}")
     return a
 
 
@@ -137,7 +138,7 @@ def welch_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
 
     x, y = _values(a, "welch_t a"), _values(b, "welch_t b")
     if x.size < 2 or y.size < 2:
-        raise ValueError(f"Welch's t-test needs >= 2 values per side, got {x.size} and {y.size}")
+        raise UserError(f"Welch's t-test needs >= 2 values per side, got {x.size} and {y.size}")
     res = stats.ttest_ind(y, x, equal_var=False)
     return float(res.statistic), float(res.pvalue)
 
@@ -166,7 +167,7 @@ def _by_seed(values: Mapping[int, float], what: str) -> dict[int, float]:
     out = {int(k): float(v) for k, v in values.items()}
     bad = {k: v for k, v in out.items() if not math.isfinite(v)}
     if bad:
-        raise ValueError(f"{what}: values must be finite, got {bad} (seed: value)")
+        raise UserError(f"{what}: values must be finite, got {bad} (seed: value)")
     return out
 
 

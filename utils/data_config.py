@@ -23,6 +23,7 @@ import yaml
 from utils.labels import IMG_FORMATS
 from utils.log import LOGGER
 from utils.paths import ROOT
+from utils.errors import UserError
 
 __all__ = ["DataConfig", "load_data_config", "resolve_data_yaml", "DATA_DIR"]
 
@@ -45,10 +46,10 @@ class DataConfig:
     def split(self, task: str) -> list[Path]:
         """The entries of split 'train', 'val' or 'test'."""
         if task not in ("train", "val", "test"):
-            raise ValueError(f"unknown split {task!r}; valid: 'train', 'val', 'test'")
+            raise UserError(f"unknown split {task!r}; valid: 'train', 'val', 'test'")
         entries = getattr(self, task)
         if not entries:
-            raise ValueError(f"{self.yaml_file}: no {task!r} split defined")
+            raise UserError(f"{self.yaml_file}: no {task!r} split defined")
         return entries
 
 
@@ -72,9 +73,9 @@ def _read_yaml(file: Path) -> dict:
         try:
             d = yaml.safe_load(f)
         except yaml.YAMLError as e:
-            raise ValueError(f"{file}: not valid YAML: {e}") from e
+            raise UserError(f"{file}: not valid YAML: {e}") from e
     if not isinstance(d, dict):
-        raise ValueError(f"{file}: a data YAML must be a mapping with keys path, train, val, names; "
+        raise UserError(f"{file}: a data YAML must be a mapping with keys path, train, val, names; "
                          f"got {type(d).__name__}")
     return d
 
@@ -82,24 +83,24 @@ def _read_yaml(file: Path) -> dict:
 def _parse_names(d: dict, where: str) -> list[str]:
     names, nc = d.get("names"), d.get("nc")
     if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
-        raise ValueError(f"{where}: 'nc' must be a positive integer, got {nc!r}")
+        raise UserError(f"{where}: 'nc' must be a positive integer, got {nc!r}")
     if names is None:
         if nc is None:
-            raise ValueError(f"{where}: 'names' is missing; give class names as a list or a dict {{id: name}}")
+            raise UserError(f"{where}: 'names' is missing; give class names as a list or a dict {{id: name}}")
         return [f"class{i}" for i in range(nc)]
     if isinstance(names, dict):
         ints = all(isinstance(k, int) and not isinstance(k, bool) for k in names)
         if not ints or sorted(names) != list(range(len(names))):
-            raise ValueError(f"{where}: 'names' dict keys must be the integers 0..{len(names) - 1}, "
+            raise UserError(f"{where}: 'names' dict keys must be the integers 0..{len(names) - 1}, "
                              f"got {list(names)}")
         names = [names[i] for i in range(len(names))]
     elif not isinstance(names, (list, tuple)):
-        raise ValueError(f"{where}: 'names' must be a list or a dict {{id: name}}, got {type(names).__name__}")
+        raise UserError(f"{where}: 'names' must be a list or a dict {{id: name}}, got {type(names).__name__}")
     if not names:
-        raise ValueError(f"{where}: 'names' is empty")
+        raise UserError(f"{where}: 'names' is empty")
     names = [str(n) for n in names]
     if nc is not None and nc != len(names):
-        raise ValueError(f"{where}: nc={nc} disagrees with the {len(names)} names; drop 'nc' or make them agree")
+        raise UserError(f"{where}: nc={nc} disagrees with the {len(names)} names; drop 'nc' or make them agree")
     return names
 
 
@@ -108,7 +109,7 @@ def _dataset_root(d: dict, yaml_dir: Path, where: str) -> Path:
     if root in (None, ""):
         return yaml_dir
     if not isinstance(root, (str, Path)):
-        raise ValueError(f"{where}: 'path' must be a folder path, got {root!r}")
+        raise UserError(f"{where}: 'path' must be a folder path, got {root!r}")
     root = Path(root).expanduser()
     if root.is_absolute():
         return root
@@ -123,13 +124,13 @@ def _resolve_split(d: dict, key: str, root: Path, where: str, required: bool) ->
     value = d.get(key)
     if value in (None, "", []):
         if required:
-            raise ValueError(f"{where}: '{key}' split is missing; {_SPLIT_HELP}")
+            raise UserError(f"{where}: '{key}' split is missing; {_SPLIT_HELP}")
         return None
     entries = value if isinstance(value, (list, tuple)) else [value]
     out = []
     for e in entries:
         if not isinstance(e, (str, Path)):
-            raise ValueError(f"{where}: '{key}' entry {e!r} is not a path; {_SPLIT_HELP}")
+            raise UserError(f"{where}: '{key}' entry {e!r} is not a path; {_SPLIT_HELP}")
         p = Path(e).expanduser()
         p = p if p.is_absolute() else (root / p)
         p = p.resolve()
@@ -140,7 +141,7 @@ def _resolve_split(d: dict, key: str, root: Path, where: str, required: bool) ->
             LOGGER.warning(f"WARNING: {msg}")
         elif p.is_file() and p.suffix.lower() != ".txt":
             if p.suffix[1:].lower() not in IMG_FORMATS:  # a single image file is accepted as a split
-                raise ValueError(f"{where}: '{key}' entry {p} is neither a folder, a .txt list nor an image; "
+                raise UserError(f"{where}: '{key}' entry {p} is neither a folder, a .txt list nor an image; "
                                  f"{_SPLIT_HELP}")
         out.append(p)
     return out

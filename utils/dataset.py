@@ -34,6 +34,7 @@ from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.hyp import Hyp, load_hyp
 from utils.labels import NUM_THREADS, imread_bgr, img2label_paths, label_cache_path, list_image_files, scan_labels
 from utils.log import LOGGER
+from utils.errors import UserError
 
 __all__ = ["LoadImagesAndLabels", "create_dataloader", "rect_batch_shapes", "seed_worker", "distributed_zero_first"]
 
@@ -93,7 +94,7 @@ class LoadImagesAndLabels(Dataset):
                  single_cls: bool = False, stride: int = 32, pad: float = 0.0, prefix: str = "",
                  nc: int | None = None):
         if cache not in _CACHE_MODES:
-            raise ValueError(f"cache={cache!r} is not valid; use None, 'ram' or 'disk'")
+            raise UserError(f"cache={cache!r} is not valid; use None, 'ram' or 'disk'")
         self.img_size, self.augment, self.hyp, self.rect = img_size, augment, load_hyp(hyp), rect
         self.mosaic = augment and not rect  # a mosaic is square; rect batches load one image each
         self.mosaic_border = (-img_size // 2, -img_size // 2)
@@ -104,9 +105,9 @@ class LoadImagesAndLabels(Dataset):
         scan = scan_labels(files, label_cache_path(path, img2label_paths(files)), prefix,
                            nc=None if single_cls else nc, check_classes=not single_cls)
         if not scan.im_files:
-            raise ValueError(f"{prefix}no usable images in {path}: all {scan.corrupt} are corrupt (see warnings)")
+            raise UserError(f"{prefix}no usable images in {path}: all {scan.corrupt} are corrupt (see warnings)")
         if augment and not any(len(lb) for lb in scan.labels):
-            raise ValueError(f"{prefix}no labels found for the images in {path}; training needs labels")
+            raise UserError(f"{prefix}no labels found for the images in {path}; training needs labels")
         self.im_files, self.labels, self.shapes = scan.im_files, scan.labels, scan.shapes
         if single_cls:
             for lb in self.labels:

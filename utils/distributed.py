@@ -16,6 +16,7 @@ from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+from utils.errors import UserError
 
 __all__ = ["DistInfo", "dist_info", "init_distributed", "cleanup", "is_main", "barrier", "zero_first",
            "broadcast_object"]
@@ -55,7 +56,7 @@ def init_distributed(info: DistInfo, device: torch.device, timeout_s: int = 1080
     elif device.type == "cpu":
         backend = "gloo"
     else:
-        raise ValueError(f"distributed training runs on CUDA or the CPU, not on {device.type!r}")
+        raise UserError(f"distributed training runs on CUDA or the CPU, not on {device.type!r}")
     if not dist.is_initialized():
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_s))
     return device

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
+from utils.errors import UserError
 
 __all__ = ["Hyp", "load_hyp", "HYP_DIR"]
 
@@ -56,10 +57,10 @@ class Hyp:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
-            raise ValueError(f"{source}: unknown hyperparameter(s) {unknown}; valid keys: {sorted(known)}")
+            raise UserError(f"{source}: unknown hyperparameter(s) {unknown}; valid keys: {sorted(known)}")
         bad = {k: v for k, v in d.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
         if bad:
-            raise ValueError(f"{source}: hyperparameters must be numbers, got {bad}")
+            raise UserError(f"{source}: hyperparameters must be numbers, got {bad}")
         hyp = cls(**{k: float(v) for k, v in d.items()})
         hyp.check(source)
         return hyp
@@ -72,7 +73,7 @@ class Hyp:
             if not (lo < v if lo_open else lo <= v) or v > hi or v != v:
                 bad.append(f"{k}={v} (valid: {'(' if lo_open else '['}{lo}, {hi}])")
         if bad:
-            raise ValueError(f"{source}: hyperparameter(s) out of range: {', '.join(bad)}")
+            raise UserError(f"{source}: hyperparameter(s) out of range: {', '.join(bad)}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -112,5 +113,5 @@ def load_hyp(hyp: str | Path | dict | Hyp | None = None) -> Hyp:
     with open(path, encoding="utf-8") as f:
         d = yaml.safe_load(f) or {}
     if not isinstance(d, dict):
-        raise ValueError(f"{path}: expected a mapping of hyperparameters, got {type(d).__name__}")
+        raise UserError(f"{path}: expected a mapping of hyperparameters, got {type(d).__name__}")
     return Hyp.from_dict(d, source=str(path))

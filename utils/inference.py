@@ -10,6 +10,7 @@ import torch
 
 from utils.boxes import xyxy2xywh
 from utils.log import LOGGER
+from utils.errors import UserError
 
 __all__ = ["MAX_IMG_SIZE", "check_img_size", "check_finite", "check_finite_outputs", "save_one_txt", "cli_errors",
            "apply_options"]
@@ -22,9 +23,9 @@ def check_img_size(imgsz: int | list[int] | tuple[int, ...], s: int = 32, floor:
     at most MAX_IMG_SIZE."""
     def up(x: int) -> int:
         if not isinstance(x, (int, float)) or x <= 0:
-            raise ValueError(f"--imgsz {x!r}: image sizes must be positive integers")
+            raise UserError(f"--imgsz {x!r}: image sizes must be positive integers")
         if x > MAX_IMG_SIZE:
-            raise ValueError(f"--imgsz {x!r}: image sizes must be at most {MAX_IMG_SIZE} (more exhausts memory)")
+            raise UserError(f"--imgsz {x!r}: image sizes must be at most {MAX_IMG_SIZE} (more exhausts memory)")
         return max(int(math.ceil(x / s) * s), floor)
 
     if isinstance(imgsz, (int, float)):
@@ -72,12 +73,14 @@ def save_one_txt(predn: torch.Tensor, save_conf: bool, shape: tuple[int, int], f
 
 
 def cli_errors(main_fn):
-    """Run a script's `main(opt)`; a user error (missing file, bad value, unreachable stream) prints
-    `ERROR: ...` and exits with 2, with no traceback. Other exceptions propagate: their traceback is wanted."""
+    """For a script's command line only: run `main(opt)`; a user error (utils.errors.UserError: a bad value or
+    file) or an error of the machine (OSError: a missing file, a full or read-only disk, an unreachable stream)
+    prints `ERROR: ...` and exits with 2, with no traceback. Other exceptions are bugs: their traceback is wanted.
+    Called from Python, `main()` raises instead."""
     def wrapped(*args, **kwargs):
         try:
             return main_fn(*args, **kwargs)
-        except (FileNotFoundError, ValueError, ConnectionError) as e:
+        except (UserError, OSError) as e:
             print(f"ERROR: {e}", file=sys.stderr)
             sys.exit(2)
     return wrapped

@@ -45,6 +45,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from utils.log import LOGGER
+from utils.errors import UserError
 
 __all__ = [
     "IMG_FORMATS", "VID_FORMATS", "COORD_TOL", "CACHE_VERSION", "MAX_PIXELS", "LabelError", "LabelScan",
@@ -145,20 +146,20 @@ def verify_image(im_file: str) -> tuple[tuple[int, int], str]:
         with Image.open(im_file) as im:
             shape = exif_size(im)
     except (OSError, UnidentifiedImageError, SyntaxError, Image.DecompressionBombError, *_EXIF_ERRORS) as e:
-        raise ValueError(oversize(im_file) or f"cannot read image: {e}") from e
+        raise UserError(oversize(im_file) or f"cannot read image: {e}") from e
     if fmt not in IMG_FORMATS:
-        raise ValueError(f"unsupported image format {fmt or '?'}; supported: {', '.join(IMG_FORMATS)}")
+        raise UserError(f"unsupported image format {fmt or '?'}; supported: {', '.join(IMG_FORMATS)}")
     if shape[0] < 10 or shape[1] < 10:
-        raise ValueError(f"image size {shape[0]}x{shape[1]} is under 10 pixels")
+        raise UserError(f"image size {shape[0]}x{shape[1]} is under 10 pixels")
     if shape[0] * shape[1] > MAX_PIXELS:  # when PIL's own limit was raised or switched off
-        raise ValueError(oversize(im_file))
+        raise UserError(oversize(im_file))
     note = ""
     if fmt in ("jpeg", "jpg", "mpo"):
         with open(im_file, "rb") as f:
             f.seek(-2, 2)
             if f.read() != _JPEG_EOI:
                 if imread_bgr(im_file) is None:
-                    raise ValueError("truncated JPEG that cannot be decoded")
+                    raise UserError("truncated JPEG that cannot be decoded")
                 note = "truncated JPEG (no end marker), used as decoded"
     return shape, note
 

@@ -33,6 +33,7 @@ import torch.nn as nn
 
 from utils.paths import ROOT
 from utils.torch_utils import time_sync
+from utils.errors import UserError
 
 __all__ = ["LatencyStat", "MemoryStat", "measure_latency", "prepare_for_timing", "peak_train_memory",
            "train_step"]
@@ -70,7 +71,7 @@ def prepare_for_timing(model: nn.Module, device: torch.device | str = "cpu", hal
 def _repeat_count(repeats: int | Mapping[int, int], bs: int) -> int:
     n = repeats.get(bs, 5) if isinstance(repeats, Mapping) else repeats
     if n < 1:
-        raise ValueError(f"repeats must be >= 1 for batch size {bs}, got {n}")
+        raise UserError(f"repeats must be >= 1 for batch size {bs}, got {n}")
     return int(n)
 
 
@@ -87,7 +88,7 @@ def measure_latency(models: Mapping[str, nn.Module], imgsz: int = 640, batch_siz
         name -> batch size -> LatencyStat.
     """
     if not models:
-        raise ValueError("measure_latency: no models given")
+        raise UserError("measure_latency: no models given")
     names = list(models)
     first = next(iter(models.values()))
     p = next(first.parameters())

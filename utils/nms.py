@@ -9,6 +9,7 @@ from torchvision.ops import batched_nms
 
 from utils.boxes import xywh2xyxy
 from utils.log import LOGGER
+from utils.errors import UserError
 
 __all__ = ["non_max_suppression"]
 
@@ -71,9 +72,9 @@ def non_max_suppression(
     if isinstance(prediction, (list, tuple)):
         prediction = prediction[0]
     if not 0 <= conf_thres <= 1:
-        raise ValueError(f"conf_thres={conf_thres} is not in [0, 1]")
+        raise UserError(f"conf_thres={conf_thres} is not in [0, 1]")
     if not 0 <= iou_thres <= 1:
-        raise ValueError(f"iou_thres={iou_thres} is not in [0, 1]")
+        raise UserError(f"iou_thres={iou_thres} is not in [0, 1]")
     device = prediction.device
     if device.type == "mps":  # torchvision NMS is not implemented on MPS
         prediction = prediction.cpu()

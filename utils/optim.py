@@ -17,6 +17,7 @@ import torch.nn as nn
 
 from utils.log import LOGGER, colorstr
 from utils.torch_utils import de_parallel
+from utils.errors import UserError
 
 __all__ = ["OPTIMIZERS", "smart_optimizer", "param_groups", "one_cycle", "linear_lr", "ModelEMA", "EarlyStopping"]
 
@@ -57,7 +58,7 @@ def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momen
     elif name == "AdamW":
         optimizer = torch.optim.AdamW(bias, lr=lr, betas=(momentum, 0.999), weight_decay=0.0)
     else:
-        raise ValueError(f"--optimizer {name!r} is not supported; choose one of {', '.join(OPTIMIZERS)}")
+        raise UserError(f"--optimizer {name!r} is not supported; choose one of {', '.join(OPTIMIZERS)}")
     optimizer.add_param_group({"params": decay_w, "weight_decay": decay})
     optimizer.add_param_group({"params": norm_w, "weight_decay": 0.0})
     LOGGER.info(f"{colorstr('optimizer:')} {type(optimizer).__name__}(lr={lr}) with parameter groups "

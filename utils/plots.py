@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from utils.boxes import xywh2xyxy, xyxy2xywh
+from utils.errors import UserError
 
 __all__ = ["new_figure", "save_figure", "Colors", "colors", "Annotator", "text_color", "save_one_box", "plot_images",
            "plot_pr_curve", "plot_mc_curve", "plot_confusion_matrix", "plot_val_study", "MAX_LINE_WIDTH",
@@ -26,7 +27,7 @@ def check_line_width(line_width: int | None) -> int | None:
     ok = line_width is None or (isinstance(line_width, int) and not isinstance(line_width, bool)
                                 and 0 <= line_width <= MAX_LINE_WIDTH)
     if not ok:
-        raise ValueError(f"--line-thickness {line_width!r}: must be an integer from 0 (scale with the image) to "
+        raise UserError(f"--line-thickness {line_width!r}: must be an integer from 0 (scale with the image) to "
                          f"{MAX_LINE_WIDTH} pixels")
     return line_width
 
@@ -66,7 +67,7 @@ class Annotator:
 
     def __init__(self, im: np.ndarray, line_width: int | None = None):
         if im.dtype != np.uint8 or im.ndim != 3 or im.shape[2] != 3:
-            raise ValueError(f"Annotator needs an HxWx3 uint8 image, got shape {im.shape} dtype {im.dtype}")
+            raise UserError(f"Annotator needs an HxWx3 uint8 image, got shape {im.shape} dtype {im.dtype}")
         self.im = im if im.flags.c_contiguous else np.ascontiguousarray(im)
         self.lw = check_line_width(line_width) or max(round(sum(im.shape) / 2 * 0.003), 2)
 

@@ -23,6 +23,7 @@ import torch.nn as nn
 from models.registry import inserts_dim, lookup
 from utils.hyp import Hyp
 from utils.log import LOGGER, colorstr
+from utils.errors import UserError
 
 __all__ = ["plugin_parameter_names", "plugin_optimizer", "is_plugin_layer"]
 
@@ -64,7 +65,7 @@ def plugin_optimizer(model: nn.Module, names: Collection[str], hyp: Hyp) -> torc
     params = [p for n, p in model.named_parameters() if n in wanted]
     missing = wanted - {n for n, _ in model.named_parameters()}
     if missing:
-        raise ValueError(f"plug-in parameters {sorted(missing)[:5]} are not in the model")
+        raise UserError(f"plug-in parameters {sorted(missing)[:5]} are not in the model")
     optimizer = torch.optim.AdamW(params, lr=hyp.plugin_lr, betas=(0.9, 0.999),
                                   weight_decay=hyp.plugin_weight_decay)
     for g in optimizer.param_groups:

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 import torch
 import torch.nn as nn
+from utils.errors import UserError
 
 __all__ = ["Query", "LetterboxMap", "bra_layers", "query_region", "routing_shade", "fit_photo",
            "draw_panel", "visualize_routing", "HEADER_H", "GAP", "SHADE_BGR", "shade_alpha"]
@@ -211,7 +212,7 @@ def visualize_routing(model: nn.Module, image_paths: Sequence[str | Path], save_
     """
     layers = bra_layers(model)
     if not layers:
-        raise ValueError("visualize_routing: the model has no BiLevelRoutingAttention layer; use a BiFormer "
+        raise UserError("visualize_routing: the model has no BiLevelRoutingAttention layer; use a BiFormer "
                          "config such as yolov5n_biformer.yaml")
     save_dir = Path(save_dir)
     save_dir.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import numpy as np
 from utils.augment import letterbox
 from utils.labels import IMG_FORMATS, VID_FORMATS, imread_bgr, oversize
 from utils.log import LOGGER
+from utils.errors import UserError
 
 __all__ = ["LoadImages", "LoadStreams", "is_stream_source", "cv2_reason", "STREAM_SCHEMES"]
 
@@ -73,7 +74,7 @@ def _list_sources(path) -> list[str]:
             raise FileNotFoundError(f"source list {str(path)!r} does not exist")
         entries = [x.strip() for x in txt.read_text(encoding="utf-8").splitlines() if x.strip()]
         if not entries:
-            raise ValueError(f"source list {txt} is empty; write one image, video, folder or glob per line")
+            raise UserError(f"source list {txt} is empty; write one image, video, folder or glob per line")
         base = txt.parent
     else:
         entries, base = [str(p) for p in (path if isinstance(path, (list, tuple)) else [path])], None
@@ -96,7 +97,7 @@ class LoadImages:
         if not images and not videos:
             raise FileNotFoundError(f"no images or videos found in {path}; supported formats: {_FORMATS_HELP}")
         if vid_stride < 1:
-            raise ValueError(f"vid_stride must be >= 1, got {vid_stride}")
+            raise UserError(f"vid_stride must be >= 1, got {vid_stride}")
         self.img_size, self.stride, self.auto, self.vid_stride = img_size, stride, auto, vid_stride
         self.files = images + videos
         self.nf = len(self.files)
@@ -189,7 +190,7 @@ class LoadImages:
             self.n_read += 1
             return path, im, im0, cap, s
         if self.n_read == 0:
-            raise ValueError(f"none of the {self.nf} source file(s) could be decoded: {', '.join(self.skipped)}")
+            raise UserError(f"none of the {self.nf} source file(s) could be decoded: {', '.join(self.skipped)}")
         raise StopIteration
 
 
@@ -206,7 +207,7 @@ class LoadStreams:
         else:
             sources = [str(sources)]
         if vid_stride < 1:
-            raise ValueError(f"vid_stride must be >= 1, got {vid_stride}")
+            raise UserError(f"vid_stride must be >= 1, got {vid_stride}")
         self.mode, self.img_size, self.stride, self.vid_stride = "stream", img_size, stride, vid_stride
         self.sources = sources
         n = len(sources)

@@ -10,6 +10,7 @@ import torch.nn as nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from utils.log import LOGGER
+from utils.errors import UserError
 
 __all__ = ["select_device", "model_info", "fuse_model", "de_parallel", "time_sync", "parameter_counts"]
 
@@ -23,19 +24,19 @@ def select_device(device: str | int | torch.device = "") -> torch.device:
         return torch.device("cpu")
     if spec == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise ValueError("--device mps requested but MPS is not available on this machine")
+            raise UserError("--device mps requested but MPS is not available on this machine")
         return torch.device("mps")
     if spec == "":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
     ids = [s for s in spec.split(",") if s]
     if not all(s.isdigit() for s in ids):
-        raise ValueError(f"invalid --device {device!r}; use 'cpu', 'mps', a CUDA index such as '0', or '0,1'")
+        raise UserError(f"invalid --device {device!r}; use 'cpu', 'mps', a CUDA index such as '0', or '0,1'")
     if not torch.cuda.is_available():
-        raise ValueError(f"--device {device!r} requested but CUDA is not available; use --device cpu")
+        raise UserError(f"--device {device!r} requested but CUDA is not available; use --device cpu")
     n = torch.cuda.device_count()
     bad = [s for s in ids if int(s) >= n]
     if bad:
-        raise ValueError(f"--device {device!r}: CUDA device {bad[0]} does not exist; this machine has {n}")
+        raise UserError(f"--device {device!r}: CUDA device {bad[0]} does not exist; this machine has {n}")
     local_rank = int(os.environ.get("LOCAL_RANK", -1))
     return torch.device(f"cuda:{ids[local_rank] if 0 <= local_rank < len(ids) else ids[0]}")
 

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.registry import inserts_dim, register
+from utils.errors import UserError
 
 __all__ = ["BiLevelRoutingAttention", "RoutingRecord", "region_rect"]
 
@@ -32,7 +33,7 @@ def region_rect(region: int, n_win: int, window: tuple[int, int], size: tuple[in
     and multiplied by `stride` to give input-image pixels.
     """
     if not 0 <= region < n_win * n_win:
-        raise ValueError(f"region {region} is outside 0..{n_win * n_win - 1} for n_win={n_win}")
+        raise UserError(f"region {region} is outside 0..{n_win * n_win - 1} for n_win={n_win}")
     j, i = divmod(region, n_win)
     (h, w), (H, W) = window, size
     y0, x0 = min(j * h, H), min(i * w, W)
@@ -84,29 +85,29 @@ class _Router(nn.Module):
 def _check_args(dim, n_win, num_heads, qk_dim, topk, param_attention, param_routing, diff_routing,
                 kv_downsample_mode, kv_per_win, kv_downsample_ratio, side_dwconv):
     if n_win < 1 or num_heads < 1:
-        raise ValueError(f"n_win and num_heads must be >= 1, got n_win={n_win}, num_heads={num_heads}")
+        raise UserError(f"n_win and num_heads must be >= 1, got n_win={n_win}, num_heads={num_heads}")
     if dim % num_heads or qk_dim % num_heads:
-        raise ValueError(f"dim ({dim}) and qk_dim ({qk_dim}) must be divisible by num_heads ({num_heads})")
+        raise UserError(f"dim ({dim}) and qk_dim ({qk_dim}) must be divisible by num_heads ({num_heads})")
     if not 1 <= topk <= n_win * n_win:
-        raise ValueError(f"topk must be in 1..n_win^2 = {n_win * n_win} regions, got topk={topk}")
+        raise UserError(f"topk must be in 1..n_win^2 = {n_win * n_win} regions, got topk={topk}")
     if param_attention not in ("qkvo", "qkv"):
-        raise ValueError(f"param_attention must be 'qkvo' or 'qkv', got {param_attention!r}")
+        raise UserError(f"param_attention must be 'qkvo' or 'qkv', got {param_attention!r}")
     if param_routing and not diff_routing:
-        raise ValueError("param_routing=True needs diff_routing=True: a routing embedding learns nothing "
+        raise UserError("param_routing=True needs diff_routing=True: a routing embedding learns nothing "
                          "through a non-differentiable routing")
     if kv_downsample_mode in ("fracpool", "conv"):
         raise NotImplementedError(f"kv_downsample_mode {kv_downsample_mode!r} is not implemented (nor is it in "
                                   f"the original code); use one of {KV_DOWNSAMPLE_MODES}")
     if kv_downsample_mode not in KV_DOWNSAMPLE_MODES:
-        raise ValueError(f"kv_downsample_mode must be one of {KV_DOWNSAMPLE_MODES}, got {kv_downsample_mode!r}")
+        raise UserError(f"kv_downsample_mode must be one of {KV_DOWNSAMPLE_MODES}, got {kv_downsample_mode!r}")
     if kv_downsample_mode.startswith("ada") and not (isinstance(kv_per_win, int) and kv_per_win >= 1):
-        raise ValueError(f"kv_downsample_mode {kv_downsample_mode!r} needs kv_per_win >= 1, got {kv_per_win!r}")
+        raise UserError(f"kv_downsample_mode {kv_downsample_mode!r} needs kv_per_win >= 1, got {kv_per_win!r}")
     if kv_downsample_mode in ("avgpool", "maxpool") and not (isinstance(kv_downsample_ratio, int)
                                                              and kv_downsample_ratio >= 1):
-        raise ValueError(f"kv_downsample_mode {kv_downsample_mode!r} needs kv_downsample_ratio >= 1, "
+        raise UserError(f"kv_downsample_mode {kv_downsample_mode!r} needs kv_downsample_ratio >= 1, "
                          f"got {kv_downsample_ratio!r}")
     if side_dwconv < 0 or (side_dwconv and side_dwconv % 2 == 0):
-        raise ValueError(f"side_dwconv must be 0 (no LePE) or an odd kernel size, got {side_dwconv}")
+        raise UserError(f"side_dwconv must be 0 (no LePE) or an odd kernel size, got {side_dwconv}")
 
 
 @register("BiLevelRoutingAttention", channels=inserts_dim)
@@ -192,7 +193,7 @@ class BiLevelRoutingAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or x.shape[1] != self.dim:
-            raise ValueError(f"BiLevelRoutingAttention(dim={self.dim}) expects (N, {self.dim}, H, W), "
+            raise UserError(f"BiLevelRoutingAttention(dim={self.dim}) expects (N, {self.dim}, H, W), "
                              f"got {tuple(x.shape)}")
         if self.diff_routing and not self.soft_routing:
             raise NotImplementedError("diff_routing=True with soft_routing=False ('hard' differentiable routing) "
@@ -223,7 +224,7 @@ class BiLevelRoutingAttention(nn.Module):
         if self.auto_pad:
             return H + (-H) % n, W + (-W) % n
         if H % n or W % n:
-            raise ValueError(f"auto_pad=False needs H and W divisible by n_win={n}, got {H}x{W}; "
+            raise UserError(f"auto_pad=False needs H and W divisible by n_win={n}, got {H}x{W}; "
                              f"set auto_pad=True to pad")
         return H, W
 

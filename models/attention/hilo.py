@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.registry import inserts_dim, register
+from utils.errors import UserError
 
 __all__ = ["HiLo", "masked_avg_pool"]
 
@@ -98,7 +99,7 @@ class HiLo(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.dim:
-            raise ValueError(f"HiLo(dim={self.dim}) expects (B, {self.dim}, H, W), got {tuple(x.shape)}")
+            raise UserError(f"HiLo(dim={self.dim}) expects (B, {self.dim}, H, W), got {tuple(x.shape)}")
         xl = x.permute(0, 2, 3, 1)  # (B, H, W, C)
         outs = []
         if self.h_heads > 0:
@@ -142,8 +143,8 @@ class HiLo(nn.Module):
 
 def _check_args(dim: int, num_heads: int, window_size: int, alpha: float) -> None:
     if num_heads < 1 or dim % num_heads:
-        raise ValueError(f"HiLo: dim={dim} must be divisible by num_heads={num_heads} (num_heads >= 1)")
+        raise UserError(f"HiLo: dim={dim} must be divisible by num_heads={num_heads} (num_heads >= 1)")
     if window_size < 1:
-        raise ValueError(f"HiLo: window_size={window_size} must be >= 1")
+        raise UserError(f"HiLo: window_size={window_size} must be >= 1")
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"HiLo: alpha={alpha} must be in [0, 1] (the share of heads in Lo-Fi)")
+        raise UserError(f"HiLo: alpha={alpha} must be in [0, 1] (the share of heads in Lo-Fi)")

@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.registry import inserts_dim, register
+from utils.errors import UserError
 
 __all__ = ["SlideAttention", "shift_kernels"]
 
@@ -131,7 +132,7 @@ class SlideAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != self.dim:
-            raise ValueError(f"SlideAttention(dim={self.dim}) expects (B, {self.dim}, H, W), got {tuple(x.shape)}")
+            raise UserError(f"SlideAttention(dim={self.dim}) expects (B, {self.dim}, H, W), got {tuple(x.shape)}")
         b, _, h, w = x.shape
         nh, hd, k2, n = self.num_heads, self.head_dim, self.k * self.k, h * w
         qkv = self.qkv(x).reshape(b, 3, nh, hd, h, w)
@@ -153,9 +154,9 @@ class SlideAttention(nn.Module):
 
 def _check_args(dim: int, num_heads: int, kernel_size: int, dim_reduction: int) -> None:
     if dim_reduction < 1 or dim % dim_reduction:
-        raise ValueError(f"SlideAttention: dim={dim} must be divisible by dim_reduction={dim_reduction} (>= 1)")
+        raise UserError(f"SlideAttention: dim={dim} must be divisible by dim_reduction={dim_reduction} (>= 1)")
     if num_heads < 1 or (dim // dim_reduction) % num_heads:
-        raise ValueError(f"SlideAttention: dim // dim_reduction = {dim // dim_reduction} must be divisible by "
+        raise UserError(f"SlideAttention: dim // dim_reduction = {dim // dim_reduction} must be divisible by "
                          f"num_heads={num_heads}")
     if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"SlideAttention: kernel_size={kernel_size} must be odd and >= 1 (e.g. 3, 5, 7)")
+        raise UserError(f"SlideAttention: kernel_size={kernel_size} must be odd and >= 1 (e.g. 3, 5, 7)")
