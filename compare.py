@@ -37,10 +37,11 @@ from utils.errors import UserError
 
 __all__ = ["parse_opt", "run", "main", "cli", "default_cfgs"]
 
-# Defaults chosen so that the whole job on the bundled COCO128 ends in about 15 minutes on a 2-core CPU: 4 configs
-# x 2 seeds x 3 epochs at 320 took 15.9 min wall (13.3 min of CPU time) with one thread on a machine that other
-# jobs were loading, with --visualize-routing.
-DEFAULTS = dict(imgsz=320, epochs=3, batch_size=16, seeds=2)
+# Defaults chosen so that the whole job on the bundled COCO128 ends within 20 minutes on a 2-core CPU with one
+# thread: 6 configs (the baseline, three plug-ins, two controls) x 2 seeds x 3 epochs took about 1.8 min a run at
+# 320 (a 25-minute job), so the size is 256 (compute x 0.64). Paired statistics need >= 2 seeds; the plug-ins
+# need the 3 epochs to switch on (benchmarks/README.md, "Plug-ins that learn").
+DEFAULTS = dict(imgsz=256, epochs=3, batch_size=16, seeds=2)
 ROUTING_PHOTOS = ("bus.jpg", "zidane.jpg", "astronaut.jpg")
 ROUTING_CONF = 0.05  # a few epochs leave confidences low; the figure shows the top detections above this
 
@@ -69,7 +70,8 @@ def _train_one(opt, cfg: str, seed: int, run_dir: Path) -> float:
     with output_to(run_dir / "train.log", clock):
         train.run(weights=opt.weights, cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
                   batch_size=opt.batch_size, imgsz=opt.imgsz, device=opt.device, workers=opt.workers,
-                  project=str(run_dir.parent), name=run_dir.name, exist_ok=True, seed=seed, noplots=True)
+                  project=str(run_dir.parent), name=run_dir.name, exist_ok=True, seed=seed, noplots=True,
+                  noval=not opt.val_every_epoch)
     if not (run_dir / "weights" / "best.pt").is_file():
         raise RuntimeError(f"training {cfg} (seed {seed}) wrote no {run_dir / 'weights' / 'best.pt'}")
     return clock.seconds_per_epoch() or (time.perf_counter() - t0) / opt.epochs
@@ -159,7 +161,7 @@ def _command(opt) -> str:
         if v not in ("", None):
             parts += [f"--{k.replace('_', '-')}", str(v)]
     return " ".join(parts) + (" --exist-ok" if opt.exist_ok else "") + (
-        " --visualize-routing" if opt.visualize_routing else "")
+        " --visualize-routing" if opt.visualize_routing else "") + (" --val-every-epoch" if opt.val_every_epoch else "")
 
 
 def classes_present(split) -> list[int]:
@@ -371,6 +373,9 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
     p.add_argument("--project", default=str(ROOT / "runs" / "compare"), help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--val-every-epoch", action="store_true",
+                   help="validate after every training epoch (mAP curves in training_curves.png; slower). By "
+                        "default each run validates its final weights only")
     p.add_argument("--visualize-routing", action="store_true",
                    help="draw where BiLevelRoutingAttention routes, on bundled photos, for each BRA model")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="JOB",

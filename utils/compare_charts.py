@@ -90,7 +90,11 @@ def mean_curves(m: ModelResult) -> dict[str, np.ndarray]:
         return {}
     n = min(len(next(iter(r.values()))) for r in runs)
     keys = set.intersection(*(set(r) for r in runs))
-    return {k: np.stack([r[k][:n] for r in runs]) for k in keys}
+    curves = {k: np.stack([r[k][:n] for r in runs]).astype(float) for k in keys}
+    for k, y in curves.items():  # epochs that were not validated (train.py --noval) hold zeros: not points
+        if k.startswith(("metrics/", "val/")):
+            y[:, (y == 0).all(0)] = np.nan
+    return curves
 
 
 def plot_training_curves(models: Sequence[ModelResult], path: Path) -> Path:
@@ -107,7 +111,8 @@ def plot_training_curves(models: Sequence[ModelResult], path: Path) -> Path:
                     continue
                 y = curves[key]
                 x = np.arange(1, y.shape[1] + 1)
-                ax.plot(x, y.mean(0), style, marker=".", color=_color(i), label=m.name + suffix)
+                ax.plot(x, y.mean(0), style, marker="o" if np.isnan(y).any() else ".", color=_color(i),
+                        label=m.name + suffix)
                 if y.shape[0] > 1:
                     ax.fill_between(x, y.min(0), y.max(0), color=_color(i), alpha=0.15)
             ax.set(title=title, xlabel="epoch")
