@@ -436,3 +436,21 @@ def test_dataloader_rect_disables_shuffle_and_distributed_sampler(tmp_path, coco
         assert isinstance(loader.sampler, torch.utils.data.DistributedSampler) and loader.sampler.shuffle
     finally:
         dist.destroy_process_group()
+
+
+def test_disk_cache_on_a_read_only_data_set_trains_without_a_cache(tmp_path, monkeypatch, log):
+    import errno
+    import tempfile
+
+    (tmp_path / "images").mkdir()
+    _coloured_split(tmp_path, n=3)
+    plain = LoadImagesAndLabels(tmp_path / "images", img_size=96, batch_size=2, rect=True)
+
+    def read_only(*a, **kw):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    ds = LoadImagesAndLabels(tmp_path / "images", img_size=96, batch_size=2, rect=True, cache="disk")
+    assert ds.cache is None and not list((tmp_path / "images").glob("*.npy"))
+    assert any("--cache disk writes .npy files beside the images" in m and "Read-only file system" in m for m in log)
+    assert torch.equal(ds[1][0], plain[1][0])  # the images still load

@@ -149,6 +149,11 @@ class LoadImagesAndLabels(Dataset):
                                f"{avail / 1e9:.1f} GB available; not caching")
                 self.cache = None
                 return
+        if self.cache == "disk" and (bad := self._unwritable_folder()) is not None:
+            LOGGER.warning(f"{self.prefix}WARNING: --cache disk writes .npy files beside the images, and {bad[0]} "
+                           f"takes no file ({bad[1]}); training without an image cache (--cache ram caches in memory)")
+            self.cache = None
+            return
         fn = self._save_npy if self.cache == "disk" else self.load_image
         gb = 0.0
         with ThreadPool(NUM_THREADS) as pool:
@@ -161,6 +166,17 @@ class LoadImagesAndLabels(Dataset):
                     gb += x[0].nbytes / 1e9
         size = f"{gb:.1f}GB" if gb >= 0.1 else f"{gb * 1e3:.0f}MB"
         LOGGER.info(f"{self.prefix}Caching images ({size} {self.cache})")
+
+    def _unwritable_folder(self) -> tuple[Path, str] | None:
+        """(folder, reason) of the first image folder that takes no new file, else None."""
+        for d in sorted({f.parent for f in self.npy_files}):
+            try:
+                fd, tmp = tempfile.mkstemp(dir=d, suffix=".npy.tmp")
+            except OSError as e:
+                return d, e.strerror or str(e)
+            os.close(fd)
+            os.remove(tmp)
+        return None
 
     def _save_npy(self, i: int) -> None:
         """Write the decoded original image beside it as .npy (atomically) unless a fresh one is there."""
