@@ -206,3 +206,22 @@ def test_residual_rejects_blocks_that_change_channels():
     d["head"].insert(3, [-1, 1, "Residual", ["Conv", 64]])
     with pytest.raises(ValueError, match="channel-preserving"):
         parse_model(d, ch=[3], verbose=False)
+
+
+def test_layers_shared_by_two_configs_start_from_the_same_weights():
+    from models.yolo import Model
+
+    def build(cfg: str, seed: int):
+        torch.manual_seed(seed)
+        before = torch.get_rng_state()
+        m = Model(cfg, nc=3, verbose=False)
+        assert torch.equal(torch.get_rng_state(), before)  # the build draws nothing from the default generator
+        return m
+
+    base, bra, bra_again, bra_other = (build("yolov5n.yaml", 7), build("yolov5n_biformer.yaml", 7),
+                                       build("yolov5n_biformer.yaml", 7), build("yolov5n_biformer.yaml", 8))
+    pairs = [(base.model[-1], bra.model[-1]), (base.model[20], bra.model[21]), (base.model[23], bra.model[25])]
+    for a, b in pairs:  # the fresh 3-class head and the C3 blocks after the inserted plug-ins
+        assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values()))
+    qkv = [next(m.model[20].m.parameters()) for m in (bra, bra_again, bra_other)]
+    assert torch.equal(qkv[0], qkv[1]) and not torch.equal(qkv[0], qkv[2])  # the plug-in follows the seed
