@@ -37,7 +37,7 @@ from models.yolo import Model
 from utils import distributed as ddp
 from utils.checkpoint import load_checkpoint
 from utils.hyp import Hyp, load_hyp
-from utils.inference import apply_options, check_img_size
+from utils.inference import MAX_IMG_SIZE, apply_options, check_img_size
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.loss import ComputeLoss
 from utils.optim import OPTIMIZERS, EarlyStopping, ModelEMA, linear_lr, one_cycle, smart_optimizer
@@ -49,7 +49,6 @@ from utils.errors import UserError
 
 __all__ = ["parse_opt", "run", "main", "train"]
 
-MAX_IMGSZ = 8192  # a 8192 x 8192 batch image is 0.8 GB of float input per image: past that it is a typo
 NBS = 64  # nominal batch size: gradients accumulate to about this many images per optimizer step
 TQDM_BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 
@@ -171,8 +170,8 @@ def _check_options(opt: argparse.Namespace) -> None:
         v = getattr(opt, k)
         if not isinstance(v, int) or v < lo:
             raise UserError(f"--{k.replace('_', '-')} {v!r}: must be an integer >= {lo}")
-    if opt.imgsz > MAX_IMGSZ:
-        raise UserError(f"--imgsz {opt.imgsz}: at most {MAX_IMGSZ} pixels")
+    if opt.imgsz > MAX_IMG_SIZE:
+        raise UserError(f"--imgsz {opt.imgsz}: at most {MAX_IMG_SIZE} pixels")
 
 
 def _build_optimizer(r: _Run, ckpt: dict | None) -> None:
