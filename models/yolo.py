@@ -58,7 +58,8 @@ class Detect(nn.Module):
             # (bs, na*no, ny, nx) -> (bs, na, ny, nx, no)
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
             if not self.training:
-                if self.grid[i].shape[2:4] != x[i].shape[2:4] or self.grid[i].device != x[i].device:
+                if (torch.jit.is_tracing() or self.grid[i].shape[2:4] != x[i].shape[2:4]
+                        or self.grid[i].device != x[i].device):  # a traced graph computes its grids
                     self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
                 xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
                 xy = (xy * 2 + self.grid[i]) * self.stride[i]  # YOLOv5 v6: centre offset in (-0.5, 1.5)

@@ -203,9 +203,10 @@ class BiLevelRoutingAttention(nn.Module):
         n = self.n_win
         Hp, Wp = self._padded_size(H, W)
         h, w = Hp // n, Wp // n
-        if (Hp, Wp) != (H, W):
+        padded = (Hp, Wp) != (H, W) or torch.jit.is_tracing()  # a traced graph pads (maybe by 0) at every size
+        if padded:
             x = F.pad(x, (0, Wp - W, 0, Hp - H))
-        real = _real_tokens(H, W, n, h, w, x.device) if self.mask_padding and (Hp, Wp) != (H, W) else None
+        real = _real_tokens(H, W, n, h, w, x.device) if self.mask_padding and padded else None
         # (N, C, Hp, Wp) -> (N*p2, h*w, C): regions row-major, tokens row-major inside each region
         tokens = x.reshape(N, C, n, h, n, w).permute(0, 2, 4, 3, 5, 1).reshape(N * n * n, h * w, C)
         weight, index = self._route(tokens, real, N)  # (N, p2, topk) each
@@ -322,7 +323,8 @@ class BiLevelRoutingAttention(nn.Module):
         else:
             y = s.transpose(1, 2).contiguous()
         y = y.view(N, self.dim, Hp, Wp)
-        return F.pad(y, (0, W - Wp, 0, H - Hp)) if (Hp, Wp) != (H, W) else y  # negative pads crop
+        padded = (Hp, Wp) != (H, W) or torch.jit.is_tracing()
+        return F.pad(y, (0, W - Wp, 0, H - Hp)) if padded else y  # negative pads crop
 
 
 def _real_tokens(H: int, W: int, n: int, h: int, w: int, device) -> torch.Tensor:

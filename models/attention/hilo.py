@@ -26,7 +26,7 @@ def masked_avg_pool(x: torch.Tensor, ws: int) -> torch.Tensor:
     """
     h, w = x.shape[-2:]
     ph, pw = (-h) % ws, (-w) % ws
-    if not (ph or pw):
+    if not (ph or pw or torch.jit.is_tracing()):  # a traced graph keeps the padding for every size
         return F.avg_pool2d(x, ws)
     x = F.pad(x, (0, pw, 0, ph))
     count = F.avg_pool2d(F.pad(x.new_ones(1, 1, h, w), (0, pw, 0, ph)), ws)  # real pixels / ws^2
@@ -36,9 +36,10 @@ def masked_avg_pool(x: torch.Tensor, ws: int) -> torch.Tensor:
 def _window_key_mask(h: int, w: int, ws: int, batch: int, device: torch.device) -> torch.Tensor:
     """Bool mask (B * windows, 1, 1, ws * ws): True for keys that are real pixels, False for padding."""
     hp, wp = h + (-h) % ws, w + (-w) % ws
-    real = torch.zeros(hp, wp, dtype=torch.bool, device=device)
-    real[:h, :w] = True
-    real = real.reshape(hp // ws, ws, wp // ws, ws).transpose(1, 2).reshape(1, -1, ws * ws)  # (1, windows, ws*ws)
+    rows = torch.arange(hp, device=device) < h  # comparisons, not slice assignment: traceable at any size
+    cols = torch.arange(wp, device=device) < w
+    real = (rows.view(-1, 1) & cols.view(1, -1)).reshape(hp // ws, ws, wp // ws, ws)
+    real = real.transpose(1, 2).reshape(1, -1, ws * ws)  # (1, windows, ws*ws)
     return real.expand(batch, -1, -1).reshape(-1, 1, 1, ws * ws)
 
 
@@ -118,12 +119,13 @@ class HiLo(nn.Module):
         b, h, w, c = xl.shape
         ws, nh, hd = self.ws, self.h_heads, self.head_dim
         ph, pw = (-h) % ws, (-w) % ws
-        if ph or pw:
+        padded = bool(ph or pw) or torch.jit.is_tracing()  # a traced graph pads (maybe by 0) at every size
+        if padded:
             xl = F.pad(xl, (0, 0, 0, pw, 0, ph))
         hg, wg = (h + ph) // ws, (w + pw) // ws
         win = xl.reshape(b, hg, ws, wg, ws, c).transpose(2, 3).reshape(b * hg * wg, ws * ws, c)
         qkv = self.h_qkv(win).reshape(-1, ws * ws, 3, nh, hd).permute(2, 0, 3, 1, 4)  # 3, (B*win, nh, ws*ws, hd)
-        mask = _window_key_mask(h, w, ws, b, xl.device) if (ph or pw) else None
+        mask = _window_key_mask(h, w, ws, b, xl.device) if padded else None
         o = self._sdpa(qkv[0], qkv[1], qkv[2], mask)  # (B*win, nh, ws*ws, hd)
         o = o.transpose(1, 2).reshape(b, hg, wg, ws, ws, self.h_dim).transpose(2, 3)
         o = o.reshape(b, hg * ws, wg * ws, self.h_dim)[:, :h, :w]

@@ -1,0 +1,306 @@
+"""Export a trained model to TorchScript, ONNX and OpenVINO, as YOLOv5's export.py, plug-ins included.
+
+    python export.py --weights yolov5n.pt --include torchscript onnx openvino
+    python export.py --weights runs/train/exp/weights/best.pt --include onnx --dynamic --simplify
+
+Files are written beside the weights: best.torchscript, best.onnx, best_openvino_model/ (best.xml, best.bin and
+best.yaml). Each carries the model's stride and class names where YOLOv5 keeps them (TorchScript: the extra file
+config.txt; ONNX: metadata_props; OpenVINO: the .yaml beside the .xml), so val.py and detect.py take the exported
+file as --weights. The graphs hold standard ONNX operators only. The single output is YOLOv5's decoded
+(batch, anchors, 5 + nc) tensor, boxes as pixel (cx, cy, w, h), before NMS.
+
+--dynamic makes batch, height and width free (ONNX, OpenVINO; a traced TorchScript file is free in all three
+anyway): the plug-ins' padding to their window grid is computed in the graph, so a model exported at 320 runs at
+416, 256x384 or 640x480 and gives what PyTorch gives there. After writing each file the export runs it once on
+the same input as PyTorch and prints max |diff| / max |output|.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from utils.errors import UserError
+from utils.inference import check_finite, check_img_size, cli_errors
+from utils.log import LOGGER, colorstr, setup_logging
+from utils.paths import ROOT
+from utils.torch_utils import select_device
+
+__all__ = ["FORMATS", "run", "export_formats", "parse_opt", "main", "cli"]
+
+# format: (file suffix, needs a package)
+FORMATS = {"torchscript": (".torchscript", None), "onnx": (".onnx", "onnx"), "openvino": ("_openvino_model", "openvino")}
+# what YOLOv5's export.py also writes and this one does not
+OTHER_YOLOV5_FORMATS = ("engine", "coreml", "saved_model", "pb", "tflite", "edgetpu", "tfjs", "paddle")
+OPSETS = range(11, 21)  # what torch's TorchScript-based ONNX exporter writes, all of which ONNX Runtime runs
+
+
+def export_formats() -> list[tuple[str, str]]:
+    """(format, file suffix) of each export this script writes."""
+    return [(k, v[0]) for k, v in FORMATS.items()]
+
+
+def _check_options(include, device: torch.device, half: bool, dynamic: bool, optimize: bool, opset: int,
+                   batch_size: int) -> list[str]:
+    """The lower-cased formats to write; raises UserError on a format or option combination that cannot work."""
+    if isinstance(include, str):
+        include = [include]
+    fmts = [str(f).lower().lstrip(".") for f in include]
+    for f in fmts:
+        if f not in FORMATS:
+            extra = (f" ({f} is one of YOLOv5's formats that this export does not write)"
+                     if f in OTHER_YOLOV5_FORMATS else "")
+            raise UserError(f"--include {f!r} is not supported{extra}; valid formats: {', '.join(FORMATS)}")
+    if not fmts:
+        raise UserError(f"--include names no format; valid formats: {', '.join(FORMATS)}")
+    if half and device.type == "cpu":
+        raise UserError("--half exports need a CUDA device (--device 0): fp16 is not run on the CPU")
+    if half and dynamic:
+        raise UserError("--half and --dynamic cannot be combined (as in YOLOv5): choose one")
+    if optimize and device.type != "cpu":
+        raise UserError("--optimize (TorchScript for mobile) works on the CPU only: use --device cpu")
+    if opset not in OPSETS:
+        raise UserError(f"--opset {opset} is outside the supported {OPSETS.start}..{OPSETS.stop - 1}")
+    if batch_size < 1:
+        raise UserError(f"--batch-size {batch_size} must be >= 1")
+    for f in fmts:
+        pkg = FORMATS[f][1]
+        if pkg:
+            try:
+                __import__(pkg)
+            except ImportError as e:
+                raise UserError(f"--include {f} needs the package {pkg!r} (pip install -r requirements.txt): {e}")
+    return list(dict.fromkeys(fmts))
+
+
+def _metadata(model, imgsz: list[int], batch_size: int, dynamic: bool) -> dict:
+    names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
+    return {"description": "YOLOv5 with efficient attention in the neck", "stride": int(model.stride.max()),
+            "names": names, "imgsz": list(imgsz), "batch": batch_size, "dynamic": bool(dynamic)}
+
+
+def _size_mb(path: Path) -> float:
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20
+
+
+def _quiet():
+    """The TorchScript-based exporters warn about every Python shape branch they freeze; those are taken care of
+    (the plug-ins pad in the graph when traced), so the warnings would only bury the summary."""
+    ctx = warnings.catch_warnings()
+    ctx.__enter__()
+    warnings.simplefilter("ignore")
+    return ctx
+
+
+def export_torchscript(model, im, file: Path, meta: dict, optimize: bool) -> Path:
+    f = file.with_suffix(".torchscript")
+    ctx = _quiet()
+    try:
+        ts = torch.jit.trace(model, im, strict=False, check_trace=False)
+    finally:
+        ctx.__exit__(None, None, None)
+    extra = {"config.txt": json.dumps({"shape": list(im.shape), **meta})}
+    if optimize:
+        from torch.utils.mobile_optimizer import optimize_for_mobile
+
+        optimize_for_mobile(ts)._save_for_lite_interpreter(str(f), _extra_files=extra)
+    else:
+        ts.save(str(f), _extra_files=extra)
+    return f
+
+
+def export_onnx(model, im, file: Path, meta: dict, opset: int, dynamic: bool, simplify: bool) -> Path:
+    import onnx
+
+    f = file.with_suffix(".onnx")
+    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
+    ctx = _quiet()
+    try:
+        torch.onnx.export(model.cpu() if dynamic else model, im.cpu() if dynamic else im, str(f), dynamo=False,
+                          verbose=False, opset_version=opset, do_constant_folding=True, input_names=["images"],
+                          output_names=["output0"], dynamic_axes=axes if dynamic else None)
+    finally:
+        ctx.__exit__(None, None, None)
+    model_onnx = onnx.load(str(f))
+    onnx.checker.check_model(model_onnx)
+    if simplify:
+        try:
+            import onnxslim
+        except ImportError as e:
+            raise UserError(f"--simplify needs the package 'onnxslim' (pip install -r requirements.txt): {e}")
+        model_onnx = onnxslim.slim(model_onnx)
+        onnx.checker.check_model(model_onnx)
+    for k, v in meta.items():
+        entry = model_onnx.metadata_props.add()
+        entry.key, entry.value = k, str(v)
+    onnx.save(model_onnx, str(f))
+    return f
+
+
+def export_openvino(model, im, file: Path, meta: dict, opset: int, dynamic: bool, half: bool,
+                    onnx_file: Path | None) -> Path:
+    """OpenVINO IR converted from the ONNX graph (exported to a temporary file when --include has no onnx)."""
+    import openvino as ov
+    import yaml
+
+    d = Path(str(file.with_suffix("")) + "_openvino_model")
+    with tempfile.TemporaryDirectory() as tmp:
+        src = onnx_file or export_onnx(model, im, Path(tmp) / file.name, meta, opset, dynamic, simplify=False)
+        ov_model = ov.convert_model(str(src))
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        ov.save_model(ov_model, str(d / file.with_suffix(".xml").name), compress_to_fp16=half)
+    with open(d / file.with_suffix(".yaml").name, "w") as fh:
+        yaml.safe_dump(meta, fh, sort_keys=False)
+    return d
+
+
+def _run_exported(fmt: str, path: Path, im: torch.Tensor) -> np.ndarray:
+    """The exported file's output on `im` (its own runtime, CPU for ONNX Runtime and OpenVINO)."""
+    x = im.float().cpu().numpy() if fmt != "torchscript" else im
+    if fmt == "torchscript":
+        ts = torch.jit.load(str(path), map_location=im.device)
+        with torch.no_grad():
+            y = ts(im)
+        return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float16 if im.dtype == torch.float16
+                                                                     else np.float32)})[0].astype(np.float32)
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(str(next(path.glob("*.xml"))), "CPU")
+    return np.asarray(compiled(x)[0], dtype=np.float32)
+
+
+def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
+        half=False, inplace=False, optimize=False, dynamic=False, simplify=False, opset=17, check=True):
+    """Export `weights` to each format in `include`; returns {format: path written}.
+
+    imgsz is (h, w) or one size for both; `check` runs each file once against PyTorch and logs the difference.
+    """
+    from models import load_model, resolve_weights
+    from models.yolo import Detect
+
+    t0 = time.time()
+    dev = select_device(device)
+    fmts = _check_options(include, dev, half, dynamic, optimize, int(opset), int(batch_size))
+    w = resolve_weights(weights[0] if isinstance(weights, (list, tuple)) else weights)
+    if w.suffix != ".pt":
+        raise UserError(f"--weights {w}: export reads a PyTorch checkpoint (.pt), got {w.suffix or 'no suffix'}")
+    model = load_model(w, device=dev, fuse=True)
+    check_finite(model, w)
+    imgsz = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
+    imgsz = check_img_size(imgsz * (2 if len(imgsz) == 1 else 1), s=int(model.stride.max()))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for m in model.modules():
+        if isinstance(m, Detect):
+            m.inplace, m.export = inplace, True  # one output: the decoded tensor
+    im = torch.zeros(batch_size, 3, *imgsz, device=dev)
+    if half:
+        im, model = im.half(), model.half()
+    with torch.no_grad():
+        for _ in range(2):  # dry runs
+            y = model(im)
+    shape = tuple(y[0].shape)
+    meta = _metadata(model, imgsz, batch_size, dynamic)
+    LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {w} with output shape {shape} "
+                f"({_size_mb(w):.1f} MB)")
+
+    written, rows = {}, []
+    # a real image for the checks: the bundled bus photo when present, letterboxed to imgsz
+    probe = _probe_image(imgsz, batch_size, dev, im.dtype)
+    with torch.no_grad():
+        ref = model(probe)[0].float().cpu().numpy()
+    for fmt in fmts:
+        t = time.time()
+        prefix = colorstr(f"{fmt}:")
+        LOGGER.info(f"{prefix} exporting with torch {torch.__version__}...")
+        if fmt == "torchscript":
+            f = export_torchscript(model, im, w, meta, optimize)
+        elif fmt == "onnx":
+            f = export_onnx(model, im, w, meta, int(opset), dynamic, simplify)
+        else:
+            f = export_openvino(model, im, w, meta, int(opset), dynamic, half, written.get("onnx"))
+        written[fmt] = f
+        diff = ""
+        if check and not (optimize and fmt == "torchscript"):
+            out = _run_exported(fmt, f, probe)
+            diff = f"{np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12):.1e}"
+        rows.append((fmt, f, _size_mb(f), time.time() - t, diff))
+        LOGGER.info(f"{prefix} export success ({time.time() - t:.1f}s), saved as {f} ({_size_mb(f):.1f} MB)"
+                    + (f", max |diff| / max |output| against PyTorch {diff}" if diff else ""))
+    _summary(rows, w, imgsz, time.time() - t0)
+    return written
+
+
+def _probe_image(imgsz: list[int], batch_size: int, device, dtype) -> torch.Tensor:
+    """The bundled bus.jpg letterboxed to imgsz (repeated over the batch); noise if the photo is missing."""
+    import cv2
+
+    from utils.augment import letterbox
+
+    path = ROOT / "data" / "images" / "bus.jpg"
+    img = cv2.imread(str(path)) if path.is_file() else None
+    if img is None:
+        x = torch.rand(1, 3, *imgsz, generator=torch.Generator().manual_seed(0))
+    else:
+        img = letterbox(img, tuple(imgsz), auto=False)[0]
+        x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
+    return x.repeat(batch_size, 1, 1, 1).to(device, dtype)
+
+
+def _summary(rows, w: Path, imgsz: list[int], seconds: float) -> None:
+    LOGGER.info(f"\nExport complete ({seconds:.1f}s)")
+    LOGGER.info(f"{'format':<12}{'size MB':>9}{'s':>7}{'diff':>10}  file")
+    for fmt, f, mb, s, diff in rows:
+        LOGGER.info(f"{fmt:<12}{mb:>9.1f}{s:>7.1f}{diff or '-':>10}  {f}")
+    for fmt, f, *_ in rows:
+        LOGGER.info(f"\n{fmt}:  python detect.py --weights {f} --imgsz {imgsz[0]} {imgsz[1]}"
+                    f"\n{' ' * (len(fmt) + 3)}python val.py --weights {f} --data coco128.yaml --imgsz {max(imgsz)}")
+
+
+def parse_opt(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--data", type=str, default=None, help="accepted for YOLOv5 compatibility; names come from the weights")
+    p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt", help="model.pt path")
+    p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image (h, w)")
+    p.add_argument("--batch-size", type=int, default=1, help="batch size")
+    p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--half", action="store_true", help="FP16 half-precision export (CUDA only)")
+    p.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
+    p.add_argument("--optimize", action="store_true", help="TorchScript: optimize for mobile")
+    p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: dynamic batch, height and width")
+    p.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph (onnxslim)")
+    p.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
+    p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)}")
+    return p.parse_args(argv)
+
+
+def main(opt: argparse.Namespace) -> dict:
+    setup_logging()
+    kw = vars(opt).copy()
+    kw.pop("data", None)
+    return run(**kw)
+
+
+def cli(argv: list[str] | None = None) -> None:
+    """The command line: user errors end as one `ERROR: ...` line and exit status 2."""
+    cli_errors(main)(parse_opt(argv))
+
+
+if __name__ == "__main__":
+    cli()
