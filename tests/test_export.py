@@ -1,0 +1,166 @@
+"""export.py: every bundled config, plug-ins switched on, exports to TorchScript, ONNX and OpenVINO with standard
+operators, and the exported graphs equal PyTorch on real images, also at sizes other than the export's."""
+
+from __future__ import annotations
+
+import ast
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import export
+from models import load_model
+from models.common import Residual
+from models.yolo import Model
+from utils.augment import letterbox
+from utils.checkpoint import save_checkpoint
+from utils.errors import UserError
+from utils.paths import ROOT
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+CONFIGS = ["yolov5n.yaml", "yolov5n_biformer.yaml", "yolov5n_hilo.yaml", "yolov5n_slide.yaml",
+           "yolov5n_control.yaml", "yolov5n_transformer.yaml"]
+TOL = 1e-4  # max |diff| <= TOL * max |output|
+
+
+def _checkpoint(cfg: str, path, nc: int = 3):
+    """A checkpoint of `cfg` with random weights and every Residual gate switched on (random, not zero), so each
+    plug-in's output reaches the detections."""
+    torch.manual_seed(0)
+    model = Model(cfg, nc=nc, verbose=False)
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, Residual):
+                m.gamma.copy_(torch.rand(m.gamma.shape, generator=g) + 0.5)
+    model.names = [f"class{i}" for i in range(nc)]
+    return save_checkpoint({"model": model.state_dict(), "yaml": model.yaml, "names": model.names}, path)
+
+
+def _images(h: int, w: int, n: int = 2) -> torch.Tensor:
+    """Bundled photos letterboxed to (h, w), as a float batch in 0..1."""
+    out = []
+    for name in ("bus.jpg", "zidane.jpg")[:n]:
+        im = letterbox(cv2.imread(str(ROOT / "data" / "images" / name)), (h, w), auto=False)[0]
+        out.append(torch.from_numpy(np.ascontiguousarray(im[:, :, ::-1].transpose(2, 0, 1))).float() / 255)
+    return torch.stack(out)
+
+
+def _pytorch(pt, x: torch.Tensor) -> np.ndarray:
+    return _run(load_model(pt, fuse=True), x)
+
+
+def _run(model, x: torch.Tensor) -> np.ndarray:
+    with torch.no_grad():
+        return model(x)[0].numpy()
+
+
+def _rel(a: np.ndarray, b: np.ndarray) -> float:
+    assert a.shape == b.shape, (a.shape, b.shape)
+    return float(np.abs(a - b).max() / np.abs(b).max())
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_dynamic_export_equals_pytorch_at_other_sizes(cfg, tmp_path):
+    """Exported at 448 (the plug-ins' windows divide the P4/P5 maps, 28 and 14: no padding at export time), the
+    dynamic graphs run at sizes that need padding (320: 20 and 10 cells, 7 does not divide them; 416: 26 and
+    13, odd for HiLo's 2x2 windows) and non-square ones, and equal PyTorch there in every runtime."""
+    import onnx
+    import onnxruntime as ort
+    import openvino as ov
+
+    pt = _checkpoint(cfg, tmp_path / "best.pt")
+    files = export.run(weights=str(pt), imgsz=448, include=("torchscript", "onnx", "openvino"), dynamic=True,
+                       check=False)
+    assert set(files) == {"torchscript", "onnx", "openvino"}
+    graph = onnx.load(str(files["onnx"]))
+    assert {n.domain for n in graph.graph.node} <= {"", "ai.onnx"}  # standard operators only, no custom op
+    sess = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
+    ovm = ov.Core().compile_model(str(files["openvino"] / "best.xml"), "CPU")
+    ts = torch.jit.load(str(files["torchscript"]))
+    model = load_model(pt, fuse=True)
+    for (h, w), n in [((448, 448), 1), ((320, 320), 2), ((416, 416), 1), ((256, 384), 1), ((480, 640), 1)]:
+        x = _images(h, w, n)
+        ref = _run(model, x)
+        assert _rel(sess.run(None, {"images": x.numpy()})[0], ref) <= TOL, (cfg, "onnx", h, w)
+        assert _rel(np.asarray(ovm(x.numpy())[0]), ref) <= TOL, (cfg, "openvino", h, w)
+        with torch.no_grad():
+            assert _rel(ts(x)[0].numpy(), ref) <= TOL, (cfg, "torchscript", h, w)
+
+
+def test_fixed_export_metadata_and_files(tmp_path):
+    """A fixed-size export at 320x256 (h, w): files beside the weights, YOLOv5's metadata in each, the input shape
+    fixed in ONNX and OpenVINO, and outputs equal to PyTorch at that size."""
+    import onnx
+    import onnxruntime as ort
+    import openvino as ov
+    import yaml
+
+    pt = _checkpoint("yolov5n_biformer.yaml", tmp_path / "best.pt", nc=2)
+    files = export.run(weights=str(pt), imgsz=(320, 256), include=["onnx", "openvino", "torchscript"],
+                       batch_size=2)
+    assert files == {"onnx": tmp_path / "best.onnx", "openvino": tmp_path / "best_openvino_model",
+                     "torchscript": tmp_path / "best.torchscript"}
+    assert sorted(p.name for p in files["openvino"].iterdir()) == ["best.bin", "best.xml", "best.yaml"]
+
+    meta = {p.key: p.value for p in onnx.load(str(files["onnx"])).metadata_props}
+    assert int(meta["stride"]) == 32 and ast.literal_eval(meta["names"]) == {0: "class0", 1: "class1"}
+    assert ast.literal_eval(meta["imgsz"]) == [320, 256] and meta["dynamic"] == "False"
+    extra = {"config.txt": ""}
+    torch.jit.load(str(files["torchscript"]), _extra_files=extra)
+    cfg = json.loads(extra["config.txt"])
+    assert cfg["shape"] == [2, 3, 320, 256] and cfg["stride"] == 32 and cfg["names"] == {"0": "class0", "1": "class1"}
+    with open(files["openvino"] / "best.yaml") as f:
+        ovmeta = yaml.safe_load(f)
+    assert ovmeta["stride"] == 32 and ovmeta["names"] == {0: "class0", 1: "class1"}
+
+    sess = ort.InferenceSession(str(files["onnx"]), providers=["CPUExecutionProvider"])
+    assert sess.get_inputs()[0].shape == [2, 3, 320, 256]
+    ovm = ov.Core().read_model(str(files["openvino"] / "best.xml"))
+    assert not ovm.inputs[0].partial_shape.is_dynamic
+    x = _images(320, 256)
+    ref = _pytorch(pt, x)
+    assert _rel(sess.run(None, {"images": x.numpy()})[0], ref) <= TOL
+    assert _rel(np.asarray(ov.Core().compile_model(ovm, "CPU")(x.numpy())[0]), ref) <= TOL
+
+
+def test_simplify_keeps_numbers(tmp_path):
+    import onnxruntime as ort
+
+    pt = _checkpoint("yolov5n_hilo.yaml", tmp_path / "best.pt")
+    f = export.run(weights=str(pt), imgsz=(288, 224), include="onnx", simplify=True, check=False)["onnx"]
+    x = _images(288, 224, 1)
+    sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
+    assert _rel(sess.run(None, {"images": x.numpy()})[0], _pytorch(pt, x)) <= TOL
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"include": ["tflite"]}, "'tflite' is not supported (tflite is one of YOLOv5's formats"),
+    ({"include": ["pdf"]}, "valid formats: torchscript, onnx, openvino"),
+    ({"include": []}, "names no format"),
+    ({"include": ["onnx"], "half": True}, "--half exports need a CUDA device"),
+    ({"include": ["onnx"], "opset": 7}, "--opset 7 is outside the supported 11..20"),
+    ({"include": ["onnx"], "batch_size": 0}, "--batch-size 0 must be >= 1"),
+    ({"include": ["onnx"], "imgsz": 0}, "image sizes must be positive"),
+])
+def test_bad_options_are_named(kwargs, message, tmp_path):
+    pt = tmp_path / "yolov5n.pt"
+    pt.write_bytes((ROOT / "weights" / "yolov5n.pt").read_bytes())
+    with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        export.run(weights=str(pt), **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["yolov5n.pt"]  # nothing half-written
+
+
+def test_cli_errors_and_non_checkpoint_weights(tmp_path, capsys):
+    onnx_file = tmp_path / "model.onnx"
+    onnx_file.write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="export reads a PyTorch checkpoint"):
+        export.run(weights=str(onnx_file), include="onnx")
+    with pytest.raises(SystemExit) as e:
+        export.cli(["--weights", str(tmp_path / "missing.pt"), "--include", "onnx"])
+    assert e.value.code == 2 and "missing.pt" in capsys.readouterr().err
