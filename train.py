@@ -35,6 +35,7 @@ from tqdm import tqdm
 from models import resolve_weights
 from models.yolo import Model
 from utils import distributed as ddp
+from utils.callbacks import Callbacks
 from utils.checkpoint import load_checkpoint
 from utils.hyp import Hyp, load_hyp
 from utils.inference import MAX_IMG_SIZE, apply_options, check_img_size
@@ -83,12 +84,21 @@ class _Run:
     last_opt_step: int = -1
     amp: bool = False
     scaler: Any = None
+    callbacks: Callbacks | None = None  # the user's hooks (utils.callbacks) and the loggers'
+    loggers: Any = None  # utils.loggers.TrainLoggers on the main process
 
 
-def train(hyp: Hyp, opt: argparse.Namespace, device: torch.device) -> tuple:
-    """Train as `opt` says; returns the final validation's (P, R, mAP50, mAP50-95, box, obj, cls losses)."""
-    r = _Run(opt, hyp, device, ddp.dist_info(), Path(opt.save_dir))
+def _hook(r: _Run, name: str, *args, **kwargs) -> None:
+    if r.info.main and r.callbacks is not None:
+        r.callbacks.run(name, *args, **kwargs)
+
+
+def train(hyp: Hyp, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks | None = None) -> tuple:
+    """Train as `opt` says; returns the final validation's (P, R, mAP50, mAP50-95, box, obj, cls losses).
+    `callbacks` (utils.callbacks.Callbacks) are called at YOLOv5's hook points on the main process."""
+    r = _Run(opt, hyp, device, ddp.dist_info(), Path(opt.save_dir), callbacks=callbacks or Callbacks())
     main_rank = r.info.main
+    _hook(r, "on_pretrain_routine_start")
     w = r.save_dir / "weights"
     if main_rank:
         LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.to_dict().items()))
@@ -106,8 +116,14 @@ def train(hyp: Hyp, opt: argparse.Namespace, device: torch.device) -> tuple:
         _yaml_save(r.save_dir / "opt.yaml", vars(opt))
         ck = Checkpoints(w, r.save_dir / "results.csv")
         ck.check_writable(3 * sum(p.numel() * p.element_size() for p in r.model.parameters()))
+        from utils.loggers import TrainLoggers
+
+        r.loggers = TrainLoggers(r.save_dir, r.callbacks, graph_imgsz=r.imgsz)
     _finish_model(r, ckpt)
     del ckpt
+    if r.loggers is not None:
+        r.loggers.set_model(r.model)
+    _hook(r, "on_pretrain_routine_end", r.dataset.labels, list(r.data.names))
     return _fit(r, ck)
 
 
@@ -270,30 +286,42 @@ def _fit(r: _Run, ck: Checkpoints | None) -> tuple:
                 f"Logging results to {colorstr('bold', str(r.save_dir))}\n"
                 f"Starting training for {opt.epochs} epochs...")
     t0, epoch = time.time(), r.start_epoch
+    _hook(r, "on_train_start")
     for epoch in range(r.start_epoch, opt.epochs):
+        _hook(r, "on_train_epoch_start", epoch)
         if r.plugin_optimizer is not None:  # the recipe's schedule, without the warmup ramp
             for g in r.plugin_optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * r.lf(epoch)
         mloss = _train_epoch(r, epoch, nw)
         lr = [x["lr"] for x in r.optimizer.param_groups]  # for the log
         r.scheduler.step()
+        _hook(r, "on_train_epoch_end", epoch=epoch)
         if r.info.main:
             final_epoch = epoch + 1 == opt.epochs or stopper.possible_stop
             if not opt.noval or final_epoch:
                 results, _ = _validate(r, r.ema.ema, plots=False)
             _log_plugin_share(r, r.ema.ema, n_images=16)
+            if r.loggers is not None:
+                r.loggers.log_plugins(getattr(opt, "plugin_share", None) or {}, r.ema.ema,
+                                      r.plugin_optimizer.param_groups[0]["lr"] if r.plugin_optimizer else None)
             fi = _fitness(results)
             stop = stopper(epoch=epoch, fitness=fi)
             r.best_fitness = max(r.best_fitness, fi)
             if not opt.nosave or final_epoch:
                 ck.save(_checkpoint(r, epoch), is_best=r.best_fitness == fi, period=opt.save_period, epoch=epoch)
-            ck.results.append(epoch, list(mloss) + list(results) + lr)
+                _hook(r, "on_model_save", ck.last, epoch, final_epoch, r.best_fitness, fi)
+            vals = [float(x) for x in list(mloss) + list(results) + lr]
+            ck.results.append(epoch, vals)
+            _hook(r, "on_fit_epoch_end", vals, epoch, r.best_fitness, fi)
+            stop = stop or r.callbacks.stop_training
         stop = ddp.broadcast_object(stop)
         if stop:
             break
     if r.info.main:
         LOGGER.info(f"\n{epoch - r.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
         results = _final(r, ck)
+        _hook(r, "on_train_end", ck.last, ck.best, epoch, results)
+    _hook(r, "teardown")
     return results
 
 
@@ -317,6 +345,7 @@ def _train_epoch(r: _Run, epoch: int, nw: int) -> torch.Tensor:
         r.plugin_optimizer.zero_grad()
     for i, (imgs, targets, paths, _) in pbar:
         ni = i + r.nb * epoch  # integrated batches since the start of training
+        _hook(r, "on_train_batch_start")
         imgs = imgs.to(device, non_blocking=True).float() / 255
         if device.type == "cpu":
             imgs = imgs.contiguous(memory_format=torch.channels_last)
@@ -345,6 +374,7 @@ def _train_epoch(r: _Run, epoch: int, nw: int) -> torch.Tensor:
                 from utils.plots import plot_images
 
                 plot_images(imgs, targets, paths, r.save_dir / f"train_batch{ni}.jpg", names=r.data.names)
+            _hook(r, "on_train_batch_end", model, ni, imgs, targets, paths, [float(x) for x in mloss])
     return mloss
 
 
@@ -380,6 +410,7 @@ def _optimizer_step(r: _Run) -> None:
     for o in optimizers:
         r.scaler.step(o)
     r.scaler.update()
+    _hook(r, "on_before_zero_grad")
     for o in optimizers:
         o.zero_grad()
     if r.ema:
@@ -507,8 +538,9 @@ def _check_resume(opt: argparse.Namespace) -> argparse.Namespace:
     return new
 
 
-def main(opt: argparse.Namespace) -> argparse.Namespace:
-    """Run the training `opt` describes; returns the options it ran with, `save_dir` and `results` set."""
+def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argparse.Namespace:
+    """Run the training `opt` describes; returns the options it ran with, `save_dir` and `results` set.
+    `callbacks`: utils.callbacks.Callbacks with the user's hooks."""
     info = ddp.dist_info()
     setup_logging(rank=info.rank)
     if opt.resume:
@@ -521,16 +553,17 @@ def main(opt: argparse.Namespace) -> argparse.Namespace:
         device = ddp.init_distributed(info, device)
         opt.save_dir = ddp.broadcast_object(opt.save_dir)  # every rank writes (rank 0) under one folder
     try:
-        opt.results = train(load_hyp(opt.hyp), opt, device)
+        opt.results = train(load_hyp(opt.hyp), opt, device, callbacks)
     finally:
         ddp.cleanup()
     return opt
 
 
-def run(**kwargs) -> argparse.Namespace:
+def run(callbacks: Callbacks | None = None, **kwargs) -> argparse.Namespace:
     """`train.run(data='coco128.yaml', imgsz=320, weights='yolov5n.pt')` as the command line would; returns the
-    options it ran with, `save_dir` and the final `results` (P, R, mAP50, mAP50-95, box, obj, cls losses)."""
-    return main(apply_options(parse_opt(True), kwargs, "train.run"))
+    options it ran with, `save_dir` and the final `results` (P, R, mAP50, mAP50-95, box, obj, cls losses).
+    `callbacks`: utils.callbacks.Callbacks with hooks to call (see that module for what each receives)."""
+    return main(apply_options(parse_opt(True), kwargs, "train.run"), callbacks)
 
 
 def cli() -> None:

@@ -1,0 +1,71 @@
+"""train.py's hooks (utils/callbacks.py) and its TensorBoard event files (utils/loggers.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import train
+from tests.test_train import _opts
+from utils.callbacks import HOOKS, Callbacks
+from utils.errors import UserError
+from utils.train_utils import RESULTS_KEYS, ResultsLog
+
+
+def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}, acc
+
+
+def test_hooks_tensorboard_and_stop(tmp_path):
+    """A 2-epoch fine-tune of the BRA config: every hook fires where YOLOv5 fires it, with its arguments;
+    on_fit_epoch_end gets the results.csv row; the event file holds the same figures, the plug-in shares and
+    gates per epoch and the graph; an action setting stop_training ends the run after that epoch."""
+    calls, rows, saved = [], [], []
+    cb = Callbacks()
+    for hook in HOOKS:
+        cb.register_action(hook, "record", lambda *a, _h=hook, **k: calls.append(_h))
+    cb.register_action("on_fit_epoch_end", "rows", lambda vals, epoch, best, fi: rows.append((epoch, vals, fi)))
+    cb.register_action("on_model_save", "saved", lambda last, epoch, final, best, fi: saved.append((epoch, final)))
+    cb.register_action("on_pretrain_routine_end", "labels",
+                       lambda labels, names: calls.append(f"labels {len(labels)} {len(names)}"))
+    opt = train.run(callbacks=cb, **_opts(tmp_path, weights="yolov5n.pt", cfg="yolov5n_biformer.yaml",
+                                          epochs=2, seed=0))
+    first = ["on_pretrain_routine_start", "on_pretrain_routine_end", "labels 4 80", "on_train_start",
+             "on_train_epoch_start", "on_train_batch_start", "on_before_zero_grad", "on_train_batch_end"]
+    assert calls[:len(first)] == first
+    assert calls.count("on_train_epoch_start") == 2 and calls.count("on_train_batch_end") == 4
+    assert calls.count("on_fit_epoch_end") == 2 and calls.count("on_model_save") == 2
+    assert calls[-2:] == ["on_train_end", "teardown"] and "on_val_start" not in calls
+    assert saved == [(0, False), (1, True)]
+
+    csv = ResultsLog(opt.save_dir + "/results.csv").read()
+    for epoch, vals, fi in rows:
+        assert len(vals) == len(RESULTS_KEYS)
+        assert np.allclose(vals, [csv[k][epoch] for k in RESULTS_KEYS], rtol=1e-4, atol=1e-7)
+
+    scalars, acc = _scalars(opt.save_dir)
+    for k in RESULTS_KEYS:
+        assert [s for s, _ in scalars[k]] == [0, 1]
+        assert np.allclose([v for _, v in scalars[k]], csv[k], rtol=1e-4, atol=1e-7)
+    for layer in ("model.20", "model.24"):
+        assert len(scalars[f"plugin/share/{layer}"]) == 2 and scalars[f"plugin/share/{layer}"][-1][1] > 0
+        assert scalars[f"plugin/gamma_abs_max/{layer}"][-1][1] >= scalars[f"plugin/gamma_abs_mean/{layer}"][-1][1] > 0
+    assert np.isclose(scalars["x/plugin_lr"][0][1], 0.003)
+    assert acc.Graph() is not None
+
+    stopper = Callbacks()
+    stopper.register_action("on_fit_epoch_end", "stop", lambda vals, epoch, best, fi: setattr(stopper, "stop_training", True))
+    opt = train.run(callbacks=stopper, **_opts(tmp_path, epochs=3, name="stopped"))
+    assert list(ResultsLog(opt.save_dir + "/results.csv").read()["epoch"]) == [0]
+
+
+def test_bad_hooks_are_named():
+    cb = Callbacks()
+    with pytest.raises(UserError, match="unknown callback hook 'on_epoch_end'"):
+        cb.register_action("on_epoch_end", "x", print)
+    with pytest.raises(UserError, match="is not callable"):
+        cb.register_action("on_train_end", "x", None)
