@@ -2,6 +2,10 @@
 
     python detect.py --weights yolov5n.pt --source data/images          # a folder
     python detect.py --source img.jpg | 'photos/*.jpg' | list.txt | clip.mp4 | 0 | rtsp://host/stream
+    python detect.py --weights best.onnx | best.torchscript | best_openvino_model/   # export.py's files
+
+An export of fixed size (no --dynamic) runs at the size it was exported for, images letterboxed to it exactly;
+.pt, TorchScript and --dynamic exports letterbox to the smallest stride multiple, as YOLOv5.
 
 Annotated images and videos (same size and frame rate as the input) go to runs/detect/exp, exp2, ...;
 --save-txt writes YOLO labels per image (`<stem>.txt`) or per video frame (`<stem>_<frame>.txt`), afresh each
@@ -21,7 +25,7 @@ import torch
 from tqdm import tqdm
 
 from utils.boxes import scale_boxes
-from utils.inference import check_finite, check_finite_outputs, check_img_size, cli_errors, save_one_txt
+from utils.inference import check_finite_outputs, check_img_size, cli_errors, save_one_txt
 from utils.labels import IMG_FORMATS
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
@@ -142,26 +146,33 @@ class _VideoBar:
 
 
 def _load_model(w, device, half: bool, imgsz):
-    """(model, stride, checked imgsz) of the weights file `w`, whose weights must be finite."""
-    from models import load_model
+    """(model, stride, imgsz (h, w)) of `w`: a .pt checkpoint, whose weights must be finite, or an export
+    (models.backends.DetectBackend). An export of fixed size runs at its own size; a warning says when --imgsz
+    differs."""
+    from models.backends import DetectBackend
 
-    model = load_model(w, device=device, fuse=True)
-    check_finite(model, w)
-    stride = int(model.stride.max())
-    imgsz = check_img_size(list(imgsz) * (2 if len(imgsz) == 1 else 1), s=stride)
-    if half:
-        model.half()
+    model = DetectBackend(w, device=device, fp16=half)
+    stride = model.stride
+    imgsz = list(imgsz) * (2 if len(imgsz) == 1 else 1)
+    if model.fixed_shape is not None and tuple(imgsz) != tuple(model.fixed_shape):
+        fh, fw = model.fixed_shape
+        LOGGER.warning(f"WARNING: --imgsz {' '.join(map(str, imgsz))} differs from the {fh}x{fw} (h x w) that {w} "
+                       f"was exported for; running at {fh}x{fw} (export with --dynamic to run at any size)")
+        imgsz = list(model.fixed_shape)
+    imgsz = check_img_size(imgsz, s=stride)
     if device.type != "cpu":  # warm-up
-        model(torch.zeros(1, 3, *imgsz, device=device).type_as(next(model.parameters())))
+        model.warmup(tuple(imgsz))
     return model, stride, tuple(imgsz)
 
 
-def _dataset(source: str, imgsz, stride: int, vid_stride: int):
+def _dataset(source: str, imgsz, stride: int, vid_stride: int, auto: bool = True):
+    """(images or streams, whether a stream); `auto` letterboxes to the smallest stride multiple (rectangular),
+    else to imgsz exactly (square), as an export of fixed size needs."""
     from utils.sources import LoadImages, LoadStreams, is_stream_source
 
     if is_stream_source(source):
-        return LoadStreams(source, img_size=imgsz, stride=stride, auto=True, vid_stride=vid_stride), True
-    return LoadImages(source, img_size=imgsz, stride=stride, auto=True, vid_stride=vid_stride), False
+        return LoadStreams(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), True
+    return LoadImages(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), False
 
 
 def _infer(model, im: np.ndarray, device, half: bool, nms_kw: dict, weights, path):
@@ -209,7 +220,11 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
         visualize_routing=False) -> tuple[Path, list[Detections]]:
     """Detect; returns (run folder, detections of every image / frame in original pixels; for streams the
     first MAX_STREAM_RECORDS frames). `visualize_routing` also draws, for models with BiLevelRoutingAttention,
-    the regions each of the most confident detections routes to, into <run folder>/routing."""
+    the regions each of the most confident detections routes to, into <run folder>/routing (a .pt checkpoint
+    only: exports do not expose the attention). `weights` is a .pt or an export (.torchscript, .onnx,
+    *_openvino_model); an export of fixed size runs at its own size."""
+    from models.backends import weights_format
+
     source = str(source)
     device = select_device(device)
     if half and device.type != "cuda":
@@ -217,8 +232,16 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
         half = False
     check_line_width(line_thickness)
     w = weights[0] if isinstance(weights, (list, tuple)) else weights
+    fmt = weights_format(w)
+    if visualize_routing and fmt != "pt":
+        raise UserError(f"--visualize-routing needs the PyTorch checkpoint (.pt): it reads the attention inside "
+                        f"the model, which the {fmt} export {w} does not expose")
+    if half and fmt in ("onnx", "openvino"):
+        LOGGER.warning(f"WARNING: --half applies to .pt and TorchScript weights; the {fmt} model runs in the "
+                       "precision it was exported in")
     model, stride, imgsz = _load_model(w, device, half, [imgsz] if isinstance(imgsz, int) else list(imgsz))
-    dataset, webcam = _dataset(source, imgsz, stride, vid_stride)
+    half = model.fp16
+    dataset, webcam = _dataset(source, imgsz, stride, vid_stride, auto=model.fixed_shape is None)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     names = list(model.names)
@@ -246,7 +269,7 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
             dataset.close()
     _report(seen, dt, imgsz, len(dataset) if webcam else 1, save_dir, save_txt, o.save_img or save_crop)
     if visualize_routing:
-        _draw_routing(model, records, save_dir / "routing", max(imgsz), conf_thres, iou_thres)
+        _draw_routing(model.model, records, save_dir / "routing", max(imgsz), conf_thres, iou_thres)
     return save_dir, records
 
 
@@ -278,7 +301,8 @@ def _report(seen, dt, imgsz, bs, save_dir: Path, save_txt: bool, saved: bool) ->
 
 def parse_opt(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt", help="model path")
+    p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt",
+                   help="model path: .pt, .torchscript, .onnx or *_openvino_model")
     p.add_argument("--source", type=str, default=str(ROOT / "data/images"),
                    help="file/dir/glob/.txt list/video, 0 for webcam, or a stream URL")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")

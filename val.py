@@ -2,9 +2,14 @@
 
     python val.py --weights yolov5n.pt --data coco128.yaml --imgsz 640
     python val.py --weights runs/train/exp/weights/best.pt --data coco128.yaml --save-json --verbose
+    python val.py --weights best.onnx | best.torchscript | best_openvino_model/ --data coco128.yaml
     python val.py --task speed|study ...
 
-Images are letterboxed into rectangular batches (rect, pad 0.5) and predictions are compared with the labels
+--weights also takes the files export.py writes (models.backends.DetectBackend). Images are letterboxed into
+rectangular batches (rect, pad 0.5) where the model takes any size (.pt, TorchScript, --dynamic ONNX and
+OpenVINO), so a dynamic export is scored on exactly the inputs its .pt gets; an export of fixed size is scored at
+its own size and batch, on square letterboxed batches. Exports give no loss (they output the decoded
+predictions only), and --half applies to .pt and TorchScript on CUDA. Predictions are compared with the labels
 in the original image's pixels at IoU 0.50:0.05:0.95. `--save-json` also scores the detections with pycocotools,
 converting the YOLO labels to COCO ground truth when the dataset has no COCO annotation file.
 """
@@ -22,7 +27,7 @@ from tqdm import tqdm
 
 from utils.boxes import scale_boxes, xywh2xyxy
 from utils.coco_eval import COCO80_TO_91, coco_detections, coco_map, image_ids, yolo_to_coco_gt
-from utils.inference import check_finite, check_finite_outputs, check_img_size, cli_errors, save_one_txt
+from utils.inference import check_finite_outputs, check_img_size, cli_errors, save_one_txt
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, match_predictions
 from utils.nms import non_max_suppression
@@ -57,22 +62,34 @@ def _data_info(data, single_cls: bool, model) -> tuple[object, int, list[str]]:
     return data, nc, names
 
 
-def _load(weights, device, half: bool, imgsz: int):
-    """The model to validate, its stride and the checked image size."""
-    from models import load_model
+def _load(weights, device, half: bool, imgsz: int, batch_size: int):
+    """(model, checked image size, batch size, rect allowed): a .pt checkpoint or an exported model
+    (models.backends.DetectBackend). A fixed-size export is validated at its own size (square only, as val.py
+    letterboxes to --imgsz x --imgsz) and batch; a warning says where --imgsz or --batch-size disagree."""
+    from models.backends import DetectBackend
 
     w = weights[0] if isinstance(weights, (list, tuple)) else weights
     if w is None:
-        raise UserError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt)")
-    model = load_model(w, device=device, fuse=True)
-    check_finite(model, w)
-    stride = int(model.stride.max())
-    imgsz = check_img_size(imgsz, s=stride)
-    if half:
-        model.half()
+        raise UserError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt, or "
+                        "an export: .torchscript, .onnx, *_openvino_model)")
+    model = DetectBackend(w, device=device, fp16=half)
+    if model.fixed_shape is not None:
+        h, w_ = model.fixed_shape
+        if h != w_:
+            raise UserError(f"--weights {w} was exported for {h}x{w_} (h x w) images, and val.py letterboxes to "
+                            "square --imgsz: export with a square --imgsz, or with --dynamic")
+        if imgsz != h:
+            LOGGER.warning(f"WARNING: --imgsz {imgsz} differs from the {h}x{h} that {w} was exported for; "
+                           f"validating at {h} (export with --dynamic to validate at any size)")
+        imgsz = h
+    imgsz = check_img_size(imgsz, s=model.stride)
+    if model.fixed_batch is not None and batch_size != model.fixed_batch:
+        LOGGER.warning(f"WARNING: --batch-size {batch_size} differs from the batch {model.fixed_batch} that {w} was "
+                       f"exported for; using {model.fixed_batch}")
+        batch_size = model.fixed_batch
     if device.type != "cpu":  # warm-up, so the first batch's time is not a start-up time
-        model(torch.zeros(1, 3, imgsz, imgsz, device=device).type_as(next(model.parameters())))
-    return model, stride, imgsz
+        model.warmup((imgsz, imgsz))
+    return model, imgsz, batch_size, model.fixed_shape is None
 
 
 def _image_stats(pred, labels, im_shape, shape0, ratio_pad, iouv, single_cls):
@@ -143,26 +160,30 @@ def _coco_annotation_file(data, split: str) -> Path | None:
 
 def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
                 exist_ok, half):
-    """Load the weights and build the rectangular-batch loader: (model, dataloader, data, nc, names, ...)."""
+    """Load the weights and build the loader (rectangular batches where the model takes any size):
+    (model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device)."""
     from utils.dataset import create_dataloader
 
     device = select_device(device)
     half &= device.type == "cuda"  # fp16 only on CUDA; the CPU runs fp32
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    model, stride, imgsz = _load(weights, device, half, imgsz)
+    model, imgsz, batch_size, any_size = _load(weights, device, half, imgsz, batch_size)
+    half = model.fp16  # .pt and TorchScript on CUDA; ONNX and OpenVINO take the dtype their graph declares
     data, nc, names = _data_info(data, single_cls, model)
-    ncm = model.model[-1].nc
+    ncm = model.nc
     if not single_cls and ncm != nc:
         raise UserError(f"--weights {weights} predict {ncm} classes but --data has nc={nc}; pass weights "
                          "trained on this dataset, or --single-cls")
     if len(getattr(model, "names", [])) == nc:
         names = list(model.names)
     split = task if task in ("train", "val", "test") else "val"
-    pad, rect = (0.0, False) if task == "speed" else (0.5, True)
-    dataloader = create_dataloader(data.split(split), imgsz, batch_size, stride, single_cls, pad=pad, rect=rect,
-                                   workers=workers, prefix=colorstr(f"{split}: "), nc=None if single_cls else nc)[0]
-    return model, dataloader, data, nc, names, split, save_dir, imgsz, half, device
+    # rectangular batches where the model takes any size; a fixed-size export gets square letterboxed batches
+    pad, rect = (0.0, False) if task == "speed" else (0.5, any_size)
+    dataloader = create_dataloader(data.split(split), imgsz, batch_size, model.stride, single_cls, pad=pad,
+                                   rect=rect, workers=workers, prefix=colorstr(f"{split}: "),
+                                   nc=None if single_cls else nc)[0]
+    return model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device
 
 
 @torch.no_grad()
@@ -172,8 +193,9 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
         dataloader=None, save_dir=Path(""), plots=True, compute_loss=None):
     """Validate; returns ((mp, mr, map50, map, *val_losses), maps (nc,), (pre, inference, NMS) ms per image).
 
-    With `model` (training) that model and `dataloader` are used as they are; otherwise `weights` are loaded
-    and a rectangular-batch loader is built for split `task` of `data`.
+    With `model` (training) that model and `dataloader` are used as they are; otherwise `weights` (a .pt or an
+    export: .torchscript, .onnx, *_openvino_model) are loaded and a loader is built for split `task` of `data`:
+    rectangular batches, or square ones at the export's size for an export of fixed size.
     """
     training = model is not None
     if training:
@@ -183,9 +205,11 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
         data, nc, names = _data_info(data, single_cls, model)
         split = "val"
     else:
-        model, dataloader, data, nc, names, split, save_dir, imgsz, half, device = _standalone(
+        model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device = _standalone(
             data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
             exist_ok, half)
+        if not model.pt:
+            compute_loss = None  # an export returns the decoded predictions only: no raw maps for a loss
     model.eval()
     out = _Outputs(Path(save_dir), save_txt, save_conf, save_json, plots, names, dataloader.dataset,
                    COCO80_TO_91 if nc == 80 and _coco_annotation_file(data, split) else None)
@@ -325,10 +349,15 @@ def _study(opt: argparse.Namespace, weights: list[str]) -> None:
 
 
 def main(opt: argparse.Namespace) -> None:
+    from models.backends import weights_format
+
     setup_logging()
     weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
     if opt.half and select_device(opt.device).type != "cuda":
         LOGGER.warning("WARNING: --half needs CUDA; validating in FP32")
+    elif opt.half and any(weights_format(w) in ("onnx", "openvino") for w in weights):
+        LOGGER.warning("WARNING: --half applies to .pt and TorchScript weights; ONNX and OpenVINO models run in "
+                       "the precision they were exported in")
     if opt.task in ("train", "val", "test"):
         if opt.conf_thres > 0.001:
             LOGGER.info(f"WARNING: confidence threshold {opt.conf_thres} > 0.001 gives an mAP that is not "

@@ -1,0 +1,269 @@
+"""One model interface over a PyTorch checkpoint and the files export.py writes, as YOLOv5's DetectMultiBackend.
+
+    model = DetectBackend("best.onnx", device)   # or best.pt, best.torchscript, best_openvino_model/ (or its .xml)
+    pred = model(im)[0]                            # im (B, 3, H, W) float in 0..1; pred (B, anchors, 5 + nc)
+
+For a .pt the call is the model's own: (decoded, raw maps) in eval mode. An exported file gives (decoded, None):
+the same decoded tensor, boxes as pixel (cx, cy, w, h), before NMS, as a torch tensor on the input's device.
+Stride and class names come from the metadata export.py stores (TorchScript: the extra file config.txt; ONNX:
+metadata_props; OpenVINO: the .yaml beside the .xml). `fixed_shape` and `fixed_batch` say what an export without
+--dynamic accepts: callers letterbox to that size; a batch of another size is run in chunks of the fixed batch.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from utils.errors import UserError
+from utils.log import LOGGER
+
+__all__ = ["DetectBackend", "DetectMultiBackend", "SUFFIXES", "weights_format"]
+
+# format: what names it on the command line
+SUFFIXES = {"pt": ".pt", "torchscript": ".torchscript", "onnx": ".onnx",
+            "openvino": "a folder *_openvino_model (or its .xml)"}
+_META_KEYS = ("stride", "names", "imgsz", "batch", "dynamic")
+
+
+def weights_format(path: str | Path) -> str:
+    """'pt', 'torchscript', 'onnx' or 'openvino' from the file name; a UserError names the valid ones."""
+    p = Path(path)
+    if p.suffix == ".pt":
+        return "pt"
+    if p.suffix == ".torchscript":
+        return "torchscript"
+    if p.suffix == ".onnx":
+        return "onnx"
+    if p.name.endswith("_openvino_model") or p.suffix == ".xml":
+        return "openvino"
+    raise UserError(f"--weights {str(path)!r}: unknown model format {p.suffix or '(no suffix)'!r}; valid: "
+                    f"{', '.join(SUFFIXES.values())}")
+
+
+def _resolve(path: Path, fmt: str) -> Path:
+    """The exported file or folder as given; a bare name also finds it in weights/. FileNotFoundError names it."""
+    from models import WEIGHTS_DIR
+
+    ok = (lambda p: p.is_dir()) if fmt == "openvino" and path.suffix != ".xml" else (lambda p: p.is_file())
+    if ok(path):
+        return path
+    if path.parent == Path(".") and ok(WEIGHTS_DIR / path.name):
+        return WEIGHTS_DIR / path.name
+    kind = "folder" if fmt == "openvino" and path.suffix != ".xml" else "file"
+    raise FileNotFoundError(f"weights {str(path)!r} not found (no such {kind})")
+
+
+def _names_list(names) -> list[str]:
+    """Class names from a {index: name} mapping (keys int or str, as JSON writes them) or a list."""
+    if isinstance(names, dict):
+        return [str(names[k]) for k in sorted(names, key=int)]
+    return [str(n) for n in names]
+
+
+def _torch_dtype(np_or_ov_type: str) -> torch.dtype:
+    return torch.float16 if "16" in np_or_ov_type else torch.float32
+
+
+class DetectBackend(nn.Module):
+    """A detector from `weights`: a .pt checkpoint (loaded fused, weights checked finite), a .torchscript, an
+    .onnx (ONNX Runtime) or an OpenVINO folder *_openvino_model / its .xml. `fp16` applies to .pt and
+    TorchScript on CUDA (the caller feeds half inputs); ONNX and OpenVINO files get the dtype their graph declares.
+
+    Attributes: fmt, pt (a .pt checkpoint), stride (int), names (list), nc, model (the nn.Module for .pt, else
+    None), fixed_shape ((h, w) an export without --dynamic requires, None when any size runs), fixed_batch (its
+    batch, or None), fp16 (whether callers should feed half inputs), weights (the resolved path).
+    """
+
+    def __init__(self, weights: str | Path, device: str | torch.device = "cpu", fp16: bool = False):
+        super().__init__()
+        from utils.torch_utils import select_device
+
+        w = weights[0] if isinstance(weights, (list, tuple)) else weights
+        if w is None:
+            raise UserError("--weights is needed: a checkpoint (.pt) or an exported model "
+                            f"({', '.join(SUFFIXES.values())})")
+        self.device = select_device(device)
+        self.fmt = weights_format(w)
+        self.pt = self.fmt == "pt"
+        self.model: nn.Module | None = None
+        self.fixed_shape: tuple[int, int] | None = None
+        self.fixed_batch: int | None = None
+        self.fp16 = bool(fp16) and self.device.type == "cuda" and self.fmt in ("pt", "torchscript")
+        self._in_dtype = torch.float32  # what an ONNX / OpenVINO graph takes
+        meta = {}
+        if self.pt:
+            self.weights = self._load_pt(w)
+        else:
+            self.weights = _resolve(Path(w), self.fmt)
+            meta = getattr(self, f"_load_{self.fmt}")(self.weights)
+        if not self.pt:
+            self._apply_meta(meta)
+
+    # ------------------------------------------------------------------------------------------- loading
+    def _load_pt(self, w) -> Path:
+        from models import load_model, resolve_weights
+        from utils.inference import check_finite
+
+        path = resolve_weights(w)
+        model = load_model(path, device=self.device, fuse=True)
+        check_finite(model, w)
+        if self.fp16:
+            model.half()
+        self.model = model
+        self.stride = int(model.stride.max())
+        self.names = list(model.names)
+        self.nc = int(model.model[-1].nc)
+        return path
+
+    def _load_torchscript(self, path: Path) -> dict:
+        extra = {"config.txt": ""}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch.jit.load's deprecation notice
+            try:
+                ts = torch.jit.load(str(path), _extra_files=extra, map_location=self.device)
+            except RuntimeError as e:
+                raise UserError(f"--weights {path}: not a TorchScript file torch.jit.load can read (one written "
+                                f"with export.py --optimize is for the mobile lite interpreter): {e}") from None
+        ts.eval()
+        params = list(ts.parameters())
+        if self.fp16:
+            ts.half()
+        elif params and params[0].dtype == torch.float16:
+            self.fp16 = self.device.type == "cuda"
+            if not self.fp16:
+                raise UserError(f"--weights {path}: an fp16 TorchScript export runs on CUDA only; use --device 0 "
+                                "or an fp32 export")
+        self.ts = ts
+        cfg = extra["config.txt"]
+        return json.loads(cfg) if cfg else {}  # a traced file runs at any size and batch: no fixed shape
+
+    def _load_onnx(self, path: Path) -> dict:
+        import onnxruntime as ort
+
+        providers = ["CPUExecutionProvider"]
+        if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
+            providers.insert(0, "CUDAExecutionProvider")
+        try:
+            sess = ort.InferenceSession(str(path), providers=providers)
+        except Exception as e:  # onnxruntime raises its own exception types for a file it cannot parse
+            raise UserError(f"--weights {path}: ONNX Runtime cannot load it: {e}") from None
+        inp = sess.get_inputs()[0]
+        self._in_dtype = _torch_dtype(inp.type)
+        self._fixed_dims([d if isinstance(d, int) else None for d in inp.shape])
+        self.session, self._in_name = sess, inp.name
+        meta = {}
+        for k, v in sess.get_modelmeta().custom_metadata_map.items():
+            meta[k] = v
+            if k in _META_KEYS:
+                try:
+                    meta[k] = ast.literal_eval(v)  # written as str(value): a literal, never code
+                except (ValueError, SyntaxError):
+                    raise UserError(f"--weights {path}: metadata {k}={v[:60]!r} is not a Python literal") from None
+        return meta
+
+    def _load_openvino(self, path: Path) -> dict:
+        import openvino as ov
+        import yaml
+
+        if path.is_dir():
+            xml = sorted(path.glob("*.xml"))
+            if not xml:
+                raise FileNotFoundError(f"weights {str(path)!r}: the folder holds no OpenVINO .xml model")
+            xml = xml[0]
+        else:
+            xml = path
+        if not xml.with_suffix(".bin").is_file():
+            raise FileNotFoundError(f"weights {str(xml)!r}: its weights file {xml.with_suffix('.bin').name} is missing")
+        core = ov.Core()
+        ov_model = core.read_model(str(xml))
+        inp = ov_model.inputs[0]
+        self._in_dtype = _torch_dtype(str(inp.element_type))
+        self._fixed_dims([d.get_length() if d.is_static else None for d in inp.partial_shape])
+        self.compiled = core.compile_model(ov_model, "CPU")
+        meta_file = xml.with_suffix(".yaml")
+        if not meta_file.is_file():
+            meta_file = next(iter(sorted(xml.parent.glob("*.yaml"))), meta_file)
+        if meta_file.is_file():
+            with open(meta_file, encoding="utf-8") as f:
+                return yaml.safe_load(f) or {}
+        return {}
+
+    def _fixed_dims(self, dims: list[int | None]) -> None:
+        """Record the fixed batch and (h, w) of an input shaped (batch, 3, h, w); None dims are free."""
+        if len(dims) != 4:
+            raise UserError(f"--weights {self.weights}: the model input has "
+                            f"{len(dims)} dimensions; a detector takes (batch, 3, height, width)")
+        b, _, h, w = dims
+        self.fixed_batch = b
+        self.fixed_shape = (h, w) if h is not None and w is not None else None
+
+    def _apply_meta(self, meta: dict) -> None:
+        """stride, names and nc from the export's metadata (defaults, with a warning, where it has none)."""
+        self.stride = int(meta.get("stride", 32))
+        names = meta.get("names")
+        if names is None:
+            nc = self._output_nc()
+            LOGGER.warning(f"WARNING: {self.weights} carries no class names (not written by export.py?); using "
+                           f"class0..class{nc - 1} and stride {self.stride}")
+            names = [f"class{i}" for i in range(nc)]
+        self.names = _names_list(names)
+        self.nc = len(self.names)
+
+    def _output_nc(self) -> int:
+        """nc from the output's last dimension (5 + nc), by running a blank input."""
+        h, w = self.fixed_shape or (self.stride * 2, self.stride * 2)
+        return int(self.forward(torch.zeros(self.fixed_batch or 1, 3, h, w, device=self.device))[0].shape[-1]) - 5
+
+    # ------------------------------------------------------------------------------------------- inference
+    def forward(self, im: torch.Tensor):
+        """(decoded (B, anchors, 5 + nc), raw maps) for .pt, (decoded, None) for exports; on `im`'s device."""
+        if self.pt:
+            return self.model(im)
+        b, _, h, w = im.shape
+        if self.fixed_shape is not None and (h, w) != tuple(self.fixed_shape):
+            fh, fw = self.fixed_shape
+            raise UserError(f"{self.weights} was exported for {fh}x{fw} images (h x w), got {h}x{w}; letterbox to "
+                            f"{fh}x{fw} or export with --dynamic")
+        fb = self.fixed_batch
+        if fb is None or b == fb:
+            y = self._run(im)
+        else:  # a fixed-batch export: chunks of its batch, the last padded with blank images
+            ys = []
+            for i in range(0, b, fb):
+                chunk = im[i:i + fb]
+                n = len(chunk)
+                if n < fb:
+                    chunk = torch.cat((chunk, chunk.new_zeros((fb - n, *chunk.shape[1:]))), 0)
+                ys.append(self._run(chunk)[:n])
+            y = torch.cat(ys, 0)
+        return y.to(im.device, im.dtype if im.is_floating_point() else torch.float32), None
+
+    def _run(self, im: torch.Tensor) -> torch.Tensor:
+        if self.fmt == "torchscript":
+            y = self.ts(im.half() if self.fp16 else im.float())
+            return y[0] if isinstance(y, (list, tuple)) else y
+        x = im.detach().to("cpu", self._in_dtype).numpy()
+        if self.fmt == "onnx":
+            y = self.session.run(None, {self._in_name: x})[0]
+        else:
+            y = self.compiled([x])[self.compiled.output(0)]
+        return torch.from_numpy(np.ascontiguousarray(y))
+
+    def warmup(self, imgsz: tuple[int, int] = (640, 640)) -> None:
+        """One forward on a blank input, so the first real batch's time is not a start-up time."""
+        h, w = self.fixed_shape or imgsz
+        dtype = torch.float16 if self.fp16 else torch.float32
+        self.forward(torch.zeros(self.fixed_batch or 1, 3, h, w, device=self.device, dtype=dtype))
+
+    def extra_repr(self) -> str:
+        return f"fmt={self.fmt}, weights={self.weights}, fixed_shape={self.fixed_shape}, fixed_batch={self.fixed_batch}"
+
+
+DetectMultiBackend = DetectBackend  # YOLOv5's name
