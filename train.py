@@ -511,6 +511,7 @@ def parse_opt(known: bool = False) -> argparse.Namespace:
     p.add_argument("--freeze", nargs="+", type=int, default=[0], help="Freeze layers: backbone=10, first3=0 1 2")
     p.add_argument("--save-period", type=int, default=-1, help="Save checkpoint every x epochs (disabled if < 1)")
     p.add_argument("--seed", type=int, default=0, help="Global training seed")
+    p.add_argument("--evolve", type=int, nargs="?", const=300, help="evolve hyperparameters for x generations")
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by torchrun; do not modify")
     return p.parse_known_args()[0] if known else p.parse_args()
 
@@ -543,9 +544,14 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argpars
     `callbacks`: utils.callbacks.Callbacks with the user's hooks."""
     info = ddp.dist_info()
     setup_logging(rank=info.rank)
+    if opt.resume and getattr(opt, "evolve", None):
+        raise UserError("--evolve cannot be combined with --resume (rerun --evolve with --name expN --exist-ok "
+                        "to continue a search)")
     if opt.resume:
         opt = _check_resume(opt)
     _check_options(opt)
+    if getattr(opt, "evolve", None):
+        return _evolve(opt, info, callbacks)
     if not opt.resume:
         opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
     device = select_device(opt.device)
@@ -556,6 +562,42 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argpars
         opt.results = train(load_hyp(opt.hyp), opt, device, callbacks)
     finally:
         ddp.cleanup()
+    return opt
+
+
+def _evolve(opt: argparse.Namespace, info: ddp.DistInfo, callbacks: Callbacks | None) -> argparse.Namespace:
+    """--evolve N: N generations of training, each from a mutation of the fittest so far (utils/evolve.py), into
+    runs/evolve/expN (evolve.csv, hyp_evolve.yaml, evolve.png). Each generation validates its final epoch only
+    and keeps only its final checkpoint. A generation that fails (a non-finite loss) is logged with zero
+    metrics and the search goes on. Rerun with --name expN --exist-ok to continue a killed search."""
+    from utils import evolve as ev
+
+    if opt.evolve < 1:
+        raise UserError(f"--evolve {opt.evolve}: the number of generations must be >= 1")
+    if info.distributed:
+        raise UserError("--evolve runs in one process: start it with python, not torchrun")
+    if Path(opt.project) == ROOT / "runs" / "train":
+        opt.project = str(ROOT / "runs" / "evolve")
+    opt.noval, opt.nosave = True, True
+    opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
+    save_dir, device = Path(opt.save_dir), select_device(opt.device)
+    save_dir.mkdir(parents=True, exist_ok=True)
+    csv, base = save_dir / "evolve.csv", load_hyp(opt.hyp)
+    for g in range(len(ev.read_rows(csv)), opt.evolve):
+        hyp = ev.mutate(base, ev.read_rows(csv), np.random.default_rng([opt.seed, g]))
+        LOGGER.info(f"\n{colorstr('evolve:')} generation {g + 1}/{opt.evolve}: " +
+                    ", ".join(f"{k}={v:g}" for k, v in hyp.to_dict().items() if ev.META.get(k, (0,))[0]))
+        try:
+            results = train(hyp, opt, device, callbacks)
+        except FloatingPointError as e:  # one bad mutation does not end the search
+            LOGGER.warning(f"WARNING: evolve generation {g + 1} failed ({e}); recorded with zero metrics")
+            results = (0.0,) * len(ev.RESULT_KEYS)
+        ev.append_row(csv, results, hyp)
+        ev.write_best(csv, save_dir / "hyp_evolve.yaml", base)
+    ev.plot_evolve(csv)
+    rows = ev.read_rows(csv)
+    opt.results = tuple(float(x) for x in rows[ev.best_hyp(rows)[0], :len(ev.RESULT_KEYS)])
+    LOGGER.info(ev.summary(csv, save_dir))
     return opt
 
 
