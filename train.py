@@ -45,7 +45,7 @@ from utils.optim import OPTIMIZERS, EarlyStopping, ModelEMA, linear_lr, one_cycl
 from utils.plugin_optim import plugin_optimizer, plugin_parameter_names
 from utils.paths import ROOT, increment_path
 from utils.torch_utils import de_parallel, select_device
-from utils.train_utils import Checkpoints, freeze_layers, init_seeds, latest_run, seed_epoch
+from utils.train_utils import Checkpoints, freeze_layers, init_seeds, latest_run, sample_image_indices, seed_epoch
 from utils.errors import UserError
 
 __all__ = ["parse_opt", "run", "main", "train"]
@@ -85,6 +85,7 @@ class _Run:
     amp: bool = False
     scaler: Any = None
     callbacks: Callbacks | None = None  # the user's hooks (utils.callbacks) and the loggers'
+    maps: Any = None  # per-class mAP50-95 of the latest validation (--image-weights)
     loggers: Any = None  # utils.loggers.TrainLoggers on the main process
 
 
@@ -107,6 +108,10 @@ def train(hyp: Hyp, opt: argparse.Namespace, device: torch.device, callbacks: Ca
 
     r.data = load_data_config(opt.data, single_cls=opt.single_cls)
     ckpt = _build_model(r)
+    if opt.batch_size == -1:  # AutoBatch: sized to the CUDA device's memory
+        from utils.autobatch import autobatch
+
+        opt.batch_size = autobatch(r.model, r.imgsz, r.device, amp=r.device.type == "cuda")
     _build_optimizer(r, ckpt)
     _build_data(r)
     ck = None
@@ -184,10 +189,18 @@ def _check_options(opt: argparse.Namespace) -> None:
     """Options that cannot make a run, found before any work (and before the run folder exists)."""
     for k, lo in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("imgsz", 32)):
         v = getattr(opt, k)
+        if k == "batch_size" and v == -1:  # AutoBatch
+            continue
         if not isinstance(v, int) or v < lo:
             raise UserError(f"--{k.replace('_', '-')} {v!r}: must be an integer >= {lo}")
     if opt.imgsz > MAX_IMG_SIZE:
         raise UserError(f"--imgsz {opt.imgsz}: at most {MAX_IMG_SIZE} pixels")
+    if ddp.dist_info().distributed:
+        if opt.batch_size == -1:
+            raise UserError("--batch-size -1 (AutoBatch) sizes one device: give a batch size for DDP runs")
+        if getattr(opt, "image_weights", False):
+            raise UserError("--image-weights is not supported in DDP runs (the processes would draw different "
+                            "image sets)")
 
 
 def _build_optimizer(r: _Run, ckpt: dict | None) -> None:
@@ -254,7 +267,10 @@ def _finish_model(r: _Run, ckpt: dict | None) -> None:
         if not opt.noplots:
             from utils.train_plots import plot_labels
 
+            from utils.train_plots import plot_labels_correlogram
+
             plot_labels(r.dataset.labels, r.data.names, r.save_dir)
+            plot_labels_correlogram(r.dataset.labels, r.save_dir)
     if r.device.type == "cpu":  # oneDNN convolutions run 20-30% faster on NHWC tensors
         for p in r.model.parameters():
             if p.dim() == 4:  # in place, so the optimizer keeps the same Parameter objects
@@ -299,7 +315,7 @@ def _fit(r: _Run, ck: Checkpoints | None) -> tuple:
         if r.info.main:
             final_epoch = epoch + 1 == opt.epochs or stopper.possible_stop
             if not opt.noval or final_epoch:
-                results, _ = _validate(r, r.ema.ema, plots=False)
+                results, r.maps = _validate(r, r.ema.ema, plots=False)
             _log_plugin_share(r, r.ema.ema, n_images=16)
             if r.loggers is not None:
                 r.loggers.log_plugins(getattr(opt, "plugin_share", None) or {}, r.ema.ema,
@@ -335,6 +351,9 @@ def _train_epoch(r: _Run, epoch: int, nw: int) -> torch.Tensor:
     opt, model, device = r.opt, r.model, r.device
     model.train()
     seed_epoch(r.train_loader, opt.seed, r.info.rank, epoch)
+    if opt.image_weights:  # draw this epoch's images by class weight and (1 - class mAP)^2
+        maps = r.maps if r.maps is not None else np.zeros(r.data.nc)
+        r.dataset.indices = sample_image_indices(r.dataset.labels, r.data.nc, maps, opt.seed, epoch)
     mloss = torch.zeros(3, device=device)
     LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
     pbar = enumerate(r.train_loader)
@@ -481,15 +500,16 @@ def _log_plugin_share(r: _Run, model: nn.Module, n_images: int = 32) -> None:
 
 # ---- command line ---------------------------------------------------------------------------------------
 def parse_opt(known: bool = False) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Train a YOLOv5 detector")
+    p = argparse.ArgumentParser(description="Train a YOLOv5 detector", allow_abbrev=False)
     p.add_argument("--weights", type=str, default="yolov5n.pt", help="initial weights path ('' to start fresh)")
     p.add_argument("--cfg", type=str, default="", help="model.yaml path or name, e.g. yolov5n_biformer.yaml")
     p.add_argument("--data", type=str, default="coco128.yaml", help="dataset.yaml path")
     p.add_argument("--hyp", type=str, default="hyp.scratch-low.yaml", help="hyperparameters path")
     p.add_argument("--epochs", type=int, default=100, help="total training epochs")
-    p.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs")
+    p.add_argument("--batch-size", type=int, default=16, help="total batch size for all GPUs, -1 for autobatch")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="train, val image size (pixels)")
     p.add_argument("--rect", action="store_true", help="rectangular training")
+    p.add_argument("--image-weights", action="store_true", help="use weighted image selection for training")
     p.add_argument("--resume", nargs="?", const=True, default=False, help="resume most recent training")
     p.add_argument("--nosave", action="store_true", help="only save final checkpoint")
     p.add_argument("--noval", action="store_true", help="only validate final epoch")

@@ -12,7 +12,7 @@ import numpy as np
 from utils.log import LOGGER
 from utils.plots import colors
 
-__all__ = ["plot_labels", "plot_results"]
+__all__ = ["plot_labels", "plot_labels_correlogram", "plot_results"]
 
 
 def _figure(rows: int, cols: int, figsize):
@@ -90,5 +90,31 @@ def plot_results(file: str | Path) -> Path:
         ax[i].set_title(keys[j], fontsize=12)
     ax[1].legend()
     out = file.with_name("results.png")
+    fig.savefig(out, dpi=200)
+    return out
+
+
+def plot_labels_correlogram(labels: list[np.ndarray], save_dir: Path, max_boxes: int = 5000) -> Path:
+    """labels_correlogram.jpg: pairwise joint histograms of the boxes' x, y, width, height (normalised), each
+    variable's histogram on the diagonal, as YOLOv5 draws it (without seaborn)."""
+    lb = np.concatenate([x for x in labels if len(x)], 0) if any(len(x) for x in labels) else np.zeros((0, 5))
+    b = lb[:max_boxes, 1:5]
+    names = ("x", "y", "width", "height")
+    fig, ax = _figure(4, 4, (8, 8))
+    for i in range(4):
+        for j in range(4):
+            a = ax[i * 4 + j]
+            if i == j:
+                a.hist(b[:, i], bins=50, range=(0, 1), color="#1f77b4", alpha=0.8)
+            else:
+                a.hist2d(b[:, j], b[:, i], bins=50, range=[[0, 1], [0, 1]], cmap="Blues")
+            a.set_xlim(0, 1)
+            if i == 3:
+                a.set_xlabel(names[j])
+            if j == 0:
+                a.set_ylabel(names[i])
+            a.tick_params(labelsize=6)
+    out = Path(save_dir) / "labels_correlogram.jpg"
+    out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=200)
     return out
