@@ -5,13 +5,19 @@
 
 from __future__ import annotations
 
+import ast
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
 import torch
 import torch.nn as nn
 
 from models.registry import LayerSpec, concat, inserts_dim, lookup, register, scaled, scaled_repeated
 from utils.errors import UserError
 
-__all__ = ["autopad", "Conv", "Bottleneck", "C3", "SPPF", "Concat", "Residual"]
+__all__ = ["autopad", "Conv", "Bottleneck", "C3", "SPP", "SPPF", "Concat", "Residual", "ACTIVATIONS",
+           "parse_activation", "conv_activation"]
 
 
 def autopad(k: int | tuple, p: int | None = None, d: int = 1):
@@ -23,9 +29,81 @@ def autopad(k: int | tuple, p: int | None = None, d: int = 1):
     return p
 
 
+# The activations a model YAML's `activation:` key may name, as YOLOv5 writes them (`nn.LeakyReLU(0.1)`).
+# Parameter-free only: the one instance is shared by every Conv of the model.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
+    f"nn.{cls.__name__}": cls
+    for cls in (nn.SiLU, nn.LeakyReLU, nn.ReLU, nn.ReLU6, nn.Hardswish, nn.Mish, nn.GELU, nn.ELU, nn.CELU, nn.SELU,
+                nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Softplus, nn.Identity)
+}
+
+
+def _literal(node: ast.AST, spec: str):
+    """The value of a constant argument node (a number, True/False/None, a negated number), never code."""
+    try:
+        value = ast.literal_eval(node)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        value = ...  # a name, call or other expression
+    if value is ... or not (value is None or isinstance(value, (bool, int, float))):
+        raise UserError(f"activation {spec!r}: arguments must be numbers, True, False or None, "
+                        f"got {ast.unparse(node)!r}")
+    return value
+
+
+def parse_activation(spec: str) -> nn.Module:
+    """The module a YAML `activation:` string names, e.g. 'nn.LeakyReLU(0.1)' -> nn.LeakyReLU(0.1).
+
+    The string is parsed, never evaluated: it must be one call (or bare name) of an `ACTIVATIONS` class, written
+    `nn.X(...)` or `torch.nn.X(...)`, with constant arguments (numbers, True, False, None; positional or keyword).
+    Anything else raises a UserError naming the string and the allowed activations.
+    """
+    allowed = ", ".join(f"{k}()" for k in ACTIVATIONS)
+    bad = UserError(f"activation {spec!r} is not one of the allowed activations: {allowed} (with constant "
+                    f"arguments, e.g. nn.LeakyReLU(0.1))")
+    if not isinstance(spec, str):
+        raise bad
+    try:
+        node = ast.parse(spec.strip(), mode="eval").body
+    except SyntaxError:
+        raise bad from None
+    call = node if isinstance(node, ast.Call) else ast.Call(func=node, args=[], keywords=[])
+    name = ast.unparse(call.func).removeprefix("torch.")
+    if name not in ACTIVATIONS or any(k.arg is None for k in call.keywords):  # no **kwargs
+        raise bad
+    args = [_literal(a, spec) for a in call.args]
+    kwargs = {k.arg: _literal(k.value, spec) for k in call.keywords}
+    try:
+        return ACTIVATIONS[name](*args, **kwargs)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"activation {spec!r}: {name} does not take these arguments ({e})") from None
+
+
+_ACT_LOCK = threading.RLock()
+
+
+@contextmanager
+def conv_activation(act: nn.Module | None) -> Iterator[None]:
+    """Within the block, every Conv built with act=True uses `act` (one instance, shared by all of them, as
+    YOLOv5's `Conv.default_act`); afterwards the default is SiLU again, so it never leaks into models built
+    later. None keeps the default. parse_model builds every model inside this block, so a model built on another
+    thread meanwhile waits rather than picking up this one's activation."""
+    with _ACT_LOCK:
+        before = Conv.default_act
+        if act is not None:
+            Conv.default_act = act
+        try:
+            yield
+        finally:
+            Conv.default_act = before
+
+
 @register(channels=scaled)
 class Conv(nn.Module):
-    """Conv2d (no bias) + BatchNorm2d + SiLU. After `fuse()` the BN is folded into the convolution."""
+    """Conv2d (no bias) + BatchNorm2d + activation. After `fuse()` the BN is folded into the convolution.
+
+    The activation is SiLU unless the model YAML names another (`activation: nn.LeakyReLU(0.1)`, see
+    `conv_activation`); `act=False` means none, an nn.Module means that module.
+    """
 
     default_act = nn.SiLU()  # one shared instance, as in YOLOv5 (so layer counts match its summary)
 
@@ -72,6 +150,28 @@ class C3(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.cv3(torch.cat((self.m(self.cv1(x)), self.cv2(x)), 1))
+
+
+@register(channels=scaled)
+class SPP(nn.Module):
+    """Spatial pyramid pooling (YOLOv3-SPP): cv2(cat(x, maxpool_k(x) for k in `k`)) after a 1x1 cv1 to c1 // 2.
+
+    Each pool is stride 1 with 'same' padding, so (B, c1, H, W) -> (B, c2, H, W). YAML: `[-1, 1, SPP, [512,
+    [5, 9, 13]]]`.
+    """
+
+    def __init__(self, c1: int, c2: int, k: tuple[int, ...] | list[int] = (5, 9, 13)):
+        super().__init__()
+        if not k or any(not isinstance(x, int) or x < 1 or x % 2 == 0 for x in k):
+            raise UserError(f"SPP needs odd pooling kernels >= 1, got k={k}")
+        c_ = c1 // 2
+        self.cv1 = Conv(c1, c_, 1, 1)
+        self.cv2 = Conv(c_ * (len(k) + 1), c2, 1, 1)
+        self.m = nn.ModuleList(nn.MaxPool2d(kernel_size=x, stride=1, padding=x // 2) for x in k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.cv1(x)
+        return self.cv2(torch.cat([x] + [m(x) for m in self.m], 1))
 
 
 @register(channels=scaled)
@@ -139,3 +239,4 @@ class Residual(nn.Module):
 from models.attention import *  # noqa: E402,F401,F403
 from models.control import ConvControl  # noqa: E402,F401
 from models.transformer import C3TR, TransformerBlock, TransformerLayer  # noqa: E402,F401
+from models.ghost import C3Ghost, DWConv, GhostBottleneck, GhostConv  # noqa: E402,F401

@@ -14,10 +14,11 @@ from pathlib import Path
 import yaml
 from utils.errors import UserError
 
-__all__ = ["CONFIG_DIR", "load_model_config", "resolve_config_path", "list_configs"]
+__all__ = ["CONFIG_DIR", "SCALED_NAME", "load_model_config", "resolve_config_path", "list_configs"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-_SCALED_NAME = re.compile(r"^(?P<arch>yolov\d+)(?P<scale>[nsmlx])(?P<rest>(?:[_-].*)?)\.ya?ml$")
+# yolov5s_biformer.yaml -> arch 'yolov5', scale 's', rest '_biformer'
+SCALED_NAME = re.compile(r"^(?P<arch>yolov\d+)(?P<scale>[nsmlx])(?P<rest>(?:[_-].*)?)\.ya?ml$")
 
 
 def list_configs() -> list[Path]:
@@ -32,7 +33,7 @@ def resolve_config_path(cfg: str | Path) -> tuple[Path, str | None]:
     for candidate in (path, CONFIG_DIR / path.name):
         if candidate.is_file():
             return candidate, None
-    m = _SCALED_NAME.match(path.name)
+    m = SCALED_NAME.match(path.name)
     if m:
         base = m["arch"] + m["rest"] + path.suffix
         for candidate in (path.with_name(base), CONFIG_DIR / base):

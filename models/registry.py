@@ -20,7 +20,8 @@ from utils.errors import UserError
 
 __all__ = [
     "LayerSpec", "ModuleEntry", "register", "register_module", "lookup", "known_modules",
-    "make_divisible", "scaled", "scaled_repeated", "inserts_dim", "same", "concat", "detect_head",
+    "make_divisible", "scaled", "scaled_repeated", "inserts_dim", "same", "concat", "detect_head", "input_channels",
+    "TORCH_NN_MODULES",
 ]
 
 
@@ -131,6 +132,23 @@ def detect_head(spec: LayerSpec):
     return args, spec.no, spec.n
 
 
-register_module("nn.Upsample", nn.Upsample, same)
+def input_channels(spec: LayerSpec):
+    """Block whose only argument is its input channels, which it keeps (nn.BatchNorm2d); the YAML args are unused."""
+    c = _single_input(spec)
+    return [c], c, spec.n
+
+
+# The torch.nn classes a model YAML may name, as YOLOv5's YAMLs write them (`nn.MaxPool2d`): an allow-list, so a
+# YAML never reaches an arbitrary attribute of torch.nn. Each keeps YOLOv5's channel rule for it.
+TORCH_NN_MODULES: dict[str, tuple[type, ChannelRule]] = {
+    "nn.Upsample": (nn.Upsample, same),
+    "nn.Identity": (nn.Identity, same),
+    "nn.MaxPool2d": (nn.MaxPool2d, same),
+    "nn.AvgPool2d": (nn.AvgPool2d, same),
+    "nn.ZeroPad2d": (nn.ZeroPad2d, same),
+    "nn.BatchNorm2d": (nn.BatchNorm2d, input_channels),
+    "nn.ConvTranspose2d": (nn.ConvTranspose2d, scaled),
+}
+for _name, (_cls, _rule) in TORCH_NN_MODULES.items():
+    register_module(_name, _cls, _rule)
 register_module("Upsample", nn.Upsample, same)
-register_module("nn.Identity", nn.Identity, same)

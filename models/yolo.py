@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import models.common  # noqa: F401  (registers the blocks and attention plug-ins)
+from models.common import conv_activation, parse_activation  # importing it registers the blocks and plug-ins
 from models.config import load_model_config
 from models.registry import LayerSpec, detect_head, lookup, register
-from utils.log import LOGGER, setup_logging
+from utils.log import LOGGER, colorstr, setup_logging
 from utils.errors import UserError
 
 __all__ = ["Detect", "Model", "DetectionModel", "parse_model"]
@@ -105,7 +105,20 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
     inserted plug-ins start from the same weights in every layer they share (a fresh Detect head included), the
     plug-ins' weights depend only on the seed and the plug-in, and what runs after the build (data order,
     augmentation) draws the same numbers: paired runs, as compare.py needs them.
+
+    `activation:` in the dict (YOLOv5's `nn.LeakyReLU(0.1)`) is parsed from an allow-list, never evaluated
+    (models.common.parse_activation), and is the activation of every Conv of this model only.
     """
+    act = d.get("activation")
+    act = parse_activation(act) if act is not None else None  # a UserError for anything not allow-listed
+    if verbose and act is not None:
+        LOGGER.info(f"{colorstr('activation:')} {d['activation']}")
+    with conv_activation(act):  # this model's Convs only: the default is SiLU again afterwards
+        return _parse_layers(d, ch, verbose)
+
+
+def _parse_layers(d: dict, ch: list[int], verbose: bool) -> tuple[nn.Sequential, list[int]]:
+    """parse_model's loop over the YAML rows."""
     base, seen = torch.initial_seed(), Counter()
     anchors, nc, gd, gw = d["anchors"], d["nc"], d["depth_multiple"], d["width_multiple"]
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
@@ -117,7 +130,10 @@ def parse_model(d: dict, ch: list[int], verbose: bool = True) -> tuple[nn.Sequen
         if not isinstance(row, (list, tuple)) or len(row) != 4:
             raise UserError(f"model YAML layer {i}: expected [from, number, module, args], got {row!r}")
         f, n, name, args = row
-        entry = lookup(name)
+        try:
+            entry = lookup(name)
+        except KeyError as e:  # name the row, keep the registry's list of known modules
+            raise KeyError(f"model YAML layer {i} {list(row)!r}: {e.args[0]}") from None
         args = [_resolve_arg(a, d) for a in (args or [])]
         n = n_ = max(round(n * gd), 1) if n > 1 else n
         args, c2, n = entry.channels(LayerSpec(ch=ch, f=f, n=n, args=args, width_multiple=gw, no=no))

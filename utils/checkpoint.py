@@ -69,6 +69,12 @@ _LEGACY_CLASSES = [
     "torch.nn.modules.activation.SiLU", "torch.nn.modules.activation.LeakyReLU",
     "torch.nn.modules.activation.Hardswish", "torch.nn.modules.pooling.MaxPool2d",
     "torch.nn.modules.upsampling.Upsample", "torch.nn.modules.linear.Identity",
+    # the hub models: yolov5s-transformer (C3TR), yolov5s-ghost, yolov3-tiny (ZeroPad2d)
+    "models.common.C3TR", "models.common.TransformerBlock", "models.common.TransformerLayer",
+    "torch.nn.modules.linear.Linear", "torch.nn.modules.linear.NonDynamicallyQuantizableLinear",
+    "torch.nn.modules.activation.MultiheadAttention",
+    "models.common.GhostConv", "models.common.GhostBottleneck", "models.common.C3Ghost", "models.common.DWConv",
+    "torch.nn.modules.padding.ZeroPad2d",
 ]
 _STAND_INS = [(_stand_in(q), q) for q in _LEGACY_CLASSES]
 
