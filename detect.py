@@ -3,6 +3,8 @@
     python detect.py --weights yolov5n.pt --source data/images          # a folder
     python detect.py --source img.jpg | 'photos/*.jpg' | list.txt | clip.mp4 | 0 | rtsp://host/stream
     python detect.py --weights best.onnx | best.torchscript | best_openvino_model/   # export.py's files
+    python detect.py --weights a.pt b.pt          # an ensemble (models.ensemble): both models' boxes, one NMS
+    python detect.py --augment --save-csv --view-img --visualize
 
 An export of fixed size (no --dynamic) runs at the size it was exported for, images letterboxed to it exactly;
 .pt, TorchScript and --dynamic exports letterbox to the smallest stride multiple, as YOLOv5.
@@ -11,11 +13,21 @@ Annotated images and videos (same size and frame rate as the input) go to runs/d
 --save-txt writes YOLO labels per image (`<stem>.txt`) or per video frame (`<stem>_<frame>.txt`), afresh each
 run. Sources that share a name (a/img.jpg, b/img.jpg) get distinct outputs: img.jpg, then img_1.jpg (and .txt).
 An image that cannot be read, resized or drawn is skipped with a warning naming it; the run goes on.
+
+--augment is YOLOv5's test-time augmentation (models.tta; a .pt or an export that takes any size). --save-csv
+writes predictions.csv (Image Name, Prediction, Confidence; one row per box, least confident first per image, as
+YOLOv5; afresh each run). --view-img shows each drawn image (cv2.imshow); without a display it warns once and
+goes on. --visualize saves YOLOv5's feature-map figures: for each image (video frame: <stem>_<frame>) a folder
+<run>/<stem> with stage<i>_<type>_features.png (the first 32 channels of layer i's output) and .npy (the whole
+map) per layer; it hooks the layers of a .pt model, so exports and ensembles cannot be visualized.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +49,7 @@ from utils.errors import UserError
 
 
 MAX_STREAM_RECORDS = 10_000  # frames of a webcam / stream whose detections run() returns
+CSV_HEADER = ("Image Name", "Prediction", "Confidence")  # --save-csv columns, as YOLOv5
 
 
 @dataclass
@@ -63,6 +76,9 @@ class _Options:
     hide_labels: bool = False
     hide_conf: bool = False
     stem: UniqueStems = field(default_factory=UniqueStems)  # source path -> its output stem, unique in the run
+    view_img: bool = False
+    csv_path: Path | None = None  # --save-csv: predictions.csv, its header written
+    viewer: _Viewer = field(default_factory=lambda: _Viewer(False))
 
 
 def describe(det: torch.Tensor, names: list[str]) -> str:
@@ -74,22 +90,101 @@ def describe(det: torch.Tensor, names: list[str]) -> str:
     return s
 
 
-def _annotate(det: torch.Tensor, im0: np.ndarray, stem: str, txt_path: Path, o: _Options) -> np.ndarray:
-    """Draw `det` (original pixels) on im0 and write its txt lines and crops; returns the drawn image."""
+def _annotate(det: torch.Tensor, im0: np.ndarray, stem: str, txt_path: Path, o: _Options,
+              image_name: str) -> np.ndarray:
+    """Draw `det` (original pixels) on im0 and write its txt lines, CSV rows and crops; returns the drawn image."""
     imc = im0.copy() if o.save_crop else im0
     annotator = Annotator(im0, line_width=o.line_thickness)
     if o.save_txt and len(det):
         save_one_txt(det.flip(0), o.save_conf, im0.shape[:2], txt_path)  # least confident first, as YOLOv5
     elif o.save_txt:
         txt_path.unlink(missing_ok=True)  # no detections now: an earlier run's file (--exist-ok) must not stay
+    rows = []
     for *xyxy, conf, cls in reversed(det.tolist()):
         c = int(cls)
-        if o.save_img:
+        rows.append((image_name, o.names[c], f"{conf:.2f}"))
+        if o.save_img or o.view_img:
             label = None if o.hide_labels else (o.names[c] if o.hide_conf else f"{o.names[c]} {conf:.2f}")
             annotator.box_label(xyxy, label, color=colors(c, bgr=True))
         if o.save_crop:
             save_one_box(xyxy, imc, file=o.save_dir / "crops" / safe_name(o.names[c]) / f"{stem}.jpg")
+    if o.csv_path is not None and rows:
+        with open(o.csv_path, "a", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows(rows)
     return annotator.result()
+
+
+def _no_display() -> str | None:
+    """Why no window can be opened here, or None where one may be (OpenCV still has the last word)."""
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        return "no display: neither DISPLAY nor WAYLAND_DISPLAY is set"
+    return None
+
+
+class _Viewer:
+    """--view-img: each drawn image in a window named by its source (cv2.imshow, a 1 ms wait), as YOLOv5. Where
+    no window can be opened (no display, an OpenCV without GUI) one warning says why and the run goes on."""
+
+    def __init__(self, enabled: bool):
+        self.enabled, self.windows = enabled, []
+
+    def show(self, name: str, im: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        reason = _no_display()
+        if reason is None:
+            try:
+                if name not in self.windows:
+                    if sys.platform.startswith("linux"):  # a resizable window at the image's size, as YOLOv5
+                        cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
+                        cv2.resizeWindow(name, im.shape[1], im.shape[0])
+                    self.windows.append(name)
+                cv2.imshow(name, im)
+                cv2.waitKey(1)
+                return
+            except cv2.error as e:
+                reason = cv2_reason(e)
+        LOGGER.warning(f"WARNING: --view-img: cannot show images ({reason}); going on without showing them")
+        self.enabled = False
+
+    def close(self) -> None:
+        if self.windows:
+            try:
+                cv2.destroyAllWindows()
+            except cv2.error:
+                pass
+            self.windows.clear()
+
+
+class _FeatureMaps:
+    """--visualize: a forward hook on every layer of a .pt Model saves its output as YOLOv5's feature-map figure
+    (utils.plots.feature_visualization) into the folder set by `target`, once per layer and target: of a --augment
+    forward only the first pass (scale 1, not flipped) is drawn."""
+
+    def __init__(self, model: torch.nn.Module):
+        self.folder: Path | None = None
+        self.done: set[int] = set()
+        self.saved = 0
+        self.handles = [layer.register_forward_hook(self._hook) for layer in model.model]
+
+    def target(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.done = folder, set()
+
+    def _hook(self, module, inputs, output) -> None:
+        from utils.plots import feature_visualization
+
+        i = getattr(module, "i", None)
+        if self.folder is None or i in self.done:
+            return
+        self.done.add(i)
+        if feature_visualization(output, getattr(module, "type", type(module).__name__), i, save_dir=self.folder):
+            self.saved += 1
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles = []
 
 
 class _VideoSinks:
@@ -147,11 +242,12 @@ class _VideoBar:
 
 def _load_model(w, device, half: bool, imgsz):
     """(model, stride, imgsz (h, w)) of `w`: a .pt checkpoint, whose weights must be finite, or an export
-    (models.backends.DetectBackend). An export of fixed size runs at its own size; a warning says when --imgsz
-    differs."""
-    from models.backends import DetectBackend
+    (models.backends.DetectBackend); a list of several: their ensemble (models.ensemble.Ensemble). An export of
+    fixed size runs at its own size; a warning says when --imgsz differs."""
+    from models.ensemble import load_detector, weights_label
 
-    model = DetectBackend(w, device=device, fp16=half)
+    model = load_detector(w, device=device, fp16=half)
+    w = weights_label(w)
     stride = model.stride
     imgsz = list(imgsz) * (2 if len(imgsz) == 1 else 1)
     if model.fixed_shape is not None and tuple(imgsz) != tuple(model.fixed_shape):
@@ -175,15 +271,15 @@ def _dataset(source: str, imgsz, stride: int, vid_stride: int, auto: bool = True
     return LoadImages(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), False
 
 
-def _infer(model, im: np.ndarray, device, half: bool, nms_kw: dict, weights, path):
+def _infer(model, im: np.ndarray, device, half: bool, nms_kw: dict, weights, path, augment: bool = False):
     """(input batch (B, 3, H, W), per-image detections in input pixels, [pre, inference, NMS] seconds); NaN or
-    inf outputs raise an error naming the `weights` file."""
+    inf outputs raise an error naming the `weights` file. `augment`: test-time augmentation (models.tta)."""
     t1 = time_sync()
     x = torch.from_numpy(im).to(device)
     x = (x.half() if half else x.float()) / 255
     x = x[None] if x.ndim == 3 else x
     t2 = time_sync()
-    pred = model(x)[0]
+    pred = model(x, augment=augment)[0]
     check_finite_outputs(pred, weights, path)
     t3 = time_sync()
     pred = non_max_suppression(pred, **nms_kw)
@@ -199,7 +295,8 @@ def _one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o: _Options, 
     video, stem = dataset.mode != "image", o.stem(p)
     det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], im0.shape).round()
     txt = o.save_dir / "labels" / (stem + (f"_{frame}" if video else "") + ".txt")
-    im0 = _annotate(det, im0, stem, txt, o)
+    im0 = _annotate(det, im0, stem, txt, o, p.name)
+    o.viewer.show(str(p), im0)
     out = o.save_dir / (stem + p.suffix)
     if o.save_img and video:
         sinks.write(out, im0, vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else dataset.fps[i])
@@ -217,12 +314,15 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
         max_det=1000, device="", save_txt=False, save_conf=False, save_crop=False, nosave=False, classes=None,
         agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False, line_thickness=3,
         hide_labels=False, hide_conf=False, half=False, vid_stride=1,
-        visualize_routing=False) -> tuple[Path, list[Detections]]:
+        visualize_routing=False, augment=False, visualize=False, view_img=False,
+        save_csv=False) -> tuple[Path, list[Detections]]:
     """Detect; returns (run folder, detections of every image / frame in original pixels; for streams the
     first MAX_STREAM_RECORDS frames). `visualize_routing` also draws, for models with BiLevelRoutingAttention,
     the regions each of the most confident detections routes to, into <run folder>/routing (a .pt checkpoint
     only: exports do not expose the attention). `weights` is a .pt or an export (.torchscript, .onnx,
-    *_openvino_model); an export of fixed size runs at its own size."""
+    *_openvino_model), or a list of several: their ensemble; an export of fixed size runs at its own size.
+    `augment`: test-time augmentation; `visualize`: feature-map figures per image (one .pt only); `view_img`:
+    show each drawn image; `save_csv`: <run folder>/predictions.csv (see the module's docstring)."""
     from models.backends import weights_format
 
     source = str(source)
@@ -231,27 +331,49 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
         LOGGER.warning(f"WARNING: --half needs CUDA; running in FP32 on {device.type}")
         half = False
     check_line_width(line_thickness)
-    w = weights[0] if isinstance(weights, (list, tuple)) else weights
-    fmt = weights_format(w)
-    if visualize_routing and fmt != "pt":
-        raise UserError(f"--visualize-routing needs the PyTorch checkpoint (.pt): it reads the attention inside "
-                        f"the model, which the {fmt} export {w} does not expose")
-    if half and fmt in ("onnx", "openvino"):
+    ws = list(weights) if isinstance(weights, (list, tuple)) else [weights]
+    w = ws[0] if len(ws) == 1 else ws
+    fmts = [weights_format(x) for x in ws]
+    for flag, on, what in (("--visualize-routing", visualize_routing, "the attention"),
+                           ("--visualize", visualize, "the layers' outputs")):
+        if on and len(ws) > 1:
+            raise UserError(f"{flag} draws one model; got an ensemble of {len(ws)} weights: "
+                            f"{' '.join(map(str, ws))}")
+        if on and fmts[0] != "pt":
+            raise UserError(f"{flag} needs the PyTorch checkpoint (.pt): it reads {what} inside the model, "
+                            f"which the {fmts[0]} export {ws[0]} does not expose")
+    if half and any(f in ("onnx", "openvino") for f in fmts):
+        fmt = next(f for f in fmts if f in ("onnx", "openvino"))
         LOGGER.warning(f"WARNING: --half applies to .pt and TorchScript weights; the {fmt} model runs in the "
                        "precision it was exported in")
     model, stride, imgsz = _load_model(w, device, half, [imgsz] if isinstance(imgsz, int) else list(imgsz))
+    if augment and model.fixed_shape is not None:
+        fh, fw = model.fixed_shape
+        raise UserError(f"--augment runs the model on rescaled inputs, and {' '.join(map(str, ws))} was exported "
+                        f"for {fh}x{fw} images only; use the .pt or an export made with --dynamic")
     half = model.fp16
     dataset, webcam = _dataset(source, imgsz, stride, vid_stride, auto=model.fixed_shape is None)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     names = list(model.names)
-    o = _Options(save_dir, names, not nosave, save_txt, save_conf, save_crop, line_thickness, hide_labels, hide_conf)
+    o = _Options(save_dir, names, not nosave, save_txt, save_conf, save_crop, line_thickness, hide_labels, hide_conf,
+                 view_img=view_img, csv_path=save_dir / "predictions.csv" if save_csv else None,
+                 viewer=_Viewer(view_img))
+    if o.csv_path is not None:  # afresh each run, even into an --exist-ok folder
+        with open(o.csv_path, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerow(CSV_HEADER)
+    features = _FeatureMaps(model.model) if visualize else None
     nms_kw = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=classes, agnostic=agnostic_nms,
                   max_det=max_det)
+    wl = " + ".join(map(str, ws))  # what a NaN output names
     sinks, bar, records, seen, dt = _VideoSinks(), _VideoBar(names), [], 0, [0.0, 0.0, 0.0]
     try:
         for path, im, im0s, vid_cap, s in dataset:
-            x, pred, times = _infer(model, im, device, half, nms_kw, w, path)
+            if features is not None:  # the batch's first image: <run>/<stem>, or <stem>_<frame> of a video
+                video = dataset.mode != "image"
+                stem = o.stem(Path(path[0] if webcam else path))
+                features.target(save_dir / (stem + (f"_{dataset.frame}" if video else "")))
+            x, pred, times = _infer(model, im, device, half, nms_kw, wl, path, augment)
             dt = [a + b for a, b in zip(dt, times)]
             for i, det in enumerate(pred):
                 seen += 1
@@ -265,9 +387,16 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
     finally:
         bar.close()
         sinks.close()
+        o.viewer.close()
+        if features is not None:
+            features.close()
         if webcam:
             dataset.close()
     _report(seen, dt, imgsz, len(dataset) if webcam else 1, save_dir, save_txt, o.save_img or save_crop)
+    if o.csv_path is not None:
+        LOGGER.info(f"Predictions saved to {colorstr('bold', str(o.csv_path))}")
+    if features is not None:
+        LOGGER.info(f"Feature maps: {features.saved} figures saved to {colorstr('bold', str(save_dir))}/<image>/")
     if visualize_routing:
         _draw_routing(model.model, records, save_dir / "routing", max(imgsz), conf_thres, iou_thres)
     return save_dir, records
@@ -300,9 +429,9 @@ def _report(seen, dt, imgsz, bs, save_dir: Path, save_txt: bool, saved: bool) ->
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt",
-                   help="model path: .pt, .torchscript, .onnx or *_openvino_model")
+                   help="model path(s): .pt, .torchscript, .onnx or *_openvino_model; several make an ensemble")
     p.add_argument("--source", type=str, default=str(ROOT / "data/images"),
                    help="file/dir/glob/.txt list/video, 0 for webcam, or a stream URL")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="inference size h,w")
@@ -326,6 +455,10 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
     p.add_argument("--visualize-routing", action="store_true",
                    help="draw where BiLevelRoutingAttention routes the most confident detections")
+    p.add_argument("--view-img", action="store_true", help="show results")
+    p.add_argument("--save-csv", action="store_true", help="save results in CSV format")
+    p.add_argument("--augment", action="store_true", help="augmented inference (TTA: 3 scales, one mirrored)")
+    p.add_argument("--visualize", action="store_true", help="visualize features (.pt only)")
     return p.parse_args(argv)
 
 

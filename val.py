@@ -4,6 +4,8 @@
     python val.py --weights runs/train/exp/weights/best.pt --data coco128.yaml --save-json --verbose
     python val.py --weights best.onnx | best.torchscript | best_openvino_model/ --data coco128.yaml
     python val.py --task speed|study ...
+    python val.py --weights a.pt b.pt --data coco128.yaml      # an ensemble: both models' boxes, one NMS
+    python val.py --weights yolov5n.pt --augment               # test-time augmentation (3 scales / flips)
 
 --weights also takes the files export.py writes (models.backends.DetectBackend). Images are letterboxed into
 rectangular batches (rect, pad 0.5) where the model takes any size (.pt, TorchScript, --dynamic ONNX and
@@ -12,6 +14,12 @@ its own size and batch, on square letterboxed batches. Exports give no loss (the
 predictions only), and --half applies to .pt and TorchScript on CUDA. Predictions are compared with the labels
 in the original image's pixels at IoU 0.50:0.05:0.95. `--save-json` also scores the detections with pycocotools,
 converting the YOLO labels to COCO ground truth when the dataset has no COCO annotation file.
+
+Several --weights make YOLOv5's NMS ensemble (models.ensemble): every model's decoded boxes concatenated before
+one NMS; the models must predict the same classes, and exports may take part. --augment is YOLOv5's test-time
+augmentation (models.tta): scales 1, 0.83 (mirrored) and 0.67, de-scaled and concatenated before NMS; it needs
+a model that takes any input size (a .pt or a --dynamic export). --task speed and study score each of several
+--weights on its own, as YOLOv5.
 """
 
 from __future__ import annotations
@@ -62,17 +70,23 @@ def _data_info(data, single_cls: bool, model) -> tuple[object, int, list[str]]:
     return data, nc, names
 
 
-def _load(weights, device, half: bool, imgsz: int, batch_size: int):
+def _load(weights, device, half: bool, imgsz: int, batch_size: int, augment: bool = False):
     """(model, checked image size, batch size, rect allowed): a .pt checkpoint or an exported model
-    (models.backends.DetectBackend). A fixed-size export is validated at its own size (square only, as val.py
-    letterboxes to --imgsz x --imgsz) and batch; a warning says where --imgsz or --batch-size disagree."""
-    from models.backends import DetectBackend
+    (models.backends.DetectBackend), or the ensemble of several (models.ensemble.Ensemble). A fixed-size export
+    is validated at its own size (square only, as val.py letterboxes to --imgsz x --imgsz) and batch; a warning
+    says where --imgsz or --batch-size disagree. `augment` needs a model that takes any input size."""
+    from models.ensemble import load_detector, weights_label
 
-    w = weights[0] if isinstance(weights, (list, tuple)) else weights
-    if w is None:
+    ws = [w for w in (weights if isinstance(weights, (list, tuple)) else [weights]) if w is not None]
+    if not ws:
         raise UserError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt, or "
                         "an export: .torchscript, .onnx, *_openvino_model)")
-    model = DetectBackend(w, device=device, fp16=half)
+    model = load_detector(ws, device=device, fp16=half)
+    w = weights_label(ws)
+    if augment and model.fixed_shape is not None:
+        fh, fw = model.fixed_shape
+        raise UserError(f"--augment runs the model on rescaled inputs, and {w} was exported for {fh}x{fw} images "
+                        "only; use the .pt or an export made with --dynamic")
     if model.fixed_shape is not None:
         h, w_ = model.fixed_shape
         if h != w_:
@@ -159,7 +173,7 @@ def _coco_annotation_file(data, split: str) -> Path | None:
 
 
 def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
-                exist_ok, half):
+                exist_ok, half, augment=False):
     """Load the weights and build the loader (rectangular batches where the model takes any size):
     (model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device)."""
     from utils.dataset import create_dataloader
@@ -168,7 +182,7 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
     half &= device.type == "cuda"  # fp16 only on CUDA; the CPU runs fp32
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    model, imgsz, batch_size, any_size = _load(weights, device, half, imgsz, batch_size)
+    model, imgsz, batch_size, any_size = _load(weights, device, half, imgsz, batch_size, augment)
     half = model.fp16  # .pt and TorchScript on CUDA; ONNX and OpenVINO take the dtype their graph declares
     data, nc, names = _data_info(data, single_cls, model)
     ncm = model.nc
@@ -190,12 +204,13 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
 def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, max_det=300,
         task="val", device="", workers=8, single_cls=False, verbose=False, save_txt=False, save_conf=False,
         save_json=False, project=ROOT / "runs/val", name="exp", exist_ok=False, half=True, model=None,
-        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None):
+        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None, augment=False):
     """Validate; returns ((mp, mr, map50, map, *val_losses), maps (nc,), (pre, inference, NMS) ms per image).
 
     With `model` (training) that model and `dataloader` are used as they are; otherwise `weights` (a .pt or an
-    export: .torchscript, .onnx, *_openvino_model) are loaded and a loader is built for split `task` of `data`:
-    rectangular batches, or square ones at the export's size for an export of fixed size.
+    export: .torchscript, .onnx, *_openvino_model; several: their ensemble) are loaded and a loader is built for
+    split `task` of `data`: rectangular batches, or square ones at the export's size for an export of fixed size.
+    `augment`: test-time augmentation (models.tta); with `compute_loss` the plain forward runs, as YOLOv5.
     """
     training = model is not None
     if training:
@@ -207,16 +222,20 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
     else:
         model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device = _standalone(
             data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
-            exist_ok, half)
+            exist_ok, half, augment)
         if not model.pt:
             compute_loss = None  # an export returns the decoded predictions only: no raw maps for a loss
     model.eval()
     out = _Outputs(Path(save_dir), save_txt, save_conf, save_json, plots, names, dataloader.dataset,
                    COCO80_TO_91 if nc == 80 and _coco_annotation_file(data, split) else None)
     confusion_matrix = ConfusionMatrix(nc=nc)
-    w = None if training else (weights[0] if isinstance(weights, (list, tuple)) else weights)
+    w = None  # the weights a NaN output names
+    if not training:
+        from models.ensemble import weights_label
+
+        w = weights_label(weights)
     stats, seen, dt, loss = _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, single_cls,
-                                  compute_loss, confusion_matrix if plots else None, out, w)
+                                  compute_loss, confusion_matrix if plots else None, out, w, augment)
     mp, mr, map50, map_, maps = _summarize(stats, nc, names, seen, plots, out.save_dir, verbose, training)
     t = tuple(x / max(seen, 1) * 1e3 for x in dt)  # ms per image
     if not training:
@@ -259,8 +278,20 @@ class _Outputs:
             plot_images(im, _to_targets(preds), paths, self.save_dir / f"val_batch{batch_i}_pred.jpg", self.names)
 
 
+def _forward(model, im: torch.Tensor, augment: bool, compute_loss) -> tuple:
+    """(decoded, raw maps or None): a DetectBackend / Ensemble does its own --augment; a training Model runs
+    models.tta here. With a loss to compute, the plain forward (YOLOv5 ignores --augment then)."""
+    if not augment or compute_loss:
+        return model(im)
+    if hasattr(model, "fixed_shape"):  # DetectBackend, Ensemble
+        return model(im, augment=True)
+    from models.tta import augmented_forward
+
+    return augmented_forward(model, im, gs=int(model.stride.max()), nl=model.model[-1].nl), None
+
+
 def _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, single_cls, compute_loss,
-          confusion_matrix, out: _Outputs, weights=None):
+          confusion_matrix, out: _Outputs, weights=None, augment=False):
     """Run the model over the loader; returns (per-image stats, images seen, [pre, inference, NMS] s, loss).
     With `weights` (a standalone run), NaN or inf outputs raise an error naming that file."""
     iouv = IOU_THRESHOLDS.to(device)
@@ -274,7 +305,7 @@ def _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, singl
         im = (im.half() if half else im.float()) / 255
         _, _, height, width = im.shape
         t2 = time_sync()
-        preds, train_out = model(im)  # eval mode: (decoded, raw maps)
+        preds, train_out = _forward(model, im, augment, compute_loss)  # eval mode: (decoded, raw maps)
         if weights is not None:
             check_finite_outputs(preds, weights, f"batch {batch_i} ({paths[0]}, ...)")
         t3 = time_sync()
@@ -311,9 +342,10 @@ def _to_targets(preds: list[torch.Tensor]) -> torch.Tensor:
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--data", type=str, default="coco128.yaml", help="dataset.yaml path (or a name in data/)")
-    p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt", help="model path(s)")
+    p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt",
+                   help="model path(s); several make an ensemble")
     p.add_argument("--batch-size", type=int, default=32, help="batch size")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--conf-thres", type=float, default=0.001, help="confidence threshold")
@@ -331,6 +363,7 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    p.add_argument("--augment", action="store_true", help="augmented inference (TTA: 3 scales, one mirrored)")
     return p.parse_args(argv)
 
 

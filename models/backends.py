@@ -2,18 +2,23 @@
 
     model = DetectBackend("best.onnx", device)   # or best.pt, best.torchscript, best_openvino_model/ (or its .xml)
     pred = model(im)[0]                            # im (B, 3, H, W) float in 0..1; pred (B, anchors, 5 + nc)
+    pred = model(im, augment=True)[0]              # test-time augmentation (models.tta), before NMS
 
 For a .pt the call is the model's own: (decoded, raw maps) in eval mode. An exported file gives (decoded, None):
 the same decoded tensor, boxes as pixel (cx, cy, w, h), before NMS, as a torch tensor on the input's device.
 Stride and class names come from the metadata export.py stores (TorchScript: the extra file config.txt; ONNX:
 metadata_props; OpenVINO: the .yaml beside the .xml). `fixed_shape` and `fixed_batch` say what an export without
 --dynamic accepts: callers letterbox to that size; a batch of another size is run in chunks of the fixed batch.
+`augment=True` runs YOLOv5's test-time augmentation (models.tta: three scaled / flipped passes, concatenated) on
+a .pt or on an export that takes any input size; an export of fixed size cannot take the scaled inputs
+(UserError). Several weights make an ensemble: models.ensemble.load_detector.
 """
 
 from __future__ import annotations
 
 import ast
 import json
+import math
 import warnings
 from pathlib import Path
 
@@ -76,7 +81,8 @@ class DetectBackend(nn.Module):
     .onnx (ONNX Runtime) or an OpenVINO folder *_openvino_model / its .xml. `fp16` applies to .pt and
     TorchScript on CUDA (the caller feeds half inputs); ONNX and OpenVINO files get the dtype their graph declares.
 
-    Attributes: fmt, pt (a .pt checkpoint), stride (int), names (list), nc, model (the nn.Module for .pt, else
+    Attributes: fmt, pt (a .pt checkpoint), stride (int), names (list), nc, nl (detection levels: the Detect
+    head's for .pt, log2(stride) - 2 for exports, as P5 / P6 models have), model (the nn.Module for .pt, else
     None), fixed_shape ((h, w) an export without --dynamic requires, None when any size runs), fixed_batch (its
     batch, or None), fp16 (whether callers should feed half inputs), weights (the resolved path).
     """
@@ -85,7 +91,12 @@ class DetectBackend(nn.Module):
         super().__init__()
         from utils.torch_utils import select_device
 
-        w = weights[0] if isinstance(weights, (list, tuple)) else weights
+        if isinstance(weights, (list, tuple)):
+            if len(weights) > 1:
+                raise UserError(f"DetectBackend takes one weights file, got {len(weights)}: {list(map(str, weights))}; "
+                                "for an ensemble use models.ensemble.load_detector (val.py / detect.py --weights a b)")
+            weights = weights[0] if weights else None
+        w = weights
         if w is None:
             raise UserError("--weights is needed: a checkpoint (.pt) or an exported model "
                             f"({', '.join(SUFFIXES.values())})")
@@ -120,6 +131,7 @@ class DetectBackend(nn.Module):
         self.stride = int(model.stride.max())
         self.names = list(model.names)
         self.nc = int(model.model[-1].nc)
+        self.nl = int(model.model[-1].nl)
         return path
 
     def _load_torchscript(self, path: Path) -> dict:
@@ -207,6 +219,7 @@ class DetectBackend(nn.Module):
     def _apply_meta(self, meta: dict) -> None:
         """stride, names and nc from the export's metadata (defaults, with a warning, where it has none)."""
         self.stride = int(meta.get("stride", 32))
+        self.nl = max(1, round(math.log2(max(self.stride, 1))) - 2)  # 32: P3-P5 (3 levels), 64: P3-P6 (4)
         names = meta.get("names")
         if names is None:
             nc = self._output_nc()
@@ -222,8 +235,11 @@ class DetectBackend(nn.Module):
         return int(self.forward(torch.zeros(self.fixed_batch or 1, 3, h, w, device=self.device))[0].shape[-1]) - 5
 
     # ------------------------------------------------------------------------------------------- inference
-    def forward(self, im: torch.Tensor):
-        """(decoded (B, anchors, 5 + nc), raw maps) for .pt, (decoded, None) for exports; on `im`'s device."""
+    def forward(self, im: torch.Tensor, augment: bool = False):
+        """(decoded (B, anchors, 5 + nc), raw maps) for .pt, (decoded, None) for exports; on `im`'s device.
+        `augment`: YOLOv5's test-time augmentation (models.tta), (decoded of all passes, None)."""
+        if augment:
+            return self._augmented(im), None
         if self.pt:
             return self.model(im)
         b, _, h, w = im.shape
@@ -244,6 +260,15 @@ class DetectBackend(nn.Module):
                 ys.append(self._run(chunk)[:n])
             y = torch.cat(ys, 0)
         return y.to(im.device, im.dtype if im.is_floating_point() else torch.float32), None
+
+    def _augmented(self, im: torch.Tensor) -> torch.Tensor:
+        from models.tta import augmented_forward
+
+        if self.fixed_shape is not None:
+            fh, fw = self.fixed_shape
+            raise UserError(f"--augment runs the model on rescaled inputs, and {self.weights} was exported for "
+                            f"{fh}x{fw} images only; use the .pt or an export made with --dynamic")
+        return augmented_forward(self.forward, im, gs=self.stride, nl=self.nl)
 
     def _run(self, im: torch.Tensor) -> torch.Tensor:
         if self.fmt == "torchscript":

@@ -346,3 +346,70 @@ def test_nan_weights_and_outputs_are_errors_naming_the_file(tmp_path, capsys, mo
     monkeypatch.setattr(models, "load_model", nan_outputs)
     with pytest.raises(ValueError, match=r"yolov5n.pt: the model's outputs on \S+bus.jpg are NaN or inf"):
         _run(tmp_path, source=BUS, imgsz=128)
+
+
+def test_save_csv_and_view_img(tmp_path, monkeypatch):
+    """--save-csv: YOLOv5's predictions.csv, written afresh each run; --view-img: each drawn image shown, or
+    without a display one warning and the run goes on."""
+    import csv
+
+    folder = tmp_path / "two"
+    folder.mkdir()
+    shutil.copy(BUS, folder / "bus.jpg")
+    shutil.copy(IMAGES / "zidane.jpg", folder / "zidane.jpg")
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    kw = dict(source=folder, imgsz=128, nosave=True, save_csv=True, view_img=True, name="csv", exist_ok=True)
+    save_dir, records, text = _run(tmp_path / "runs", **kw)
+    assert len(records) == 2 and text.count("--view-img: cannot show images (no display") == 1
+    with open(save_dir / "predictions.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    names = load_model("yolov5n.pt").names
+    want = [[Path(r.path).name, names[int(c)], f"{conf:.2f}"] for r in records for *_, conf, c in r.boxes[::-1]]
+    assert rows[0] == ["Image Name", "Prediction", "Confidence"] and rows[1:] == want and len(want) >= 4
+    assert not list(save_dir.glob("*.jpg"))  # --nosave still holds
+
+    shown = []
+    monkeypatch.setenv("DISPLAY", ":0")
+    for fn in ("namedWindow", "resizeWindow", "destroyAllWindows"):
+        monkeypatch.setattr(cv2, fn, lambda *a: None, raising=False)
+    monkeypatch.setattr(cv2, "imshow", lambda name, im: shown.append((name, im.copy())), raising=False)
+    monkeypatch.setattr(cv2, "waitKey", lambda ms: -1, raising=False)
+    save_dir, _, text = _run(tmp_path / "runs", **kw)
+    assert "WARNING" not in text
+    assert [n for n, _ in shown] == [str(folder / "bus.jpg"), str(folder / "zidane.jpg")]
+    assert shown[0][1].shape == cv2.imread(str(BUS)).shape and (shown[0][1] != cv2.imread(str(BUS))).any()  # drawn
+    with open(save_dir / "predictions.csv", newline="") as f:
+        assert list(csv.reader(f)) == rows  # the same folder (--exist-ok): written afresh, not appended
+
+
+def test_visualize_feature_maps(tmp_path):
+    """--visualize: per image a folder of per-layer figures (first 32 channels) and maps; of a --augment run the
+    first pass (the plain one); exports and ensembles are refused."""
+    from utils.errors import UserError
+
+    save_dir, _, _ = _run(tmp_path, source=BUS, imgsz=128, nosave=True, visualize=True)
+    model = load_model("yolov5n.pt")
+    pngs = sorted((save_dir / "bus").glob("*.png"), key=lambda p: int(p.name[5:].split("_")[0]))
+    types = [m.type.split(".")[-1] for m in model.model[:-1]]  # nn.Upsample: Upsample, as YOLOv5; no Detect
+    assert [p.name for p in pngs] == [f"stage{i}_{t}_features.png" for i, t in enumerate(types)]
+    x = np.load(save_dir / "bus" / "stage0_Conv_features.npy")
+    assert x.shape == (16, 64, 48)  # 16 channels at stride 2 of the 128x96 input
+    fig = cv2.imread(str(pngs[0]))
+    assert fig.shape[1] > fig.shape[0] > 0 and len(np.unique(fig.reshape(-1, 3), axis=0)) > 50  # 2 rows of 8
+    aug_dir, _, _ = _run(tmp_path, source=BUS, imgsz=128, nosave=True, visualize=True, augment=True)
+    assert len(list((aug_dir / "bus").glob("*.png"))) == len(pngs)
+    np.testing.assert_array_equal(np.load(aug_dir / "bus" / "stage0_Conv_features.npy"), x)
+    with pytest.raises(UserError, match=r"--visualize needs the PyTorch checkpoint \(.pt\).*onnx export m.onnx"):
+        detect.run(weights="m.onnx", source=BUS, project=tmp_path, visualize=True)
+
+
+def test_parser_takes_no_abbreviations(capsys):
+    """allow_abbrev=False: '--visualize' is its own flag, no longer a prefix of --visualize-routing; prefixes
+    of long options are errors."""
+    opt = detect.parse_opt(["--visualize", "--augment", "--view-img", "--save-csv"])
+    assert opt.visualize and not opt.visualize_routing and opt.augment and opt.view_img and opt.save_csv
+    for argv in (["--visualize-rout"], ["--conf", "0.5"], ["--save-c"]):
+        with pytest.raises(SystemExit) as e:
+            detect.parse_opt(argv)
+        assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

@@ -187,3 +187,14 @@ def test_internal_errors_keep_their_traceback():
 
     with pytest.raises(TypeError, match="a bug"):  # not turned into an ERROR line
         cli_errors(buggy)(None)
+
+
+def test_parser_flags_and_no_abbreviations(capsys):
+    """--augment and several --weights parse; prefixes of long options are errors (allow_abbrev=False)."""
+    opt = val.parse_opt(["--augment", "--weights", "a.pt", "b.pt"])
+    assert opt.augment and opt.weights == ["a.pt", "b.pt"]
+    assert not val.parse_opt([]).augment
+    for argv in (["--conf", "0.5"], ["--aug"], ["--batch", "4"]):
+        with pytest.raises(SystemExit) as e:
+            val.parse_opt(argv)
+        assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err

@@ -17,7 +17,7 @@ from utils.errors import UserError
 
 __all__ = ["new_figure", "save_figure", "Colors", "colors", "Annotator", "text_color", "save_one_box", "plot_images",
            "plot_pr_curve", "plot_mc_curve", "plot_confusion_matrix", "plot_val_study", "MAX_LINE_WIDTH",
-           "check_line_width"]
+           "check_line_width", "feature_visualization", "FEATURE_TILE"]
 
 MAX_LINE_WIDTH = 100  # pixels; OpenCV takes minutes over a line thousands wide and its matching font
 
@@ -264,3 +264,45 @@ def plot_val_study(rows: np.ndarray, save_path: str | Path = "study.png", label:
     ax.grid(alpha=0.2)
     ax.legend(loc="lower right")
     return save_figure(fig, save_path, dpi=200)
+
+
+
+FEATURE_TILE = 160  # pixels: the long side of each channel's tile in a feature-map figure
+
+
+def feature_visualization(x, module_type: str, stage: int, n: int = 32,
+                          save_dir: str | Path = "runs/detect/exp") -> Path | None:
+    """YOLOv5's feature-map figure of one layer (detect.py --visualize): the first `n` channels of the first
+    image of x (B, C, H, W), 8 to a row, each scaled to its own min..max in the viridis colours (as matplotlib's
+    imshow draws them in YOLOv5's figure), into save_dir/stage{stage}_{type}_features.png, and that image's whole
+    map as .npy beside it. The tiles are drawn with OpenCV (nearest-neighbour, FEATURE_TILE pixels on the long
+    side, 4-pixel white gaps): the same picture as YOLOv5's 32-axes matplotlib figure, in milliseconds instead of
+    seconds per layer. Returns the PNG's path; None (nothing written) for the Detect head, for outputs that are
+    not 4-D maps and for maps of a single row or column."""
+    from utils.log import LOGGER
+
+    if "Detect" in module_type or "Segment" in module_type or getattr(x, "ndim", 0) != 4:
+        return None
+    _, channels, height, width = x.shape
+    if height <= 1 or width <= 1:
+        return None
+    f = Path(save_dir) / f"stage{stage}_{module_type.split('.')[-1]}_features.png"
+    maps = x[0].detach().float().cpu().numpy()
+    n = min(n, channels)
+    r = FEATURE_TILE / max(height, width)
+    tw, th, gap, cols = max(1, round(width * r)), max(1, round(height * r)), 4, 8
+    rows = math.ceil(n / cols)
+    mosaic = np.full((rows * (th + gap) - gap, cols * (tw + gap) - gap, 3), 255, np.uint8)
+    for i in range(n):
+        m = maps[i]
+        lo, hi = float(np.nanmin(m)), float(np.nanmax(m))
+        u8 = np.zeros(m.shape, np.uint8) if hi <= lo else ((m - lo) / (hi - lo) * 255).round().astype(np.uint8)
+        tile = cv2.applyColorMap(cv2.resize(u8, (tw, th), interpolation=cv2.INTER_NEAREST), cv2.COLORMAP_VIRIDIS)
+        y, x0 = (i // cols) * (th + gap), (i % cols) * (tw + gap)
+        mosaic[y:y + th, x0:x0 + tw] = tile
+    LOGGER.info(f"Saving {f}... ({n}/{channels})")
+    f.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(f), mosaic):
+        raise OSError(f"could not write {f}")
+    np.save(str(f.with_suffix(".npy")), maps)
+    return f
