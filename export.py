@@ -274,7 +274,7 @@ def _summary(rows, w: Path, imgsz: list[int], seconds: float) -> None:
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--data", type=str, default=None, help="accepted for YOLOv5 compatibility; names come from the weights")
     p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt", help="model.pt path")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image (h, w)")
