@@ -3,8 +3,10 @@
 
     import torch
     model = torch.hub.load("path/to/this/repo", "custom", path="best.pt", source="local")
+    model = torch.hub.load("path/to/this/repo", "custom", path="best.onnx", source="local")  # an export
     model = torch.hub.load("path/to/this/repo", "yolov5n_biformer", source="local")
     results = model("data/images/bus.jpg")  # a path, URL, PIL image, RGB numpy array, or a list of them
+    results = model("data/images/bus.jpg", augment=True)  # YOLOv5's test-time augmentation
     results.print(); results.save(); results.xyxy[0]  # (n, 6): x1, y1, x2, y2, conf, cls in image pixels
 
 Named entries start from the bundled weights of their scale (weights/yolov5n.pt for yolov5n and every
@@ -26,9 +28,13 @@ def _create(name: str, pretrained: bool = True, channels: int = 3, classes: int 
 
 
 def custom(path: str = "path/to/model.pt", autoshape: bool = True, _verbose: bool = True, device=None):
-    """A trained checkpoint (.pt, this project's or official YOLOv5's); a bare name also finds weights/.
+    """A trained checkpoint (.pt, this project's or official YOLOv5's) or one of export.py's files (.torchscript,
+    .onnx, *_openvino_model or its .xml, run through models.backends.DetectBackend); a bare name also finds weights/.
 
-    autoshape: wrap for images in, results out (else the raw Model); device: '', 'cpu', '0', ...
+    An export made without --dynamic runs at the size it was exported for (images letterboxed to it; a warning
+    when `size` differs) and cannot take augment=True.
+    autoshape: wrap for images in, results out (else the raw Model, or the DetectBackend of an export);
+    device: '', 'cpu', '0', ...
     """
     return _create(path, autoshape=autoshape, verbose=_verbose, device=device, custom=True)
 

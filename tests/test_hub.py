@@ -30,8 +30,9 @@ def custom(tmp_path_factory):
     return torch.hub.load(str(ROOT), "custom", path=str(w), source="local", _verbose=False), w
 
 
-def detect_boxes(weights, tmp_path, source=BUS) -> np.ndarray:
-    _, records = detect.run(weights=weights, source=source, imgsz=SIZE, nosave=True, project=tmp_path)
+def detect_boxes(weights, tmp_path, source=BUS, augment: bool = False) -> np.ndarray:
+    _, records = detect.run(weights=weights, source=source, imgsz=SIZE, nosave=True, project=tmp_path,
+                            augment=augment)
     return records[0].boxes
 
 
@@ -164,3 +165,78 @@ def test_bad_inputs_are_named(custom, tmp_path):
         model(np.zeros((4, 5, 3), np.int32))
     x = torch.zeros(1, 3, 64, 64)
     assert model(x)[0].shape == (1, 252, 85)  # a tensor goes to the model as it is, as in YOLOv5
+
+
+def test_augment_is_yolov5_tta_as_detect_runs_it(custom, tmp_path):
+    """augment=True: the same detections as detect.py --augment (models.tta), for yolov5n and a plug-in model."""
+    model, w = custom
+    tta = model(BUS, size=SIZE, augment=True)
+    assert tta.s == (1, 3, 320, 256)
+    same_boxes(tta.xyxy[0], detect_boxes(w, tmp_path, augment=True))
+    plain = model(BUS, size=SIZE).xyxy[0]
+    assert tta.xyxy[0].shape != plain.shape or not torch.allclose(tta.xyxy[0], plain, atol=1e-3)  # TTA did run
+    # a tensor in returns the raw output of the augmented passes: more predictions than one pass has
+    x = torch.zeros(1, 3, 64, 64)
+    assert model(x, augment=True)[0].shape[1] > model(x)[0].shape[1]
+
+    net = torch.hub.load(str(ROOT), "yolov5n_biformer", source="local", autoshape=False, _verbose=False)
+    w = save_checkpoint({"model": net.state_dict(), "yaml": net.yaml, "names": net.names}, tmp_path / "bra.pt")
+    bra = AutoShape(net.fuse(), verbose=False)
+    same_boxes(bra(BUS, size=SIZE, augment=True).xyxy[0], detect_boxes(w, tmp_path, augment=True))
+
+
+@pytest.fixture(scope="module")
+def exports(custom, tmp_path_factory):
+    """Exports of the copied yolov5n.pt at 320: ONNX and TorchScript with --dynamic, and an ONNX of fixed size."""
+    import export
+
+    _, w = custom
+    d = tmp_path_factory.mktemp("exports")
+    dynamic = export.run(weights=shutil.copy(w, d / "dyn.pt"), imgsz=SIZE, include=("torchscript", "onnx"),
+                         dynamic=True, check=False)
+    fixed = export.run(weights=shutil.copy(w, d / "fixed.pt"), imgsz=SIZE, include=("onnx",), check=False)
+    return dynamic, fixed["onnx"]
+
+
+def test_custom_loads_exports_through_detect_backend(custom, exports):
+    from models.backends import DetectBackend
+
+    model, _ = custom
+    dynamic, _ = exports
+    ref = model(BUS, size=SIZE)
+    ref_tta = model(BUS, size=SIZE, augment=True)
+    for fmt, f in dynamic.items():
+        hub = torch.hub.load(str(ROOT), "custom", path=str(f), source="local", _verbose=False)
+        assert isinstance(hub, AutoShape) and isinstance(hub.model, DetectBackend) and hub.model.fmt == fmt
+        assert hub.names == model.names and hub.stride == 32
+        results = hub(BUS, size=SIZE)
+        assert results.s == ref.s == (1, 3, 320, 256)  # a dynamic export letterboxes as the .pt does
+        same_boxes(results.xyxy[0], ref.xyxy[0].numpy())
+        same_boxes(hub(BUS, size=SIZE, augment=True).xyxy[0], ref_tta.xyxy[0].numpy())
+    raw = torch.hub.load(str(ROOT), "custom", path=str(dynamic["onnx"]), source="local", autoshape=False,
+                         _verbose=False)
+    assert isinstance(raw, DetectBackend) and raw(torch.zeros(1, 3, 64, 64))[0].shape == (1, 252, 85)
+
+
+def test_fixed_size_export_runs_at_its_size(exports, tmp_path):
+    _, fixed = exports
+    hub = torch.hub.load(str(ROOT), "custom", path=str(fixed), source="local", _verbose=False)
+    assert hub.fixed_shape == (320, 320)
+    with LogCapture() as log:
+        results = hub([BUS, ROOT / "data" / "images" / "zidane.jpg"], size=640)
+        hub(BUS, size=640)  # warned once per size
+    assert log.text.count("size 640 differs from the 320x320 (h x w)") == 1
+    assert results.s == (2, 3, 320, 320)  # both images letterboxed to the export's size, run one by one
+    same_boxes(results.xyxy[0], detect_boxes(fixed, tmp_path))  # detect.py letterboxes the same way
+    with LogCapture() as log:
+        hub(BUS, size=SIZE)
+    assert "differs" not in log.text
+    with pytest.raises(UserError, match="augment=True.*exported for 320x320 images only.*--dynamic"):
+        hub(BUS, size=SIZE, augment=True)
+
+
+def test_custom_names_the_valid_formats(tmp_path):
+    with pytest.raises(UserError, match=r"path='best\.h5'.*\.pt.*\.torchscript.*\.onnx.*_openvino_model"):
+        torch.hub.load(str(ROOT), "custom", path="best.h5", source="local", _verbose=False)
+    with pytest.raises(FileNotFoundError, match="nope.onnx"):
+        torch.hub.load(str(ROOT), "custom", path=str(tmp_path / "nope.onnx"), source="local", _verbose=False)

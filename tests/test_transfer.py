@@ -110,3 +110,34 @@ def test_biformer_config_report(official):
     state = model.state_dict()
     assert all(torch.equal(state[k], official["model"][v].float()) for k, v in report.mapping.items())
     assert not any(k.startswith(("model.20.", "model.24.")) for k in report.mapping)
+
+
+def test_c3ghost_takes_c3_convs(official):
+    """Official yolov5s-ghost.yaml at n size: each C3Ghost is a C3 whose Bottlenecks became GhostBottlenecks (as
+    official YOLOv5's C3Ghost(C3)), so yolov5n's C3 cv1/cv2/cv3 carry into it; GhostConv layers (where yolov5n has
+    Conv) and the GhostBottleneck stacks start fresh and are reported."""
+    import yaml
+
+    d = yaml.safe_load((ROOT / "tests" / "fixtures" / "official_yamls" / "yolov5s-ghost.yaml").read_text())
+    d = dict(d, width_multiple=0.25, depth_multiple=0.33)
+    torch.manual_seed(0)
+    model = Model(d, verbose=False)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    report = transfer_weights(model, official)
+    c3ghost = [i for i, m in enumerate(model.model) if m.type == "C3Ghost"]
+    ghostconv = [i for i, m in enumerate(model.model) if m.type == "GhostConv"]
+    assert c3ghost == [2, 4, 6, 8, 13, 17, 20, 23] and ghostconv == [1, 3, 5, 7, 10, 14, 18, 21]
+    convs = {k: v for k, v in report.mapping.items() if int(k.split(".")[1]) in c3ghost}
+    assert len(convs) == 8 * 3 * 6  # cv1, cv2, cv3 of each: conv.weight and 5 BatchNorm tensors
+    assert all(k == v and k.split(".")[2] in ("cv1", "cv2", "cv3") for k, v in convs.items())
+    state = model.state_dict()
+    assert all(torch.equal(state[k], official["model"][v].float()) for k, v in report.mapping.items())
+    # 144 C3Ghost tensors + Conv 0 (6), SPPF 9 (12) and Detect 24 (7) of equal signature
+    assert len(report.mapping) == 169 and {k.split(".")[1] for k in report.mapping} == {
+        str(i) for i in (0, *c3ghost, 9, 24)}
+    assert report.new == [(i, "GhostConv") for i in ghostconv]
+    assert report.fresh and all(k.split(".")[2] == "m" and int(k.split(".")[1]) in c3ghost for k in report.fresh)
+    assert all(torch.equal(state[k], before[k]) for k in before if k not in report.mapping)  # fresh stays fresh
+    s = report.summary("yolov5n.pt")
+    assert s.startswith("Transferred 169/349 tensors from yolov5n.pt; new: model.1 GhostConv, model.3 GhostConv")
+    assert "fresh (no counterpart): model.2.m (24 tensors)" in s and "not used: model.1 Conv" in s

@@ -11,6 +11,12 @@ or a torch tensor (B, 3, H, W) of 0-1 values, which goes to the model unchanged 
 in YOLOv5. Files are read as detect.py reads them (OpenCV, EXIF orientation applied), so both see the same
 pixels. Each image is letterboxed (utils.augment.letterbox) to the batch's shape: its longer side scaled to
 `size`, every side a multiple of the model's stride, as YOLOv5's AutoShape does.
+
+`model(ims, augment=True)` is YOLOv5's test-time augmentation (models.tta: three scaled / mirrored passes joined
+before NMS), as detect.py --augment. The model may be an export (`custom` with best.onnx, best.torchscript or
+best_openvino_model, run through models.backends.DetectBackend): one exported without --dynamic runs at the size
+it was exported for, every image letterboxed to exactly that size (a warning says when `size` asks for another),
+and cannot take augment=True.
 """
 
 from __future__ import annotations
@@ -124,28 +130,82 @@ class AutoShape(nn.Module):
         self.model = model.eval()
         self.names = list(getattr(model, "names", []))
         self.yaml = getattr(model, "yaml", None)
+        self._size_warned: set = set()  # the sizes a fixed-size export was already warned about
 
     @property
     def stride(self) -> int:
-        return int(self.model.stride.max())
+        return int(torch.as_tensor(self.model.stride).max())
+
+    @property
+    def backend(self) -> bool:
+        """Whether the model is a models.backends.DetectBackend (an export, or a .pt loaded through it)."""
+        from models.backends import DetectBackend
+
+        return isinstance(self.model, DetectBackend)
+
+    @property
+    def fixed_shape(self) -> tuple[int, int] | None:
+        """(h, w) an export without --dynamic requires, else None (any size runs)."""
+        s = getattr(self.model, "fixed_shape", None)
+        return None if s is None else (int(s[0]), int(s[1]))
+
+    def _device_dtype(self) -> tuple[torch.device, torch.dtype]:
+        """Where inputs go and their dtype: the parameters' own, else (an ONNX / OpenVINO export, which has none)
+        the backend's device in fp32 (DetectBackend converts to what the graph declares)."""
+        p = next(self.model.parameters(), None)
+        if p is not None:
+            return p.device, p.dtype
+        return torch.device(getattr(self.model, "device", "cpu")), torch.float32
+
+    def _run(self, x: torch.Tensor, augment: bool):
+        """The model's output on x; `augment`: YOLOv5's test-time augmentation (models.tta), (decoded, None)."""
+        if augment and self.fixed_shape is not None:
+            fh, fw = self.fixed_shape
+            raise UserError(f"augment=True runs the model on rescaled inputs, and {self.model.weights} was exported "
+                            f"for {fh}x{fw} images only; use augment=False, the .pt, or an export made with "
+                            f"--dynamic")
+        if self.backend:
+            return self.model(x, augment=augment)
+        if not augment:
+            return self.model(x)
+        from models.tta import augmented_forward
+
+        return augmented_forward(self.model, x, gs=self.stride, nl=int(self.model.model[-1].nl)), None
+
+    def _batch_shape(self, size: tuple[int, int], shape0: list[tuple[int, int]]) -> list[int]:
+        """(h, w) every image of the batch is letterboxed to: an export's fixed size (a warning, once per size, when
+        `size` asks for another), else the longer sides scaled to max(size), each a multiple of the stride."""
+        fixed = self.fixed_shape
+        if fixed is None:
+            gains = [max(size) / max(s) for s in shape0]
+            biggest = np.array([[int(y * g) for y in s] for s, g in zip(shape0, gains)]).max(0)
+            return [make_divisible(int(x), self.stride) for x in biggest]
+        asked = (size[0],) if size[0] == size[1] else size  # an int size names the longer side
+        if asked not in (fixed, (max(fixed),)) and asked not in self._size_warned:
+            self._size_warned.add(asked)
+            LOGGER.warning(f"WARNING: size {'x'.join(map(str, asked))} differs from the {fixed[0]}x{fixed[1]} (h x w) "
+                           f"that {self.model.weights} was exported for; running at {fixed[0]}x{fixed[1]} (export "
+                           f"with --dynamic to run at any size)")
+        return list(fixed)
 
     @torch.no_grad()
     def forward(self, ims, size: int | tuple[int, int] = 640, augment: bool = False, profile: bool = False):
         """`Detections` of `ims` (one image or a list; see the module docstring) letterboxed to `size` (the longer
-        side, or (h, w) whose larger value is used, as YOLOv5). A torch tensor returns the model's raw output.
-        `profile` is accepted for YOLOv5's signature; the times are always in `Detections.t`."""
-        if augment:
-            raise UserError("augment=True (test-time augmentation) is not supported by this model; use "
-                            "augment=False")
+        side, or (h, w) whose larger value is used, as YOLOv5; an export of fixed size runs at its own size). A
+        torch tensor returns the model's raw output. `augment`: YOLOv5's test-time augmentation (models.tta), as
+        detect.py --augment. `profile` is accepted for YOLOv5's signature; the times are always in
+        `Detections.t`."""
         t0 = time_sync()
-        p = next(self.model.parameters())
-        autocast = torch.autocast("cuda") if self.amp and p.device.type == "cuda" else contextlib.nullcontext()
+        device, dtype = self._device_dtype()
+        amp = self.amp and device.type == "cuda"
+        autocast = torch.autocast("cuda") if amp else contextlib.nullcontext()
         if isinstance(ims, torch.Tensor):
             with autocast:
-                return self.model(ims.to(p.device).type_as(p))
+                return self._run(ims.to(device).type(dtype), augment)
         size = (size, size) if isinstance(size, (int, np.integer)) else tuple(size)
         if len(size) != 2 or not all(isinstance(s, (int, np.integer)) and s > 0 for s in size):
             raise UserError(f"size {size!r}: must be a positive int or (height, width)")
+        size = (int(size[0]), int(size[1]))
         items = list(ims) if isinstance(ims, (list, tuple)) else [ims]
         if not items:
             raise UserError(f"no images given; give {_INPUTS_HELP}")
@@ -153,14 +213,12 @@ class AutoShape(nn.Module):
         stems = UniqueStems()  # two images named img.jpg (two folders, or one given twice) save as img, img_1
         files = [safe_name(stems(Path(str(i)) / Path(f).name)) + ".jpg" for i, f in enumerate(sources)]
         shape0 = [im.shape[:2] for im in rgb]
-        gains = [max(size) / max(s) for s in shape0]
-        biggest = np.array([[int(y * g) for y in s] for s, g in zip(shape0, gains)]).max(0)
-        shape1 = [make_divisible(x, self.stride) for x in biggest]  # (h, w) of the batch
+        shape1 = self._batch_shape(size, shape0)  # (h, w) of the batch
         x = np.stack([letterbox(im, shape1, auto=False)[0] for im in rgb])
-        x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(p.device).type_as(p) / 255
+        x = torch.from_numpy(np.ascontiguousarray(x.transpose(0, 3, 1, 2))).to(device).type(dtype) / 255
         t1 = time_sync()
         with autocast:
-            y = self.model(x)
+            y = self._run(x, augment)
         y = y[0] if isinstance(y, (tuple, list)) else y
         t2 = time_sync()
         pred = non_max_suppression(y, self.conf, self.iou, self.classes, self.agnostic, self.multi_label,
@@ -326,14 +384,37 @@ def _named_model(name: str, pretrained: bool, channels: int, classes: int) -> nn
     return model
 
 
+def _custom_model(path: str | Path, device: torch.device) -> tuple[nn.Module, bool]:
+    """(model, whether it is a PyTorch Model to fuse) of `custom`'s path: a .pt checkpoint loads as a Model, an
+    export (.torchscript, .onnx, *_openvino_model or its .xml) as a models.backends.DetectBackend. A bare name
+    also finds weights/; a UserError names the valid formats for anything else."""
+    from models import load_model, resolve_weights
+    from models.backends import DetectBackend, weights_format
+    from utils.inference import check_finite
+
+    try:
+        fmt = weights_format(path)
+    except UserError:
+        raise UserError(f"custom: path={str(path)!r} is not a model file this entry loads; valid: a PyTorch "
+                        f"checkpoint (.pt), a TorchScript (.torchscript), an ONNX (.onnx) or an OpenVINO folder "
+                        f"(*_openvino_model, or its .xml), as export.py writes them") from None
+    if fmt == "pt":
+        file = resolve_weights(path)
+        model = load_model(file, device=device)
+        check_finite(model, file)
+        return model, True
+    backend = DetectBackend(path, device=device)
+    shape = "any size" if backend.fixed_shape is None else "{}x{} (h x w) only".format(*backend.fixed_shape)
+    LOGGER.info(f"Loaded {backend.weights} ({fmt}, stride {backend.stride}, {backend.nc} classes, runs at {shape})")
+    return backend, False
+
+
 def create(name: str | Path, pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
            verbose: bool = True, device: str | torch.device | None = None, custom: bool = False) -> nn.Module:
     """What hubconf.py's entries return: a model on `device`, wrapped in AutoShape (and BatchNorm fused) when
-    `autoshape`. `custom`: `name` is a .pt checkpoint path (a bare name also finds weights/); else a config name
-    such as 'yolov5n' or 'yolov5n_biformer'. Nothing is ever downloaded."""
-    from models import load_model, resolve_weights
-    from utils.inference import check_finite
-
+    `autoshape`. `custom`: `name` is a .pt checkpoint or an export (.torchscript, .onnx, *_openvino_model; a bare
+    name also finds weights/), an export returned as its models.backends.DetectBackend; else a config name such
+    as 'yolov5n' or 'yolov5n_biformer'. Nothing is ever downloaded."""
     if not isinstance(channels, int) or channels < 1 or not isinstance(classes, int) or classes < 1:
         raise UserError(f"channels={channels!r}, classes={classes!r}: both must be integers >= 1")
     if not LOGGER.handlers:  # used as a library: print the project's messages as its scripts do
@@ -344,14 +425,11 @@ def create(name: str | Path, pretrained: bool = True, channels: int = 3, classes
     try:
         dev = select_device("" if device is None else device)
         if custom:
-            path = resolve_weights(name)
-            if path.suffix != ".pt":
-                raise UserError(f"custom: {str(name)!r} is not a .pt checkpoint; this hub entry loads PyTorch "
-                                f"checkpoints (run exported models with detect.py)")
-            model = load_model(path, device=dev)
-            check_finite(model, path)
+            model, fusable = _custom_model(name, dev)
         else:
-            model = _named_model(str(name), pretrained, channels, classes).to(dev).eval()
-        return AutoShape(model.fuse(), verbose=verbose) if autoshape else model
+            model, fusable = _named_model(str(name), pretrained, channels, classes).to(dev).eval(), True
+        if not autoshape:
+            return model
+        return AutoShape(model.fuse() if fusable else model, verbose=verbose)
     finally:
         LOGGER.setLevel(level)

@@ -5,8 +5,8 @@ and nothing after it is carried over. Here each top-level layer gets a signature
 the names and shapes of its tensors); the two signature sequences are aligned with difflib's matcher (longest
 common blocks), and tensors flow between aligned layers. Layers of the same type that align but differ in
 shape (a Detect head for another nc) give what fits and report the rest. A few types count as the same where
-the full signatures disagree (`COMPATIBLE_TYPES`: a C3TR takes a C3's cv1/cv2/cv3); tensors one side of such a
-pair has and the other lacks are reported as fresh or not used.
+the full signatures disagree (`COMPATIBLE_TYPES`: a C3TR or C3Ghost takes a C3's cv1/cv2/cv3); tensors one side
+of such a pair has and the other lacks are reported as fresh or not used.
 
     report = transfer_weights(model, load_checkpoint("yolov5n.pt"))
     LOGGER.info(report.summary("yolov5n.pt"))
@@ -26,9 +26,10 @@ __all__ = ["TransferReport", "transfer_weights", "layer_signatures", "COMPATIBLE
 
 _KEY = re.compile(r"^model\.(\d+)\.(.+)$")
 
-# YAML type -> the type it shares tensor names with. C3TR is a C3 whose Bottleneck stack `m` became a
-# TransformerBlock: cv1, cv2, cv3 carry over, m starts fresh.
-COMPATIBLE_TYPES = {"C3TR": "C3"}
+# YAML type -> the type it shares tensor names with. C3TR and C3Ghost are C3s whose Bottleneck stack `m` became a
+# TransformerBlock or GhostBottlenecks (official YOLOv5's C3TR(C3) and C3Ghost(C3) only replace `m`): cv1, cv2,
+# cv3 carry over (the same Conv layers, names and shapes), m starts fresh.
+COMPATIBLE_TYPES = {"C3TR": "C3", "C3Ghost": "C3"}
 
 
 @dataclass
