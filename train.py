@@ -123,7 +123,7 @@ def train(hyp: Hyp, opt: argparse.Namespace, device: torch.device, callbacks: Ca
         ck.check_writable(3 * sum(p.numel() * p.element_size() for p in r.model.parameters()))
         from utils.loggers import TrainLoggers
 
-        r.loggers = TrainLoggers(r.save_dir, r.callbacks, graph_imgsz=r.imgsz)
+        r.loggers = TrainLoggers(r.save_dir, r.callbacks, graph_imgsz=r.imgsz, hyp=hyp.to_dict())
     _finish_model(r, ckpt)
     del ckpt
     if r.loggers is not None:

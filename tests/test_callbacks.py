@@ -69,3 +69,43 @@ def test_bad_hooks_are_named():
         cb.register_action("on_epoch_end", "x", print)
     with pytest.raises(UserError, match="is not callable"):
         cb.register_action("on_train_end", "x", None)
+
+
+def test_optional_mlflow_and_wandb_when_installed(tmp_path, monkeypatch):
+    """MLflow and W&B are not requirements: when a user has them installed the run logs the same figures to
+    them. Stand-in modules record what train.py sends; TensorBoard is left out via YOLO_LOGGERS."""
+    import sys
+    import types
+
+    calls = []
+    mlflow = types.ModuleType("mlflow")
+    mlflow.start_run = lambda run_name: calls.append(("mlflow.start_run", run_name))
+    mlflow.log_params = lambda d: calls.append(("mlflow.log_params", dict(d)))
+    mlflow.get_tracking_uri = lambda: "file:./mlruns"
+    mlflow.log_metrics = lambda d, step: calls.append(("mlflow.log_metrics", step, dict(d)))
+    mlflow.log_artifact = lambda path: calls.append(("mlflow.log_artifact", path))
+    mlflow.end_run = lambda: calls.append(("mlflow.end_run",))
+    wandb = types.ModuleType("wandb")
+    wandb.init = lambda **kw: calls.append(("wandb.init", kw))
+    wandb.log = lambda d: calls.append(("wandb.log", dict(d)))
+    wandb.finish = lambda: calls.append(("wandb.finish",))
+    monkeypatch.setitem(sys.modules, "mlflow", mlflow)
+    monkeypatch.setitem(sys.modules, "wandb", wandb)
+    monkeypatch.setenv("YOLO_LOGGERS", "mlflow,wandb")
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    opt = train.run(**_opts(tmp_path, epochs=2, name="logged"))
+    names = [c[0] for c in calls]
+    assert names[:3] == ["mlflow.start_run", "mlflow.log_params", "wandb.init"]
+    assert calls[0][1] == "logged" and calls[1][1]["plugin_lr"] == 0.003
+    init = calls[2][1]
+    assert init["mode"] == "offline" and init["name"] == "logged" and init["config"]["lr0"] == 0.01
+    metrics = [c for c in calls if c[0] == "mlflow.log_metrics"]
+    csv = ResultsLog(opt.save_dir + "/results.csv").read()
+    assert [m[1] for m in metrics] == [0, 1]
+    assert np.isclose(metrics[1][2]["metrics/mAP_0.5-0.95"], csv["metrics/mAP_0.5:0.95"][1], rtol=1e-4)
+    logs = [c[1] for c in calls if c[0] == "wandb.log"]
+    assert [d["epoch"] for d in logs] == [0, 1] and np.isclose(logs[1]["train/box_loss"], csv["train/box_loss"][1])
+    assert names[-3:] == ["mlflow.log_artifact", "mlflow.end_run", "wandb.finish"]
+    assert calls[-3][1].endswith("best.pt")
+    assert not list((tmp_path / "runs" / "logged").glob("events.out.tfevents*"))  # TensorBoard left out

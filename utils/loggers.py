@@ -1,5 +1,8 @@
 """Experiment logs of a training run: TensorBoard event files in the run folder (when the tensorboard package
-is installed; it is in requirements.txt), written through the training hooks of utils/callbacks.py.
+is installed; it is in requirements.txt), written through the training hooks of utils/callbacks.py. MLflow and
+Weights & Biases log the same figures when the user has installed them (neither is a requirement): MLflow to
+its tracking URI (MLFLOW_TRACKING_URI, else ./mlruns), W&B offline unless WANDB_MODE or WANDB_API_KEY says
+otherwise. Set YOLO_LOGGERS=tensorboard (or a comma list, or "none") to choose.
 
 Per epoch: the results.csv columns under YOLOv5's tags (train/box_loss ... metrics/mAP_0.5:0.95 ... x/lr0),
 the plug-in learning rate (x/plugin_lr), each plug-in layer's share (plugin/share/model.20) and its gate
@@ -9,6 +12,8 @@ where it traces. View with `tensorboard --logdir runs/train`.
 
 from __future__ import annotations
 
+import importlib
+import os
 import warnings
 from pathlib import Path
 
@@ -34,26 +39,54 @@ def gate_stats(model: nn.Module) -> dict[str, tuple[float, float]]:
     return out
 
 
-class TrainLoggers:
-    """Registers its writers on `callbacks`; `writer` is None when TensorBoard is not installed."""
+def _wanted() -> set[str]:
+    v = os.environ.get("YOLO_LOGGERS", "tensorboard,mlflow,wandb").lower()
+    return set() if v.strip() == "none" else {x.strip() for x in v.split(",") if x.strip()}
 
-    def __init__(self, save_dir: Path, callbacks: Callbacks, graph_imgsz: int | None = None):
+
+def _optional(module: str):
+    """The module when it is installed, else None (an optional logger the user may not have)."""
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
+
+
+class TrainLoggers:
+    """Registers its writers on `callbacks`; `writer` is None when TensorBoard is not installed, `mlflow` and
+    `wandb` hold those modules when they are installed and wanted."""
+
+    def __init__(self, save_dir: Path, callbacks: Callbacks, graph_imgsz: int | None = None,
+                 hyp: dict | None = None, name: str | None = None):
         self.save_dir = Path(save_dir)
         self.writer = None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:  # tensorboard is a requirement; a trimmed install only loses the event files
-            LOGGER.info(f"{colorstr('TensorBoard:')} not installed (pip install tensorboard); no event files")
-            return
-        self.writer = SummaryWriter(str(self.save_dir))
-        LOGGER.info(f"{colorstr('TensorBoard:')} start with 'tensorboard --logdir {self.save_dir.parent}', "
-                    f"view at http://localhost:6006/")
         self.graph_imgsz = graph_imgsz
-        callbacks.register_action("on_train_start", "tensorboard", self.on_train_start)
-        callbacks.register_action("on_fit_epoch_end", "tensorboard", self.on_fit_epoch_end)
-        callbacks.register_action("on_train_end", "tensorboard", self.on_train_end)
         self.model: nn.Module | None = None
         self.extra: dict[str, float] = {}
+        wanted = _wanted()
+        self.mlflow = _optional("mlflow") if "mlflow" in wanted else None
+        self.wandb = _optional("wandb") if "wandb" in wanted else None
+        SummaryWriter = getattr(_optional("torch.utils.tensorboard"), "SummaryWriter", None) \
+            if "tensorboard" in wanted else None
+        if SummaryWriter is not None:
+            self.writer = SummaryWriter(str(self.save_dir))
+            LOGGER.info(f"{colorstr('TensorBoard:')} start with 'tensorboard --logdir {self.save_dir.parent}', "
+                        f"view at http://localhost:6006/")
+        elif "tensorboard" in wanted:  # a requirement; a trimmed install only loses the event files
+            LOGGER.info(f"{colorstr('TensorBoard:')} not installed (pip install tensorboard); no event files")
+        run_name = name or self.save_dir.name
+        if self.mlflow is not None:
+            self.mlflow.start_run(run_name=run_name)
+            self.mlflow.log_params(hyp or {})
+            LOGGER.info(f"{colorstr('MLflow:')} logging run {run_name!r} to {self.mlflow.get_tracking_uri()}")
+        if self.wandb is not None:
+            mode = os.environ.get("WANDB_MODE") or ("online" if os.environ.get("WANDB_API_KEY") else "offline")
+            self.wandb.init(project=self.save_dir.parent.name, name=run_name, config=hyp or {},
+                            dir=str(self.save_dir), mode=mode)
+            LOGGER.info(f"{colorstr('Weights & Biases:')} logging run {run_name!r} ({mode})")
+        callbacks.register_action("on_train_start", "loggers", self.on_train_start)
+        callbacks.register_action("on_fit_epoch_end", "loggers", self.on_fit_epoch_end)
+        callbacks.register_action("on_train_end", "loggers", self.on_train_end)
 
     def set_model(self, model: nn.Module) -> None:
         self.model = model
@@ -79,15 +112,17 @@ class TrainLoggers:
             LOGGER.warning(f"WARNING: TensorBoard graph not written ({type(e).__name__}: {e})")
 
     def on_fit_epoch_end(self, vals, epoch: int, best_fitness: float, fi: float) -> None:
-        if self.writer is None:
-            return
-        for k, v in zip(RESULTS_KEYS, vals):
-            self.writer.add_scalar(k, float(v), epoch)
-        self.writer.add_scalar("metrics/fitness", float(fi), epoch)
-        for k, v in self.extra.items():
-            self.writer.add_scalar(k, float(v), epoch)
+        scalars = {**dict(zip(RESULTS_KEYS, (float(v) for v in vals))), "metrics/fitness": float(fi),
+                   **{k: float(v) for k, v in self.extra.items()}}
         self.extra = {}
-        self.writer.flush()
+        if self.writer is not None:
+            for k, v in scalars.items():
+                self.writer.add_scalar(k, v, epoch)
+            self.writer.flush()
+        if self.mlflow is not None:  # MLflow keys take no ':'
+            self.mlflow.log_metrics({k.replace(":", "-"): v for k, v in scalars.items()}, step=epoch)
+        if self.wandb is not None:
+            self.wandb.log({**scalars, "epoch": epoch})
 
     def log_plugins(self, shares: dict[str, float], model: nn.Module, plugin_lr: float | None) -> None:
         """Queue this epoch's plug-in figures; written with the epoch's other scalars."""
@@ -102,3 +137,11 @@ class TrainLoggers:
     def on_train_end(self, last, best, epoch, results) -> None:
         if self.writer is not None:
             self.writer.close()
+        if self.mlflow is not None:
+            for f in (best, last):
+                if f is not None and Path(f).is_file():
+                    self.mlflow.log_artifact(str(f))
+                    break
+            self.mlflow.end_run()
+        if self.wandb is not None:
+            self.wandb.finish()
