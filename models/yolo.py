@@ -134,12 +134,21 @@ def _parse_layers(d: dict, ch: list[int], verbose: bool) -> tuple[nn.Sequential,
             entry = lookup(name)
         except KeyError as e:  # name the row, keep the registry's list of known modules
             raise KeyError(f"model YAML layer {i} {list(row)!r}: {e.args[0]}") from None
+        where = f"model YAML layer {i} {list(row)!r}"
+        for x in [f] if isinstance(f, int) else f if isinstance(f, (list, tuple)) else [None]:
+            if not isinstance(x, int) or not (x == -1 or -max(i, 1) <= x < max(i, 1)):
+                valid = "-1 (the previous layer)" if i == 0 else f"-1 or a layer index 0..{i - 1} (or -{i}..-1)"
+                raise UserError(f"{where}: from index {x!r} is out of range; valid: {valid}")
         args = [_resolve_arg(a, d) for a in (args or [])]
         n = n_ = max(round(n * gd), 1) if n > 1 else n
-        args, c2, n = entry.channels(LayerSpec(ch=ch, f=f, n=n, args=args, width_multiple=gw, no=no))
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_layer_seed(base, name, seen[name]))
-            m_ = nn.Sequential(*(entry.cls(*args) for _ in range(n))) if n > 1 else entry.cls(*args)
+        try:  # a channel rule's or constructor's error names the row it came from
+            args, c2, n = entry.channels(LayerSpec(ch=ch, f=f, n=n, args=args, width_multiple=gw, no=no))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(_layer_seed(base, name, seen[name]))
+                m_ = nn.Sequential(*(entry.cls(*args) for _ in range(n))) if n > 1 else entry.cls(*args)
+        except (TypeError, ValueError, IndexError) as e:  # UserError is a ValueError
+            raise UserError(f"{where}: {type(e).__name__ + ': ' if not isinstance(e, UserError) else ''}{e}") \
+                from e
         seen[name] += 1
         np_ = sum(x.numel() for x in m_.parameters())
         m_.i, m_.f, m_.type, m_.np = i, f, name, np_
