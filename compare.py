@@ -13,6 +13,11 @@ status and error), map_vs_gflops.png, latency.png, class_ap_diff.png, training_c
 routing/ (with --visualize-routing), and one folder per run (<model>_seed<k>/) with train.py's output,
 train.log, val/ and result.json.
 
+Latency: every model's best.pt (seed 0) is timed in PyTorch at batch 1 and 32 and, unless --no-deploy-latency,
+exported as export.py does (fp32, fixed --imgsz, batch 1) and timed at batch 1 in ONNX Runtime and OpenVINO on
+the CPU, in the same interleaved rounds as the PyTorch batch-1 figures (report columns `ms/img ORT b1`,
+`ms/img OV b1`). A runtime that is missing or an export that fails leaves `n/a` and its reason; the job goes on.
+
 A run that raises (a non-finite loss, out of memory, any error in its training or validation) is logged and
 recorded with its error; the job goes on and reports what finished, and `python compare.py` then exits with 1.
 `--resume JOB` reads JOB/opt.yaml, reuses every run with a result.json, runs the failed and missing ones again
@@ -115,26 +120,74 @@ def _share(run_dir: Path, batches: list) -> float | None:
     return mean_share(plugin_share(load_model(run_dir / "weights" / "best.pt", device="cpu"), batches))
 
 
+def _deploy_runners(opt, nets: dict, models, folder: str, bar) -> dict:
+    """ONNX Runtime and OpenVINO runners (CPU, batch 1, fp32, exported into `folder`) of every model, keyed
+    'name@runtime'; a runtime that is missing, or an export or load that fails, is recorded in the model's
+    deploy_errors instead (the job goes on)."""
+    import torch
+
+    from utils.deploy import RUNTIMES, deploy_runners, runtime_versions, short_error
+
+    versions = runtime_versions()
+    runners = {}
+    for m in models:
+        bar.set_description(f"exporting {m.name}")
+        try:
+            d = deploy_runners(nets[m.name], opt.imgsz, folder, m.name, RUNTIMES, torch.get_num_threads(), versions)
+        except Exception as e:  # noqa: BLE001  (deployed latency is extra: never the job's end)
+            m.deploy_errors = {rt: f"export failed: {short_error(e)}" for rt in RUNTIMES}
+            continue
+        m.deploy_errors = dict(d.errors)
+        runners.update({f"{m.name}@{rt}": r for rt, r in d.runners.items()})
+    return runners
+
+
 def _timing(opt, models, device, bar) -> None:
     """Latency (interleaved, one process) and peak training memory of every model, into `models`."""
     import torch
 
+    from utils.latency import peak_train_memory
+
+    _latency(opt, models, device, bar)
+    bar.update(1)
+    for m in models:
+        bar.set_description(f"memory {m.name}")
+        m.memory = peak_train_memory(m.cfg, opt.imgsz, opt.batch_size, opt.nc, device, torch.get_num_threads())
+        bar.update(1)
+
+
+def _latency(opt, models, device, bar) -> None:
+    """PyTorch latency at batch 1 and 32 of every model's best.pt (seed 0) into `m.latency`; unless
+    --no-deploy-latency, also the ONNX Runtime and OpenVINO CPU latency at batch 1 (`m.deploy_latency`, or the
+    reason in `m.deploy_errors`), timed in the same rotating rounds as the PyTorch batch-1 figures."""
     from models import load_model
-    from utils.latency import measure_latency, peak_train_memory, prepare_for_timing
+    from utils.deploy import short_error, temp_deploy_dir
+    from utils.latency import measure_latency, prepare_for_timing
 
     half = device.type == "cuda"
     nets = {m.name: prepare_for_timing(load_model(m.seeds[0].run_dir / "weights" / "best.pt"), device, half)
             for m in models}
     repeats = {1: 50, 32: 10} if device.type == "cuda" else {1: 10, 32: 2}
-    bar.set_description("timing latency b1/b32")
-    lat = measure_latency(nets, opt.imgsz, (1, 32), warmup=2 if device.type == "cuda" else 1, repeats=repeats)
+    with temp_deploy_dir() as folder:
+        runners = {} if opt.no_deploy_latency else _deploy_runners(opt, nets, models, folder, bar)
+        bar.set_description("timing latency b1/b32")
+        try:
+            lat = measure_latency({**nets, **runners}, opt.imgsz, (1, 32), warmup=2 if device.type == "cuda" else 1,
+                                  repeats=repeats)
+        except Exception as e:  # noqa: BLE001  (a runtime that fails while timed: PyTorch's figures alone)
+            if not runners:
+                raise
+            why = f"failed while timed: {short_error(e)}"
+            for m in models:
+                m.deploy_errors.update({rt.split("@")[1]: why for rt in runners if rt.startswith(f"{m.name}@")})
+            lat = measure_latency(nets, opt.imgsz, (1, 32), warmup=2 if device.type == "cuda" else 1,
+                                  repeats=repeats)
+        del runners
     del nets
-    bar.update(1)
     for m in models:
-        m.latency = lat[m.name]
-        bar.set_description(f"memory {m.name}")
-        m.memory = peak_train_memory(m.cfg, opt.imgsz, opt.batch_size, opt.nc, device, torch.get_num_threads())
-        bar.update(1)
+        m.latency = dict(lat[m.name])
+        m.deploy_latency = {k.split("@", 1)[1]: v[1] for k, v in lat.items()
+                            if k.startswith(f"{m.name}@") and 1 in v}
 
 
 def _routing(opt, models, save_dir: Path, bar) -> list[Path]:
@@ -161,7 +214,8 @@ def _command(opt) -> str:
         if v not in ("", None):
             parts += [f"--{k.replace('_', '-')}", str(v)]
     return " ".join(parts) + (" --exist-ok" if opt.exist_ok else "") + (
-        " --visualize-routing" if opt.visualize_routing else "") + (" --val-every-epoch" if opt.val_every_epoch else "")
+        " --visualize-routing" if opt.visualize_routing else "") + (
+        " --val-every-epoch" if opt.val_every_epoch else "") + (" --no-deploy-latency" if opt.no_deploy_latency else "")
 
 
 def classes_present(split) -> list[int]:
@@ -270,6 +324,26 @@ def _fine_tune_all(opt, save_dir: Path, bar, data, size_gt) -> tuple[list, int]:
     return list(models.values()), reused
 
 
+def _deploy_line(opt, versions: dict, device) -> str:
+    """How the ORT / OV columns were measured (the runtimes' versions go into `versions` too)."""
+    import torch
+
+    from utils.deploy import runtime_versions
+
+    if opt.no_deploy_latency:
+        return "not measured (--no-deploy-latency)."
+    rv = runtime_versions()
+    versions.update(rv)
+    where = (" PyTorch ran on the GPU, these on the CPU: compare each with the baseline in its own column."
+             if device.type == "cuda" else "")
+    return (f"onnxruntime {rv['onnxruntime']} (CPUExecutionProvider, graph optimisation 'all') and openvino "
+            f"{rv['openvino']} (CPU, LATENCY hint, one stream), {torch.get_num_threads()} intra-op thread(s) each "
+            f"as PyTorch; every model exported as export.py writes it (fp32, fixed {opt.imgsz}x{opt.imgsz}, batch "
+            f"1, ONNX opset 17; OpenVINO converted from that ONNX file) into a temporary folder; median of "
+            f"{50 if device.type == 'cuda' else 10} calls timed in the same rotating rounds as the PyTorch batch-1 "
+            f"figures.{where}")
+
+
 def _report(opt, models, save_dir: Path, routing, device, wall_s: float, data, size_gt, resumed: str) -> Path:
     from utils.compare_charts import plot_all
     from utils.compare_report import ReportMeta, environment, results_rows, seed_rows, write_csv, write_report
@@ -282,7 +356,7 @@ def _report(opt, models, save_dir: Path, routing, device, wall_s: float, data, s
     settings = dict(data=opt.data, weights=opt.weights, hyp=opt.hyp, epochs=opt.epochs, imgsz=opt.imgsz,
                     batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda")
     meta = ReportMeta(_command(opt), versions, dev, settings, wall_s, opt.imgsz, opt.imgsz, resumed,
-                      size_counts(size_gt.gt) if size_gt else None)
+                      size_counts(size_gt.gt) if size_gt else None, _deploy_line(opt, versions, device))
     return write_report(models, meta, save_dir, charts, routing)
 
 
@@ -378,6 +452,9 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
                         "default each run validates its final weights only")
     p.add_argument("--visualize-routing", action="store_true",
                    help="draw where BiLevelRoutingAttention routes, on bundled photos, for each BRA model")
+    p.add_argument("--no-deploy-latency", action="store_true",
+                   help="skip the ONNX Runtime and OpenVINO CPU latency columns (each model is exported to ONNX "
+                        "and OpenVINO for them, which takes a few seconds a model)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="JOB",
                    help="finish the job in folder JOB (default: the latest under --project) with its own options: "
                         "reuse its finished runs, re-run failed and missing ones, rewrite its report")

@@ -58,6 +58,7 @@ def test_compare_job_end_to_end(tiny_data, tmp_path_factory, tmp_path, monkeypat
     _check_report_states_command_versions_and_timings(job)
     _check_size_ap_equals_pycocotools_on_val_json(job, tmp_path)
     _check_paired_columns_with_one_seed(job)
+    _check_deployed_latency_columns(job)
     _check_failed_run_is_reported_then_resumed(job, tmp_path_factory.mktemp("compare_fail"), monkeypatch, capsys)
 
 
@@ -178,6 +179,21 @@ def _check_paired_columns_with_one_seed(job):
                                                              abs=1e-5)
     assert base["paired_n"] == "" and all(r["status"] == "ok" for r in _csv(save_dir / "results_seeds.csv"))
     assert "## Paired against the baseline" in (save_dir / "report.md").read_text(encoding="utf-8")
+
+
+def _check_deployed_latency_columns(job):
+    """ONNX Runtime and OpenVINO batch-1 latency of every model, in results.csv and the table (tests/test_deploy.py
+    checks how they are timed and what a failed export leaves)."""
+    save_dir, models, _ = job
+    rows = {r["model"]: r for r in _csv(save_dir / "results.csv")}
+    report = (save_dir / "report.md").read_text(encoding="utf-8")
+    for m in models:
+        assert set(m.deploy_latency) == {"onnxruntime", "openvino"} and m.deploy_errors == {}
+        for col in ("latency_ort_b1_ms", "latency_openvino_b1_ms"):
+            assert float(rows[m.name][col]) > 0
+    base, plug = (float(rows[m.name]["latency_ort_b1_ms"]) for m in models)
+    assert float(rows[models[1].name]["latency_ort_b1_delta"]) == pytest.approx(plug / base - 1, abs=1e-3)
+    assert "| ms/img ORT b1 | ms/img OV b1 |" in report and "Deployed latency: onnxruntime" in report
 
 
 _FIGURES = ("precision", "recall", "map50", "map", "ap_all", "ap_small", "ap_medium", "ap_large", "plugin_share")

@@ -20,7 +20,11 @@ from utils.latency import LatencyStat, MemoryStat
 
 __all__ = ["SeedResult", "FailedRun", "ModelResult", "ReportMeta", "environment", "finished", "baseline",
            "model_verdict", "paired_delta", "results_rows", "seed_rows", "write_csv", "table_lines", "share_cell",
-           "write_report", "read_results_csv"]
+           "write_report", "read_results_csv", "DEPLOY_COLUMNS", "deploy_note_lines"]
+
+# deployed runtime -> (results.csv column stem, table column); the runtimes of utils.deploy.RUNTIMES
+DEPLOY_COLUMNS = {"onnxruntime": ("latency_ort_b1", "ms/img ORT b1"), "openvino": ("latency_openvino_b1",
+                                                                                   "ms/img OV b1")}
 
 
 @dataclass
@@ -67,6 +71,9 @@ class ModelResult:
     seeds: list[SeedResult] = field(default_factory=list)  # the finished runs
     latency: dict[int, LatencyStat] = field(default_factory=dict)  # batch size -> ms per image
     memory: MemoryStat | None = None
+    # deployed CPU runtimes at batch 1 (utils.deploy.RUNTIMES): runtime -> ms per image, or runtime -> why none
+    deploy_latency: dict[str, LatencyStat] = field(default_factory=dict)
+    deploy_errors: dict[str, str] = field(default_factory=dict)
     failures: list[FailedRun] = field(default_factory=list)
 
     def summary(self, metric: str) -> Summary:
@@ -107,6 +114,7 @@ class ReportMeta:
     routing_imgsz: int = 640  # network input size of the routing figures
     resumed: str = ""  # with --resume: what this attempt reused and re-ran
     size_counts: dict[str, int] | None = None  # ground-truth objects per COCO size in the val split
+    deploy: str = ""  # how the deployed runtimes were run (versions, threads), or why they were not
 
 
 def finished(models: Sequence[ModelResult]) -> list[ModelResult]:
@@ -153,6 +161,16 @@ def _lat(m: ModelResult, bs: int) -> float:
     return m.latency[bs].median_ms if bs in m.latency else float("nan")
 
 
+def _deploy_lat(m: ModelResult | None, rt: str) -> float:
+    return m.deploy_latency[rt].median_ms if m is not None and rt in m.deploy_latency else float("nan")
+
+
+def _deploy_runtimes(models: Sequence[ModelResult]) -> list[str]:
+    """The deployed runtimes the job measured or tried (none with --no-deploy-latency)."""
+    have = {rt for m in models for rt in (*m.deploy_latency, *m.deploy_errors)}
+    return [rt for rt in DEPLOY_COLUMNS if rt in have]
+
+
 def _epoch_s(m: ModelResult) -> float:
     return float(np.mean([s.epoch_s for s in m.seeds])) if m.seeds else float("nan")
 
@@ -195,6 +213,7 @@ def results_rows(models: Sequence[ModelResult]) -> list[dict]:
     A model without a finished run has only its name, config, failure count and errors.
     """
     base = baseline(models)
+    runtimes = _deploy_runtimes(models)
     rows = []
     for m in models:
         row = dict(model=m.name, cfg=m.cfg, seeds=len(m.seeds), failed=len(m.failures))
@@ -204,12 +223,27 @@ def results_rows(models: Sequence[ModelResult]) -> list[dict]:
             row.update(_paired_cols(m, base))
             for bs in sorted(m.latency):
                 row[f"latency_b{bs}_ms"] = round(_lat(m, bs), 3)
+            row.update(_deploy_cols(m, base, runtimes))
             row["train_mem_mb"] = round(m.memory.peak_mb, 1) if m.memory else ""
             row["epoch_s"] = round(_epoch_s(m), 3)
             row["plugin_share"] = "" if m.share() is None else round(m.share(), 6)
         row["error"] = "; ".join(f"seed {f.seed}: {f.error}" for f in m.failures)
         rows.append(row)
     return rows
+
+
+def _deploy_cols(m: ModelResult, base: ModelResult | None, runtimes: Sequence[str]) -> dict:
+    """Per deployed runtime: ms per image at batch 1, its relative difference from the baseline's (x / base - 1)
+    and, where it has no figure, why; empty cells where there is none."""
+    row = {}
+    for rt in runtimes:
+        stem = DEPLOY_COLUMNS[rt][0]
+        v, b = _deploy_lat(m, rt), _deploy_lat(base, rt)
+        row[f"{stem}_ms"] = round(v, 3) if np.isfinite(v) else ""
+        row[f"{stem}_delta"] = (round(v / b - 1, 4) if base is not None and m is not base and np.isfinite(v)
+                                and np.isfinite(b) and b > 0 else "")
+        row[f"{stem}_error"] = m.deploy_errors.get(rt, "")
+    return row
 
 
 def _seed_row(m: ModelResult, s: SeedResult) -> dict:
@@ -268,7 +302,8 @@ def _metric_cell(m: ModelResult, base: ModelResult | None, metric: str) -> str:
     return f"{cell} ({v.unpaired.delta:+.3f} {v.mark})"
 
 
-def _row_cells(m: ModelResult, base: ModelResult | None, batch_sizes: Sequence[int]) -> list[str]:
+def _row_cells(m: ModelResult, base: ModelResult | None, batch_sizes: Sequence[int],
+               runtimes: Sequence[str] = ()) -> list[str]:
     first = base is None or m is base  # no bracketed delta
     name = m.name + (f" ({len(m.failures)} of {len(m.failures) + len(m.seeds)} runs failed)" if m.failures else "")
     cells = [name, f"{m.params / 1e6:.3f}" + ("" if first else f" ({_pct(m.params, base.params)})"),
@@ -277,6 +312,10 @@ def _row_cells(m: ModelResult, base: ModelResult | None, batch_sizes: Sequence[i
     for bs in batch_sizes:
         v = _lat(m, bs)
         cells.append(f"{v:.1f}" + ("" if first else f" ({_pct(v, _lat(base, bs))})"))
+    for rt in runtimes:
+        v = _deploy_lat(m, rt)
+        delta = "" if first else _pct(v, _deploy_lat(base, rt))
+        cells.append("n/a" if not np.isfinite(v) else f"{v:.1f}" + (f" ({delta})" if delta else ""))
     mem = m.memory.peak_mb if m.memory else float("nan")
     bmem = base.memory.peak_mb if base is not None and base.memory else 0.0
     cells.append(f"{mem:.0f}" + ("" if first else f" ({mem - bmem:+.0f})"))
@@ -284,6 +323,17 @@ def _row_cells(m: ModelResult, base: ModelResult | None, batch_sizes: Sequence[i
     cells.append(f"{e:.1f}" + ("" if first else f" ({_pct(e, _epoch_s(base))})"))
     cells.append(share_cell(m.share()))
     return cells
+
+
+def deploy_note_lines(models: Sequence[ModelResult], deploy: str = "") -> list[str]:
+    """Under the table: how the ORT / OV columns were measured, and why a cell says n/a."""
+    runtimes = _deploy_runtimes(models)
+    lines = [f"Deployed latency: {deploy}"] if deploy else []
+    why = [f"{m.name} {DEPLOY_COLUMNS[rt][1].split()[1]}: {' '.join(m.deploy_errors[rt].split())}"
+           for m in finished(models) for rt in runtimes if rt in m.deploy_errors]
+    if why:
+        lines += [""] + ["n/a in the deployed-latency columns:"] + [f"- {w}" for w in why]
+    return lines + [""] if lines else []
 
 
 def share_cell(share: float | None) -> str:
@@ -295,12 +345,14 @@ def table_lines(models: Sequence[ModelResult], imgsz: int) -> list[str]:
     run gets a row that says so and no figures."""
     base, done = baseline(models), finished(models)
     batch_sizes = sorted({bs for m in models for bs in m.latency})
+    runtimes = _deploy_runtimes(models)
     mem_kind = "CUDA" if any(m.memory and m.memory.method.startswith("cuda") for m in done) else "RSS"
     head = ["model", "params (M)", f"GFLOPs@{imgsz}", "mAP50", "mAP50-95",
-            *[f"ms/img b{bs}" for bs in batch_sizes], f"train mem MB ({mem_kind})", "s/epoch", "plug-in share"]
+            *[f"ms/img b{bs}" for bs in batch_sizes], *[DEPLOY_COLUMNS[rt][1] for rt in runtimes],
+            f"train mem MB ({mem_kind})", "s/epoch", "plug-in share"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for m in models:
-        cells = (_row_cells(m, base, batch_sizes) if m.seeds else
+        cells = (_row_cells(m, base, batch_sizes, runtimes) if m.seeds else
                  [m.name, f"all {len(m.failures)} runs failed (see Failed runs)"] + ["-"] * (len(head) - 2))
         lines.append("| " + " | ".join(cells) + " |")
     return lines
@@ -317,6 +369,10 @@ _HOW_TO_READ = """\
   (BatchNorm not fused).
 - **ms/img bN**: median inference time per image at batch N (fused BatchNorm, eval mode, {precision}), all models
   timed in one process, interleaved round-robin after a warm-up; bracketed figures are relative to the baseline.
+- **ms/img ORT b1 / OV b1** (when measured): the same weights exported as `export.py` writes them (fp32, fixed
+  {imgsz}x{imgsz}, batch 1, ONNX opset 17) and run on the CPU by ONNX Runtime and by OpenVINO, timed in the same
+  rounds as the PyTorch batch-1 figures: what each plug-in costs where the model is deployed. `n/a`: the runtime
+  is missing or the export failed (the reason is under the table).
 - **train mem**: {memory}
 - **s/epoch**: wall time of the training epochs (each includes its validation pass) divided by their number,
   averaged over seeds; the models train one after another in this process, so they share the machine alike.
@@ -361,7 +417,7 @@ def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path
     timed = [m.memory.method for m in models if m.memory]
     method = timed[0] if timed else "cpu_peak_rss_subprocess"
     lines = [*_head(models, meta), "## Results", "", *table_lines(models, meta.imgsz), "",
-             *failed_lines(models, save_dir), "## How to read it", "",
+             *deploy_note_lines(models, meta.deploy), *failed_lines(models, save_dir), "## How to read it", "",
              _HOW_TO_READ.format(noise=NOISE_RULE, imgsz=meta.imgsz, memory=_MEMORY.get(method, method),
                                  precision="FP16" if meta.settings.get("half") else "FP32"),
              *paired_lines(models), *control_lines(models), *size_lines(models, meta.size_counts), "## Charts", ""]

@@ -4,7 +4,10 @@ Latency (`measure_latency`): each model is timed on a fixed random batch in eval
 `torch.inference_mode()`, after `warmup` untimed calls. All models are timed in the same process and
 interleaved round-robin (model A, B, C, then B, C, A, ...), so a slow spell of a shared machine hits every
 model alike. The figure is the median over `repeats` timed calls of (call time / batch size), in ms per image;
-on CUDA the clock waits for the device (`torch.cuda.synchronize`).
+on CUDA the clock waits for the device (`torch.cuda.synchronize`). Besides PyTorch modules, `models` may hold
+runners of other runtimes (utils.deploy: ONNX Runtime, OpenVINO), timed in the same rounds: a runner has
+`prepare(x)` (its input, made once before the timed calls), `__call__` and `batch`, the one batch size it was
+exported for (it is left out of the others).
 
 Peak training memory (`peak_train_memory`) of one training step: forward in train mode, YOLOv5's loss on a
 fixed set of synthetic targets, backward, an SGD step with momentum (YOLOv5's optimizer), plus an EMA copy
@@ -41,12 +44,14 @@ __all__ = ["LatencyStat", "MemoryStat", "measure_latency", "prepare_for_timing",
 
 @dataclass(frozen=True)
 class LatencyStat:
-    """Median and spread (25th, 75th percentile) of ms per image over the timed calls at one batch size."""
+    """Median and spread (25th, 75th percentile) of ms per image over the timed calls at one batch size, and the
+    fastest call (on a shared machine the least disturbed one)."""
 
     median_ms: float
     p25_ms: float
     p75_ms: float
     n: int
+    min_ms: float = float("nan")
 
 
 @dataclass(frozen=True)
@@ -75,43 +80,57 @@ def _repeat_count(repeats: int | Mapping[int, int], bs: int) -> int:
     return int(n)
 
 
-def measure_latency(models: Mapping[str, nn.Module], imgsz: int = 640, batch_sizes: Sequence[int] = (1, 32),
+def _input_for(model, x: torch.Tensor):
+    """x as `model` takes it: on a module's device and dtype, or what a runner's `prepare` makes of it."""
+    if isinstance(model, nn.Module):
+        p = next(model.parameters(), None)
+        return x if p is None else x.to(p.device, p.dtype)
+    if not (hasattr(model, "prepare") and callable(model)):
+        raise UserError(f"measure_latency: {type(model).__name__} is neither a torch module nor a runner with "
+                        "prepare() and __call__")
+    return model.prepare(x)
+
+
+def measure_latency(models: Mapping[str, object], imgsz: int = 640, batch_sizes: Sequence[int] = (1, 32),
                     warmup: int = 2, repeats: int | Mapping[int, int] = 10, seed: int = 0,
                     progress=None) -> dict[str, dict[int, LatencyStat]]:
     """ms per image at each batch size for every model, timed interleaved round-robin (see module docstring).
 
     Args:
-        models: name -> model ready for inference (see `prepare_for_timing`); all on the same device.
+        models: name -> model ready for inference (see `prepare_for_timing`), or a runner of another runtime
+            (see the module docstring); each gets the same random batch on its own device and dtype.
         repeats: timed calls per model and batch size, or a dict batch size -> calls.
         progress: optional callable(str) told before each batch size starts.
     Returns:
-        name -> batch size -> LatencyStat.
+        name -> batch size -> LatencyStat (a runner only at its own batch size).
     """
     if not models:
         raise UserError("measure_latency: no models given")
-    names = list(models)
-    first = next(iter(models.values()))
-    p = next(first.parameters())
     g = torch.Generator().manual_seed(seed)
-    out: dict[str, dict[int, LatencyStat]] = {n: {} for n in names}
+    out: dict[str, dict[int, LatencyStat]] = {n: {} for n in models}
     for bs in batch_sizes:
+        names = [n for n in models if getattr(models[n], "batch", None) in (None, bs) or
+                 isinstance(models[n], nn.Module)]
+        if not names:
+            continue
         if progress:
             progress(f"latency b{bs}")
-        x = torch.rand(bs, 3, imgsz, imgsz, generator=g).to(p.device, p.dtype)
+        x = torch.rand(bs, 3, imgsz, imgsz, generator=g)
+        inputs = {n: _input_for(models[n], x) for n in names}
         times: dict[str, list[float]] = {n: [] for n in names}
         with torch.inference_mode():
             for _ in range(warmup):
                 for n in names:
-                    models[n](x)
+                    models[n](inputs[n])
             for r in range(_repeat_count(repeats, bs)):
                 for k in range(len(names)):
                     n = names[(r + k) % len(names)]  # rotate the order each round
                     t0 = time_sync()
-                    models[n](x)
+                    models[n](inputs[n])
                     times[n].append((time_sync() - t0) * 1000 / bs)
         for n in names:
             q25, q50, q75 = np.percentile(times[n], [25, 50, 75])
-            out[n][bs] = LatencyStat(float(q50), float(q25), float(q75), len(times[n]))
+            out[n][bs] = LatencyStat(float(q50), float(q25), float(q75), len(times[n]), float(min(times[n])))
     return out
 
 
