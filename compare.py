@@ -93,6 +93,18 @@ def _validate(opt, run_dir: Path):
                        exist_ok=True, plots=False, save_txt=True, save_conf=True)
 
 
+def _validate_tta(opt, run_dir: Path) -> dict[str, float]:
+    """--augment: val.py --augment's mAP50 and mAP50-95 of the run's best.pt (YOLOv5's test-time augmentation)."""
+    import val
+
+    with output_to(run_dir / "train.log"):
+        (_, _, map50, map_, *_), _, _ = val.run(
+            data=opt.data, weights=str(run_dir / "weights" / "best.pt"), batch_size=opt.batch_size * 2,
+            imgsz=opt.imgsz, device=opt.device, workers=opt.workers, project=str(run_dir), name="val_tta",
+            exist_ok=True, plots=False, augment=True)
+    return {"map50_tta": float(map50), "map_tta": float(map_)}
+
+
 def _size(best: Path, imgsz: int) -> tuple[int, float]:
     """(parameters, GFLOPs at imgsz) of the trained model, BatchNorm not fused: the figures of its summary."""
     from models import load_model
@@ -258,8 +270,10 @@ def _finish_run(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, siz
     bar.set_description(f"val {run_dir.name}")
     (mp, mr, map50, map_, *_), maps, _ = _validate(opt, run_dir)
     sizes = run_size_ap(run_dir / "val", size_gt)
+    tta = _validate_tta(opt, run_dir) if getattr(opt, "augment", False) else {}
     bar.update(1)
     size_fields = {f"ap_{k}": getattr(sizes, k) for k in ("all", "small", "medium", "large")} if sizes else {}
+    size_fields.update(tta)
     res = SeedResult(seed, float(mp), float(mr), float(map50), float(map_), [float(x) for x in maps],
                      float(epoch_s), run_dir, _share(run_dir, batches), **size_fields)
     rec = RunRecord(_model_name(cfg), cfg, *_size(run_dir / "weights" / "best.pt", opt.imgsz), res)
@@ -430,7 +444,8 @@ def main(opt: argparse.Namespace):
 
 
 def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Compare attention plug-ins against the YOLOv5 baseline")
+    p = argparse.ArgumentParser(description="Compare attention plug-ins against the YOLOv5 baseline",
+                                allow_abbrev=False)
     p.add_argument("--cfgs", nargs="+", default=None,
                    help="model configs, baseline first (default: yolov5n.yaml, yolov5n_biformer.yaml and every "
                         "other bundled plug-in config at the scale of --weights)")
@@ -452,6 +467,8 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
                         "default each run validates its final weights only")
     p.add_argument("--visualize-routing", action="store_true",
                    help="draw where BiLevelRoutingAttention routes, on bundled photos, for each BRA model")
+    p.add_argument("--augment", action="store_true",
+                   help="also validate each run with test-time augmentation (val.py --augment): a TTA mAP column")
     p.add_argument("--no-deploy-latency", action="store_true",
                    help="skip the ONNX Runtime and OpenVINO CPU latency columns (each model is exported to ONNX "
                         "and OpenVINO for them, which takes a few seconds a model)")

@@ -163,7 +163,9 @@ class DetectBackend(nn.Module):
         if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
             providers.insert(0, "CUDAExecutionProvider")
         try:
-            sess = ort.InferenceSession(str(path), providers=providers)
+            so = ort.SessionOptions()  # as many threads as PyTorch uses, so timings compare
+            so.intra_op_num_threads = torch.get_num_threads()
+            sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
         except Exception as e:  # onnxruntime raises its own exception types for a file it cannot parse
             raise UserError(f"--weights {path}: ONNX Runtime cannot load it: {e}") from None
         inp = sess.get_inputs()[0]
@@ -198,7 +200,7 @@ class DetectBackend(nn.Module):
         inp = ov_model.inputs[0]
         self._in_dtype = _torch_dtype(str(inp.element_type))
         self._fixed_dims([d.get_length() if d.is_static else None for d in inp.partial_shape])
-        self.compiled = core.compile_model(ov_model, "CPU")
+        self.compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": str(torch.get_num_threads())})
         meta_file = xml.with_suffix(".yaml")
         if not meta_file.is_file():
             meta_file = next(iter(sorted(xml.parent.glob("*.yaml"))), meta_file)

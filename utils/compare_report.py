@@ -44,6 +44,8 @@ class SeedResult:
     ap_small: float | None = None  # COCO AP_small; None also where the split has no small object (COCO's -1)
     ap_medium: float | None = None
     ap_large: float | None = None
+    map50_tta: float | None = None  # with compare.py --augment: val.py --augment's mAP50 and mAP50-95
+    map_tta: float | None = None
 
 
 @dataclass
@@ -220,6 +222,10 @@ def results_rows(models: Sequence[ModelResult]) -> list[dict]:
         if m.seeds:
             row.update(params=m.params, gflops=round(m.gflops, 4), **_noise_cols(m, base))
             row.update({k: _r(m.mean(k)) for k in ("ap_all", *(f"ap_{s}" for s in SIZES))})
+            if any(s.map_tta is not None for s in m.seeds):
+                row.update(map50_tta=_r(m.mean("map50_tta")), map_tta=_r(m.mean("map_tta")),
+                           paired_map_tta_delta=_r(paired_delta(base, m, "map_tta")) if base and m is not base
+                           else "")
             row.update(_paired_cols(m, base))
             for bs in sorted(m.latency):
                 row[f"latency_b{bs}_ms"] = round(_lat(m, bs), 3)
@@ -249,7 +255,8 @@ def _deploy_cols(m: ModelResult, base: ModelResult | None, runtimes: Sequence[st
 def _seed_row(m: ModelResult, s: SeedResult) -> dict:
     return dict(model=m.name, seed=s.seed, status="ok", precision=round(s.mp, 5), recall=round(s.mr, 5),
                 map50=round(s.map50, 5), map=round(s.map, 5), ap_all=_r(s.ap_all), ap_small=_r(s.ap_small),
-                ap_medium=_r(s.ap_medium), ap_large=_r(s.ap_large), epoch_s=round(s.epoch_s, 3),
+                ap_medium=_r(s.ap_medium), ap_large=_r(s.ap_large), map50_tta=_r(s.map50_tta), map_tta=_r(s.map_tta),
+                epoch_s=round(s.epoch_s, 3),
                 plugin_share="" if s.share is None else round(s.share, 6), run_dir=str(s.run_dir), error="",
                 train_log=str(s.run_dir / "train.log"))
 
@@ -411,7 +418,7 @@ def _head(models: Sequence[ModelResult], meta: ReportMeta) -> list[str]:
 def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path, charts: Sequence[Path] = (),
                  routing: Sequence[Path] = ()) -> Path:
     """Write report.md into `save_dir`; returns its path."""
-    from utils.compare_tables import control_lines, failed_lines, paired_lines, seed_lines, size_lines
+    from utils.compare_tables import control_lines, failed_lines, paired_lines, seed_lines, size_lines, tta_lines
 
     save_dir = Path(save_dir)
     timed = [m.memory.method for m in models if m.memory]
@@ -420,7 +427,8 @@ def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path
              *deploy_note_lines(models, meta.deploy), *failed_lines(models, save_dir), "## How to read it", "",
              _HOW_TO_READ.format(noise=NOISE_RULE, imgsz=meta.imgsz, memory=_MEMORY.get(method, method),
                                  precision="FP16" if meta.settings.get("half") else "FP32"),
-             *paired_lines(models), *control_lines(models), *size_lines(models, meta.size_counts), "## Charts", ""]
+             *paired_lines(models), *control_lines(models), *size_lines(models, meta.size_counts), *tta_lines(models),
+             "## Charts", ""]
     lines += [f"![{p.stem}]({p.name})" for p in charts] + [""]
     if routing:
         lines += ["## Routing of Bi-Level Routing Attention", "",

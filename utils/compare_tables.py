@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+import numpy as np
+
 from utils.compare_report import (ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta,
                                   share_cell)
 from utils.compare_sizes import SIZES
@@ -139,6 +141,25 @@ def size_lines(models: Sequence[ModelResult], counts: dict[str, int] | None) -> 
     for m in done:
         cells = [_size_cell(m, base, k) for k in ("ap_all", *(f"ap_{s}" for s in SIZES))]
         lines.append(f"| {m.name} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
+def tta_lines(models: Sequence[ModelResult]) -> list[str]:
+    """compare.py --augment: each model's mAP50-95 with YOLOv5's test-time augmentation beside its plain one."""
+    done = [m for m in finished(models) if any(s.map_tta is not None for s in m.seeds)]
+    if not done:
+        return []
+    base = baseline(models)
+    lines = ["## Test-time augmentation", "",
+             "val.py --augment on each run's best.pt (scales 1, 0.83, 0.67 with a left-right flip, merged before "
+             "NMS), mean over seeds. 'TTA gain': the mean per-seed difference TTA minus plain; 'vs baseline': the "
+             "paired difference of the TTA mAP50-95 from the baseline's.", "",
+             "| model | mAP50-95 | mAP50-95 TTA | TTA gain | vs baseline (TTA) |", "|---|---|---|---|---|"]
+    for m in done:
+        gains = [s.map_tta - s.map for s in m.seeds if s.map_tta is not None]
+        vs = paired_delta(base, m, "map_tta") if base is not None and m is not base else None
+        lines.append(f"| {m.name} | {m.mean('map'):.3f} | {m.mean('map_tta'):.3f} | {np.mean(gains):+.3f} | "
+                     f"{'-' if vs is None else f'{vs:+.3f}'} |")
     return lines + [""]
 
 
