@@ -18,6 +18,7 @@ the same input as PyTorch and prints max |diff| / max |output|.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import shutil
 import tempfile
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from models.tracing import fixed_shape_trace
 from utils.errors import UserError
 from utils.inference import check_finite, check_img_size, cli_errors
 from utils.log import LOGGER, colorstr, setup_logging
@@ -125,9 +127,10 @@ def export_onnx(model, im, file: Path, meta: dict, opset: int, dynamic: bool, si
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
     ctx = _quiet()
     try:
-        torch.onnx.export(model.cpu() if dynamic else model, im.cpu() if dynamic else im, str(f), dynamo=False,
-                          verbose=False, opset_version=opset, do_constant_folding=True, input_names=["images"],
-                          output_names=["output0"], dynamic_axes=axes if dynamic else None)
+        with contextlib.nullcontext() if dynamic else fixed_shape_trace():  # a fixed size: no any-size steps
+            torch.onnx.export(model.cpu() if dynamic else model, im.cpu() if dynamic else im, str(f), dynamo=False,
+                              verbose=False, opset_version=opset, do_constant_folding=True, input_names=["images"],
+                              output_names=["output0"], dynamic_axes=axes if dynamic else None)
     finally:
         ctx.__exit__(None, None, None)
     model_onnx = onnx.load(str(f))

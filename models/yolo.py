@@ -18,6 +18,7 @@ import torch.nn as nn
 
 from models.common import conv_activation, parse_activation  # importing it registers the blocks and plug-ins
 from models.config import load_model_config
+from models.tracing import shapes_in_graph
 from models.registry import LayerSpec, detect_head, lookup, register
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.errors import UserError
@@ -58,7 +59,7 @@ class Detect(nn.Module):
             # (bs, na*no, ny, nx) -> (bs, na, ny, nx, no)
             x[i] = x[i].view(bs, self.na, self.no, ny, nx).permute(0, 1, 3, 4, 2).contiguous()
             if not self.training:
-                if (torch.jit.is_tracing() or self.grid[i].shape[2:4] != x[i].shape[2:4]
+                if (shapes_in_graph() or self.grid[i].shape[2:4] != x[i].shape[2:4]
                         or self.grid[i].device != x[i].device):  # a traced graph computes its grids
                     self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
                 xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)

@@ -129,7 +129,16 @@ def test_fixed_export_metadata_and_files(tmp_path):
     assert _rel(np.asarray(ov.Core().compile_model(ovm, "CPU")(x.numpy())[0]), ref) <= TOL
 
 
-def test_simplify_keeps_numbers(tmp_path):
+def _ops_in(f, layer: str) -> list[str]:
+    import onnx
+
+    return [n.op_type for n in onnx.load(str(f)).graph.node if f"/{layer}/" in n.name]
+
+
+def test_simplify_and_fixed_size_graphs(tmp_path):
+    """A fixed-size export holds only what its size needs: at 288x224 HiLo's P4 map (18x14) needs no padding,
+    so model.20 has no Pad (its P5 map, 9x7, keeps one), where the dynamic graph pads both; onnxslim keeps
+    the numbers."""
     import onnxruntime as ort
 
     pt = _checkpoint("yolov5n_hilo.yaml", tmp_path / "best.pt")
@@ -137,6 +146,10 @@ def test_simplify_keeps_numbers(tmp_path):
     x = _images(288, 224, 1)
     sess = ort.InferenceSession(str(f), providers=["CPUExecutionProvider"])
     assert _rel(sess.run(None, {"images": x.numpy()})[0], _pytorch(pt, x)) <= TOL
+    fixed20 = _ops_in(f, "model.20")
+    assert "Pad" not in fixed20 and "Pad" in _ops_in(f, "model.24")
+    dyn = export.run(weights=str(pt), imgsz=(288, 224), include="onnx", dynamic=True, check=False)["onnx"]  # same file
+    assert "Pad" in _ops_in(dyn, "model.20") and len(_ops_in(dyn, "model.20")) > len(fixed20)
 
 
 @pytest.mark.parametrize("kwargs, message", [

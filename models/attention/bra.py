@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.registry import inserts_dim, register
+from models.tracing import shapes_in_graph
 from utils.errors import UserError
 
 __all__ = ["BiLevelRoutingAttention", "RoutingRecord", "region_rect"]
@@ -203,7 +204,7 @@ class BiLevelRoutingAttention(nn.Module):
         n = self.n_win
         Hp, Wp = self._padded_size(H, W)
         h, w = Hp // n, Wp // n
-        padded = (Hp, Wp) != (H, W) or torch.jit.is_tracing()  # a traced graph pads (maybe by 0) at every size
+        padded = (Hp, Wp) != (H, W) or shapes_in_graph()  # a traced graph pads (maybe by 0) at every size
         if padded:
             x = F.pad(x, (0, Wp - W, 0, Hp - H))
         real = _real_tokens(H, W, n, h, w, x.device) if self.mask_padding and padded else None
@@ -323,7 +324,7 @@ class BiLevelRoutingAttention(nn.Module):
         else:
             y = s.transpose(1, 2).contiguous()
         y = y.view(N, self.dim, Hp, Wp)
-        padded = (Hp, Wp) != (H, W) or torch.jit.is_tracing()
+        padded = (Hp, Wp) != (H, W) or shapes_in_graph()
         return F.pad(y, (0, W - Wp, 0, H - Hp)) if padded else y  # negative pads crop
 
 

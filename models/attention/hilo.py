@@ -12,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from models.registry import inserts_dim, register
+from models.tracing import shapes_in_graph
 from utils.errors import UserError
 
 __all__ = ["HiLo", "masked_avg_pool"]
@@ -26,7 +27,7 @@ def masked_avg_pool(x: torch.Tensor, ws: int) -> torch.Tensor:
     """
     h, w = x.shape[-2:]
     ph, pw = (-h) % ws, (-w) % ws
-    if not (ph or pw or torch.jit.is_tracing()):  # a traced graph keeps the padding for every size
+    if not (ph or pw or shapes_in_graph()):  # a traced graph keeps the padding for every size
         return F.avg_pool2d(x, ws)
     x = F.pad(x, (0, pw, 0, ph))
     count = F.avg_pool2d(F.pad(x.new_ones(1, 1, h, w), (0, pw, 0, ph)), ws)  # real pixels / ws^2
@@ -119,7 +120,7 @@ class HiLo(nn.Module):
         b, h, w, c = xl.shape
         ws, nh, hd = self.ws, self.h_heads, self.head_dim
         ph, pw = (-h) % ws, (-w) % ws
-        padded = bool(ph or pw) or torch.jit.is_tracing()  # a traced graph pads (maybe by 0) at every size
+        padded = bool(ph or pw) or shapes_in_graph()  # a traced graph pads (maybe by 0) at every size
         if padded:
             xl = F.pad(xl, (0, 0, 0, pw, 0, ph))
         hg, wg = (h + ph) // ws, (w + pw) // ws
