@@ -10,7 +10,6 @@ import math
 import zlib
 from collections import Counter
 from copy import deepcopy
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -269,6 +268,3 @@ def check_anchor_order(m: Detect) -> None:
         LOGGER.info("Reversing anchor order")
         m.anchors[:] = m.anchors.flip(0)
 
-
-def model_name(model: Model) -> str:
-    return Path(model.yaml.get("yaml_file", "model")).stem

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 __all__ = [
-    "xywh2xyxy", "xyxy2xywh", "xywhn2xyxy", "xyxy2xywhn", "xyn2xy",
+    "xywh2xyxy", "xyxy2xywh", "xywhn2xyxy", "xyxy2xywhn",
     "clip_boxes", "scale_boxes", "box_iou",
 ]
 
@@ -58,14 +58,6 @@ def xyxy2xywhn(x, w: float = 640, h: float = 640, clip: bool = False, eps: float
     y[..., 1] = ((x[..., 1] + x[..., 3]) / 2) / h
     y[..., 2] = (x[..., 2] - x[..., 0]) / w
     y[..., 3] = (x[..., 3] - x[..., 1]) / h
-    return y
-
-
-def xyn2xy(x, w: float = 640, h: float = 640, padw: float = 0, padh: float = 0):
-    """Normalized segment points (N, 2) -> pixels."""
-    y = _clone(x)
-    y[..., 0] = w * x[..., 0] + padw
-    y[..., 1] = h * x[..., 1] + padh
     return y
 
 

@@ -10,7 +10,6 @@ torchrun sets LOCAL_RANK, RANK and WORLD_SIZE; without it they are -1, -1 and 1 
 from __future__ import annotations
 
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -18,8 +17,7 @@ import torch
 import torch.distributed as dist
 from utils.errors import UserError
 
-__all__ = ["DistInfo", "dist_info", "init_distributed", "cleanup", "is_main", "barrier", "zero_first",
-           "broadcast_object"]
+__all__ = ["DistInfo", "dist_info", "init_distributed", "cleanup", "barrier", "broadcast_object"]
 
 
 @dataclass(frozen=True)
@@ -67,23 +65,9 @@ def cleanup() -> None:
         dist.destroy_process_group()
 
 
-def is_main() -> bool:
-    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
-
-
 def barrier() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.barrier()
-
-
-@contextmanager
-def zero_first(local_rank: int):
-    """Let local rank 0 do something first (build a cache, write a file) while the others wait for it."""
-    if local_rank not in (-1, 0):
-        barrier()
-    yield
-    if local_rank == 0:
-        barrier()
 
 
 def broadcast_object(obj, src: int = 0):

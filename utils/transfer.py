@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn as nn
 
-__all__ = ["TransferReport", "transfer_weights", "layer_signatures", "COMPATIBLE_TYPES"]
+__all__ = ["TransferReport", "transfer_weights", "COMPATIBLE_TYPES"]
 
 _KEY = re.compile(r"^model\.(\d+)\.(.+)$")
 
@@ -92,11 +92,6 @@ def _group(state: dict[str, torch.Tensor], types: list[str]) -> list[_Layer]:
 
 def _yaml_types(d: dict) -> list[str]:
     return [str(row[2]) for row in d.get("backbone", []) + d.get("head", [])]
-
-
-def layer_signatures(model: nn.Module) -> list[tuple]:
-    """The per-layer signatures of a Model (what the alignment compares)."""
-    return [layer.signature for layer in _group(model.state_dict(), [m.type for m in model.model])]
 
 
 def _pair_same_types(src: list[_Layer], dst: list[_Layer]) -> list[tuple[_Layer, _Layer]]:
