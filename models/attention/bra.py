@@ -83,7 +83,7 @@ class _Router(nn.Module):
         self.emb = nn.Linear(qk_dim, qk_dim) if param_routing else nn.Identity()
 
 
-def _check_args(dim, n_win, num_heads, qk_dim, topk, param_attention, param_routing, diff_routing,
+def _check_args(*, dim, n_win, num_heads, qk_dim, topk, param_attention, param_routing, diff_routing,
                 kv_downsample_mode, kv_per_win, kv_downsample_ratio, side_dwconv):
     if n_win < 1 or num_heads < 1:
         raise UserError(f"n_win and num_heads must be >= 1, got n_win={n_win}, num_heads={num_heads}")
@@ -175,8 +175,10 @@ class BiLevelRoutingAttention(nn.Module):
                  mask_padding: bool = False):
         super().__init__()
         qk_dim = qk_dim or dim
-        _check_args(dim, n_win, num_heads, qk_dim, topk, param_attention, param_routing, diff_routing,
-                    kv_downsample_mode, kv_per_win, kv_downsample_ratio, side_dwconv)
+        _check_args(dim=dim, n_win=n_win, num_heads=num_heads, qk_dim=qk_dim, topk=topk,
+                    param_attention=param_attention, param_routing=param_routing, diff_routing=diff_routing,
+                    kv_downsample_mode=kv_downsample_mode, kv_per_win=kv_per_win,
+                    kv_downsample_ratio=kv_downsample_ratio, side_dwconv=side_dwconv)
         self.dim, self.n_win, self.num_heads, self.qk_dim = dim, n_win, num_heads, qk_dim
         self.scale = qk_scale or qk_dim ** -0.5
         self.topk, self.param_attention = topk, param_attention
