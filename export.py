@@ -69,6 +69,9 @@ def _check_options(include, device: torch.device, half: bool, dynamic: bool, opt
         raise UserError("--half and --dynamic cannot be combined (as in YOLOv5): choose one")
     if optimize and device.type != "cpu":
         raise UserError("--optimize (TorchScript for mobile) works on the CPU only: use --device cpu")
+    if optimize and not has_xnnpack():
+        raise UserError("--optimize (TorchScript for mobile) needs a PyTorch build with XNNPACK, and this one has "
+                        "none; export without --optimize")
     if opset not in OPSETS:
         raise UserError(f"--opset {opset} is outside the supported {OPSETS.start}..{OPSETS.stop - 1}")
     if batch_size < 1:
@@ -81,6 +84,13 @@ def _check_options(include, device: torch.device, half: bool, dynamic: bool, opt
             except ImportError as e:
                 raise UserError(f"--include {f} needs the package {pkg!r} (pip install -r requirements.txt): {e}")
     return list(dict.fromkeys(fmts))
+
+
+def has_xnnpack() -> bool:
+    """Whether this PyTorch build has XNNPACK, which TorchScript's mobile optimisation needs."""
+    import torch.backends.xnnpack
+
+    return bool(torch.backends.xnnpack.enabled)
 
 
 def _metadata(model, imgsz: list[int], batch_size: int, dynamic: bool) -> dict:
