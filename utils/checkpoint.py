@@ -14,11 +14,9 @@ previous checkpoint intact.
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
 import struct
-import tempfile
 import zipfile
 from collections import OrderedDict
 from pathlib import Path
@@ -26,6 +24,7 @@ from typing import Any
 
 import torch
 
+from utils.files import atomic_write
 from utils.errors import UserError
 
 __all__ = ["FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "Checkpoint",
@@ -223,15 +222,4 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, **ckpt}
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a checkpoint is as readable as any other output
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(data, f), fsync=True)

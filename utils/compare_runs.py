@@ -21,6 +21,7 @@ from typing import Sequence
 
 import yaml
 
+from utils.files import atomic_write
 from utils.compare_report import FailedRun, ModelResult, SeedResult
 from utils.log import LOGGER
 from utils.errors import UserError
@@ -95,10 +96,7 @@ def save_result(rec: RunRecord) -> Path:
     res = {**asdict(rec.result), "run_dir": rec.result.run_dir.name}  # relative: the job folder may move
     data = dict(format=_FORMAT, model=rec.model, cfg=rec.cfg, params=rec.params, gflops=rec.gflops, result=res)
     path = rec.result.run_dir / RESULT_FILE
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1), encoding="utf-8")
-    os.replace(tmp, path)  # never a half-written result.json
-    return path
+    return atomic_write(path, lambda f: f.write(json.dumps(data, indent=1).encode("utf-8")))  # never half-written
 
 
 def load_result(run_dir: Path, model: str, seed: int) -> RunRecord | None:

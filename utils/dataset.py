@@ -29,6 +29,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from utils.files import atomic_write
 from utils.augment import augment_hsv, flip_lr, flip_ud, letterbox, mixup, mosaic, random_perspective
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.hyp import Hyp, load_hyp
@@ -184,15 +185,7 @@ class LoadImagesAndLabels(Dataset):
         if npy.exists() and npy.stat().st_mtime_ns >= os.stat(f).st_mtime_ns:
             return
         im = self._read(f)
-        fd, tmp = tempfile.mkstemp(dir=npy.parent, prefix=npy.stem, suffix=".npy.tmp")
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, im)
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, npy)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(npy, lambda fh: np.save(fh, im))
 
     @staticmethod
     def _read(f: str) -> np.ndarray:

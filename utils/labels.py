@@ -32,7 +32,6 @@ import hashlib
 import os
 import re
 import struct
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -44,6 +43,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from utils.files import atomic_write
 from utils.log import LOGGER
 from utils.errors import UserError
 
@@ -366,15 +366,7 @@ def _save_cache(path: Path, scan: LabelScan, key: str, prefix: str) -> None:
         results=np.array([scan.missing, scan.found, scan.empty, scan.corrupt], np.int64), nc=np.array(scan.nc),
     )
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-            os.chmod(tmp, 0o644)  # mkstemp makes it private
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
+        atomic_write(path, lambda f: np.savez(f, **arrays))
     except OSError as e:
         LOGGER.warning(f"{prefix}WARNING: cache folder {path.parent} is not writeable: {e}")
 
