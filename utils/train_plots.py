@@ -10,17 +10,13 @@ from pathlib import Path
 import numpy as np
 
 from utils.log import LOGGER
-from utils.plots import colors
+from utils.plots import colors, new_figure
 
 __all__ = ["plot_labels", "plot_labels_correlogram", "plot_results"]
 
 
 def _figure(rows: int, cols: int, figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, tight_layout=True)
-    FigureCanvasAgg(fig)
+    fig = new_figure(figsize)
     return fig, fig.subplots(rows, cols).ravel()
 
 
