@@ -284,16 +284,9 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 def read_results_csv(path: str | Path) -> dict[str, np.ndarray]:
     """A YOLOv5 results.csv (space-padded header) as column name -> float array."""
-    with open(path, newline="", encoding="utf-8") as f:
-        rows = [[c.strip() for c in r] for r in csv.reader(f) if r]
-    if not rows:
-        return {}
-    header, body = rows[0], rows[1:]
-    cols = {}
-    for j, name in enumerate(header):
-        if name:
-            cols[name] = np.array([float(r[j]) if j < len(r) and r[j] else np.nan for r in body])
-    return cols
+    from utils.train_utils import ResultsLog
+
+    return ResultsLog(path).read()
 
 
 def _pct(x: float, b: float) -> str:

@@ -101,10 +101,16 @@ class ResultsLog:
         self.file.write_text("".join(keep), encoding="utf-8")
 
     def read(self) -> dict[str, np.ndarray]:
-        lines = self.file.read_text(encoding="utf-8").splitlines()
-        keys = [k.strip() for k in lines[0].split(",")]
-        rows = np.array([[float(x) for x in ln.split(",")] for ln in lines[1:] if ln.strip()]).reshape(-1, len(keys))
-        return {k: rows[:, i] for i, k in enumerate(keys)}
+        """Column name -> float array; a missing or empty cell reads as NaN, an empty file as {}."""
+        import csv
+
+        with open(self.file, newline="", encoding="utf-8") as f:
+            rows = [[c.strip() for c in r] for r in csv.reader(f) if r and any(c.strip() for c in r)]
+        if not rows:
+            return {}
+        header, body = rows[0], rows[1:]
+        return {name: np.array([float(r[j]) if j < len(r) and r[j] else np.nan for r in body], dtype=np.float64)
+                for j, name in enumerate(header) if name}
 
 
 def strip_optimizer(f: Path) -> None:
