@@ -36,7 +36,7 @@ from models import resolve_weights
 from models.yolo import Model
 from utils import distributed as ddp
 from utils.callbacks import Callbacks
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import cast_state, load_checkpoint
 from utils.hyp import Hyp, load_hyp
 from utils.inference import MAX_IMG_SIZE, apply_options, check_img_size
 from utils.log import LOGGER, colorstr, setup_logging
@@ -152,7 +152,7 @@ def _build_model(r: _Run) -> dict | None:
         ckpt = load_checkpoint(path)
         r.model = Model(opt.cfg or ckpt["yaml"], ch=3, nc=nc, anchors=anchors, verbose=r.info.main).to(r.device)
         if opt.resume:
-            r.model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ckpt["model"].items()})
+            r.model.load_state_dict(cast_state(ckpt["model"]))
             r.plugin_names = list(ckpt.get("plugin_params") or [])
         else:
             from utils.transfer import transfer_weights

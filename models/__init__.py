@@ -32,12 +32,12 @@ def resolve_weights(weights: str | Path) -> Path:
 def model_from_checkpoint(ckpt: dict, verbose: bool = False):
     """Build the Model a checkpoint describes and load its weights (fp32)."""
     from models.yolo import Model
-    from utils.checkpoint import names_list
+    from utils.checkpoint import cast_state, names_list
 
     names = names_list(ckpt.get("names"))  # a list, or a dict {0: 'person', ...} ordered by key
     model = Model(ckpt["yaml"], nc=len(names) or None, verbose=verbose)
     state = ckpt.get("ema") or ckpt["model"]
-    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()})
+    model.load_state_dict(cast_state(state))
     if names:
         model.names = names
     return model

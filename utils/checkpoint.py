@@ -26,9 +26,10 @@ import torch
 
 from utils.files import atomic_write
 from utils.errors import UserError
+from utils.log import LOGGER
 
-__all__ = ["FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "Checkpoint",
-           "names_list"]
+__all__ = ["FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "cast_state",
+           "strip_optimizer", "Checkpoint", "names_list"]
 
 FORMAT = "yolo-attention-checkpoint/1"
 _ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80"  # torch.save's zip format; the pre-1.6 plain pickle format
@@ -223,3 +224,22 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, **ckpt}
     return atomic_write(path, lambda f: torch.save(data, f), fsync=True)
+
+
+def cast_state(state: dict, dtype: torch.dtype = torch.float32) -> dict:
+    """A state dict with its floating-point tensors in `dtype` (fp16 checkpoints load into fp32 models)."""
+    return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def strip_optimizer(f: Path) -> None:
+    """Keep only the EMA weights (fp16) in a finished checkpoint, as YOLOv5 does; no longer resumable."""
+    x = load_checkpoint(f)
+    if x.get("ema"):
+        x["model"] = x["ema"]
+    x["model"] = cast_state(x["model"], torch.float16)
+    for k in ("optimizer", "plugin_optimizer", "best_fitness", "ema", "updates", "scaler", "last_opt_step"):
+        x[k] = None
+    x["epoch"] = -1
+    x.pop("format", None)
+    save_checkpoint(dict(x), f)
+    LOGGER.info(f"Optimizer stripped from {f}, {f.stat().st_size / 1e6:.1f}MB")

@@ -15,6 +15,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
+from utils.checkpoint import cast_state
 from utils.log import LOGGER, colorstr
 from utils.torch_utils import de_parallel
 from utils.errors import UserError
@@ -102,11 +103,8 @@ class ModelEMA:
                 v *= d
                 v += (1 - d) * msd[k].detach()
 
-    def state_dict(self) -> dict:
-        return {"ema": self.ema.state_dict(), "updates": self.updates}
-
     def load(self, ema_state: dict, updates: int) -> None:
-        self.ema.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in ema_state.items()})
+        self.ema.load_state_dict(cast_state(ema_state))
         self.updates = int(updates)
 
 

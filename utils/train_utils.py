@@ -11,7 +11,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.checkpoint import load_checkpoint, save_checkpoint
+from utils.checkpoint import save_checkpoint, strip_optimizer
 from utils.log import LOGGER
 
 __all__ = ["RESULTS_KEYS", "init_seeds", "seed_epoch", "freeze_layers", "latest_run",
@@ -111,20 +111,6 @@ class ResultsLog:
         header, body = rows[0], rows[1:]
         return {name: np.array([float(r[j]) if j < len(r) and r[j] else np.nan for r in body], dtype=np.float64)
                 for j, name in enumerate(header) if name}
-
-
-def strip_optimizer(f: Path) -> None:
-    """Keep only the EMA weights (fp16) in a finished checkpoint, as YOLOv5 does; no longer resumable."""
-    x = load_checkpoint(f)
-    if x.get("ema"):
-        x["model"] = x["ema"]
-    x["model"] = {k: v.half() if v.is_floating_point() else v for k, v in x["model"].items()}
-    for k in ("optimizer", "plugin_optimizer", "best_fitness", "ema", "updates", "scaler", "last_opt_step"):
-        x[k] = None
-    x["epoch"] = -1
-    x.pop("format", None)
-    save_checkpoint(dict(x), f)
-    LOGGER.info(f"Optimizer stripped from {f}, {f.stat().st_size / 1e6:.1f}MB")
 
 
 class Checkpoints:
