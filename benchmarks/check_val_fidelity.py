@@ -46,7 +46,7 @@ def check(imgsz: int, workers: int) -> bool:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description="val.py against official YOLOv5's printed numbers")
+    p = argparse.ArgumentParser(description="val.py against official YOLOv5's printed numbers", allow_abbrev=False)
     p.add_argument("--imgsz", type=int, nargs="+", default=[640, 320], choices=sorted(REFERENCE))
     p.add_argument("--workers", type=int, default=2)
     opt = p.parse_args()

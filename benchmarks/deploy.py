@@ -187,7 +187,7 @@ def table_lines(rows: list[BenchRow], test: bool = False) -> list[str]:
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--weights", type=str, default="yolov5n.pt", help="weights path (.pt)")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size")

@@ -382,7 +382,7 @@ def _print_profile(names, files, layers, threads: int, runs: int, out_dir: Path)
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--cfgs", nargs="+", default=list(DEFAULT_CFGS), help="configs, baseline first")
     p.add_argument("--imgsz", nargs="+", type=int, default=[320, 640], help="square image sizes")
     p.add_argument("--threads", nargs="+", type=int, default=[1], help="thread counts (every runtime alike)")

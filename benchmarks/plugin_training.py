@@ -90,7 +90,7 @@ def _ms(v: list[float]) -> str:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--cfgs", nargs="+", default=["yolov5n_biformer.yaml", "yolov5n_hilo.yaml", "yolov5n_slide.yaml"])
     p.add_argument("--baseline", default="yolov5n.yaml", help="trained once per seed ('' to skip)")
     p.add_argument("--plugin-lrs", nargs="+", type=float, default=[0.0, 0.001, 0.003, 0.01])

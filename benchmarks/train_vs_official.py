@@ -128,7 +128,7 @@ def run_one(cmd: list[str], cwd: Path, env: dict | None, log: Path) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--official", type=Path, required=True, help="folder that holds the official yolov5 package")
     p.add_argument("--official-deps", type=Path, default=None, help="extra PYTHONPATH folder for its imports")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
