@@ -160,62 +160,14 @@ def _timing(opt, models, device, bar) -> None:
 
     from utils.latency import peak_train_memory
 
-    _latency_isolated(opt, models, device, bar)
-    bar.update(1)
+    # memory first: each measurement forks a process, and a fork once ONNX Runtime's and OpenVINO's native thread
+    # pools are loaded (by the latency step) killed a whole job with SIGSEGV
     for m in models:
         bar.set_description(f"memory {m.name}")
         m.memory = peak_train_memory(m.cfg, opt.imgsz, opt.batch_size, opt.nc, device, torch.get_num_threads())
         bar.update(1)
-
-
-class _NoBar:
-    def set_description(self, *_):
-        pass
-
-
-def _latency_child(opt, models, device, threads: int) -> list[tuple]:
-    """_latency in a process of its own, with the parent's thread count: (latency, deploy_latency,
-    deploy_errors) of each model."""
-    import torch
-
-    torch.set_num_threads(threads)
-    _latency(opt, models, device, _NoBar())
-    return [(m.latency, m.deploy_latency, m.deploy_errors) for m in models]
-
-
-def _run_isolated(fn, *args):
-    """fn(*args) in a fresh (spawned) process; a crash there raises BrokenProcessPool here."""
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
-        return pool.submit(fn, *args).result()
-
-
-def _latency_isolated(opt, models, device, bar) -> None:
-    """`_latency` with the ONNX Runtime and OpenVINO runtimes kept out of this process: the timing runs in a
-    spawned process, so native libraries loaded for it cannot disturb the rest of the job, and a crash there
-    (a runtime's segfault) costs only the deployed columns: PyTorch's latency is then measured here, and each
-    model's deploy errors say what happened."""
-    from concurrent.futures.process import BrokenProcessPool
-
-    if opt.no_deploy_latency:
-        return _latency(opt, models, device, bar)
-    bar.set_description("exporting and timing latency b1/b32 (separate process)")
-    try:
-        import torch
-
-        figures = _run_isolated(_latency_child, opt, models, device, torch.get_num_threads())
-    except BrokenProcessPool as e:
-        LOGGER.warning(f"WARNING: the latency process died ({e or 'killed by a signal'}); timing PyTorch alone")
-        _latency(argparse.Namespace(**{**vars(opt), "no_deploy_latency": True}), models, device, bar)
-        from utils.deploy import RUNTIMES
-
-        for m in models:
-            m.deploy_errors = {rt: "the timing process crashed (see the log); no figure" for rt in RUNTIMES}
-        return
-    for m, (lat, dep, err) in zip(models, figures):
-        m.latency, m.deploy_latency, m.deploy_errors = lat, dep, err
+    _latency(opt, models, device, bar)
+    bar.update(1)
 
 
 def _latency(opt, models, device, bar) -> None:

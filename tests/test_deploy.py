@@ -212,29 +212,15 @@ def test_benchmarks_pt_and_onnx_then_a_failed_format(tiny, monkeypatch, capsys):
         run(pt_only=True, hard_fail="0.99", **kw)
 
 
-def test_latency_runs_in_its_own_process_and_survives_a_crash(tmp_path, monkeypatch):
-    """compare times the runtimes in a spawned process (their native libraries never load into the job's);
-    the figures come back; a crash of that process (a runtime's segfault) costs only the deployed columns."""
-    import os
-    from concurrent.futures.process import BrokenProcessPool
+def test_memory_is_measured_before_the_runtimes_load(monkeypatch):
+    """compare forks a process per memory figure; it does so before the latency step loads ONNX Runtime's and
+    OpenVINO's native thread pools (a fork after them killed a full job with SIGSEGV)."""
+    from utils import latency
 
-    base = _model("yolov5n", "yolov5n.yaml", _checkpoint("yolov5n.yaml", tmp_path / "a" / "weights" / "best.pt"))
-    opt = SimpleNamespace(imgsz=IMGSZ, no_deploy_latency=False)
+    calls = []
+    monkeypatch.setattr(latency, "peak_train_memory", lambda cfg, *a: calls.append(("memory", cfg)))
+    monkeypatch.setattr(compare, "_latency", lambda opt, models, device, bar: calls.append(("latency",)))
+    models = [ModelResult("a", "a.yaml", 1, 1.0), ModelResult("b", "b.yaml", 1, 1.0)]
     bar = SimpleNamespace(set_description=lambda s: None, update=lambda n=1: None)
-    compare._latency_isolated(opt, [base], torch.device("cpu"), bar)
-    assert set(base.latency) == {1, 32} and set(base.deploy_latency) == {"onnxruntime", "openvino"}
-    assert all(s.median_ms > 0 for s in base.deploy_latency.values()) and base.deploy_errors == {}
-
-    with pytest.raises(BrokenProcessPool):
-        compare._run_isolated(os.abort)  # a child killed by a signal
-    crashed = _model("yolov5n", "yolov5n.yaml", tmp_path / "a" / "weights" / "best.pt")
-
-    def crash(*a):
-        raise BrokenProcessPool("A process in the process pool was terminated abruptly")
-
-    monkeypatch.setattr(compare, "_run_isolated", crash)
-    compare._latency_isolated(opt, [crashed], torch.device("cpu"), bar)
-    assert set(crashed.latency) == {1, 32} and all(s.median_ms > 0 for s in crashed.latency.values())
-    assert crashed.deploy_latency == {}
-    assert set(crashed.deploy_errors) == {"onnxruntime", "openvino"}
-    assert all("crashed" in e for e in crashed.deploy_errors.values())
+    compare._timing(SimpleNamespace(imgsz=IMGSZ, batch_size=2, nc=80), models, torch.device("cpu"), bar)
+    assert calls == [("memory", "a.yaml"), ("memory", "b.yaml"), ("latency",)]
