@@ -454,3 +454,18 @@ def test_disk_cache_on_a_read_only_data_set_trains_without_a_cache(tmp_path, mon
     assert ds.cache is None and not list((tmp_path / "images").glob("*.npy"))
     assert any("--cache disk writes .npy files beside the images" in m and "Read-only file system" in m for m in log)
     assert torch.equal(ds[1][0], plain[1][0])  # the images still load
+
+
+def test_workers_spawn_once_a_fork_unsafe_runtime_is_loaded(monkeypatch):
+    """DataLoader workers are forked, unless ONNX Runtime or OpenVINO is loaded in the process (a fork then
+    crashed the process now and then): then they are spawned."""
+    import sys
+    import types
+
+    from utils.dataset import FORK_UNSAFE, worker_start_method
+
+    for m in FORK_UNSAFE:
+        monkeypatch.delitem(sys.modules, m, raising=False)
+    assert worker_start_method() is None
+    monkeypatch.setitem(sys.modules, "openvino", types.ModuleType("openvino"))
+    assert worker_start_method() == "spawn"

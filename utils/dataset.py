@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import os
 import random
+import sys
 import tempfile
 from collections import OrderedDict
 from contextlib import contextmanager
@@ -331,5 +332,15 @@ def create_dataloader(path, imgsz: int, batch_size: int, stride: int, single_cls
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, num_workers=nw,
                         sampler=sampler, pin_memory=torch.cuda.is_available(),
                         collate_fn=LoadImagesAndLabels.collate_fn, worker_init_fn=seed_worker, generator=generator,
-                        persistent_workers=nw > 0)
+                        persistent_workers=nw > 0, multiprocessing_context=worker_start_method() if nw else None)
     return loader, dataset
+
+
+FORK_UNSAFE = ("openvino", "onnxruntime")  # native thread pools that a fork of this process can crash on
+
+
+def worker_start_method() -> str | None:
+    """How DataLoader workers start: forked (the platform's default, fastest) unless ONNX Runtime or OpenVINO
+    is loaded in this process (an exported model in val.py, compare's deployed timing): a fork then killed the
+    whole process with SIGSEGV now and then, so workers are spawned instead."""
+    return "spawn" if any(m in sys.modules for m in FORK_UNSAFE) else None
