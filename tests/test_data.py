@@ -11,6 +11,7 @@ import torch
 import yaml
 from PIL import Image
 
+from tests.conftest import ROOT
 from tests.test_augment import COLORS, assert_aligned
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.data_config import load_data_config
@@ -406,6 +407,20 @@ def test_recent_images_are_exact_read_only_and_bounded(tmp_path, monkeypatch):
 # ---------------------------------------------------------------------------------------------- dataloader
 @pytest.mark.parametrize("workers", [0, 2])
 def test_coco128_dataloader_batches(coco128, workers):
+    """With worker processes the check runs in a fresh interpreter: a test process that an earlier test left with
+    native runtimes' thread pools (ONNX Runtime, OpenVINO) can crash when it forks loader workers."""
+    if workers:
+        import subprocess
+        import sys
+
+        code = f"from tests.test_data import check_coco128_loader; check_coco128_loader({workers})"
+        proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    else:
+        check_coco128_loader(workers)
+
+
+def check_coco128_loader(workers: int) -> None:
     cfg = load_data_config("coco128.yaml")
     loader, ds = create_dataloader(cfg.val, 320, 16, 32, rect=True, pad=0.5, workers=workers, prefix="val: ")
     assert loader.num_workers == workers and len(ds) == 128 and ds.shapes.dtype.kind == "i"
