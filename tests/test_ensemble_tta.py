@@ -22,26 +22,12 @@ from utils.errors import UserError
 from utils.metrics import box_iou
 from utils.nms import non_max_suppression
 from .conftest import LogCapture
+from .test_val import tiny_data  # noqa: F401  (the fixture: 5 COCO128 images, shared)
+
 
 ROOT = Path(__file__).resolve().parent.parent
-STEMS = ["000000000009", "000000000025", "000000000030", "000000000034", "000000000036"]
 IMGSZ = 320
 BUS = ROOT / "data/images/bus.jpg"
-
-
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    """A data YAML over 5 COCO128 images (copied, so the label cache is written in a temporary folder)."""
-    root = tmp_path_factory.mktemp("tiny")
-    for sub in ("images", "labels"):
-        (root / sub).mkdir()
-    src = ROOT / "data/coco128"
-    for s in STEMS:
-        shutil.copy(src / "images/train2017" / f"{s}.jpg", root / "images")
-        shutil.copy(src / "labels/train2017" / f"{s}.txt", root / "labels")
-    names = (ROOT / "data/coco128.yaml").read_text().split("names:", 1)[1]
-    (root / "tiny.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnc: 80\nnames:{names}")
-    return root / "tiny.yaml"
 
 
 def _yolov5n_ckpt() -> dict:
