@@ -5,13 +5,15 @@
     python benchmarks/bench_attention.py --modules bra bra-naive full
     python benchmarks/bench_attention.py --device cuda --batch 16
 
-Modules per input shape (N, C, H, W), 8 heads each; a naive reference carries its fast module's weights:
+Modules per input shape (N, C, H, W), 8 heads each; a naive reference carries its fast module's weights (the same
+numbers: tests/test_bra.py, tests/test_hilo.py and tests/test_slide.py check each fast module against it):
   * bra:         models.attention.bra.BiLevelRoutingAttention with the detector's settings (n_win=7, topk=4,
                  identity kv, 3x3 LePE, qkvo); bra-naive: benchmarks.naive_bra (expand + gather, explicit softmax);
   * hilo:        models.attention.hilo.HiLo (window 2, alpha 0.5); hilo-naive: benchmarks.naive_hilo (explicit
                  softmax over every query-key pair, as the LITv2 code);
   * slide:       models.attention.slide.SlideAttention (3x3); slide-fused: the same after `fuse()`;
-                 slide-naive: benchmarks.naive_slide (neighbourhoods copied out with F.unfold);
+                 slide-naive: benchmarks.naive_slide (neighbourhoods copied out with F.unfold; the learnable
+                 path, zero in a fresh module, skipped);
   * full:        a qkv linear, `F.scaled_dot_product_attention` over all H*W tokens, an output linear.
 
 Method. Timings are medians over `--repeats` runs, interleaved (order rotated every repeat) after one warm-up
@@ -93,7 +95,7 @@ def build_modules(names: list[str], dim: int, device, dtype) -> dict[str, nn.Mod
         "hilo-naive": lambda: _with_weights(NaiveHiLo(dim, num_heads=8), hilo),
         "slide": lambda: slide,
         "slide-fused": lambda: copy.deepcopy(slide).fuse(),
-        "slide-naive": lambda: _with_weights(NaiveSlide(dim, num_heads=8), slide),
+        "slide-naive": lambda: _with_weights(NaiveSlide(dim, num_heads=8, skip_zero_deform=True), slide),
         "full": lambda: FullAttention(dim, 8),
     }
     return {n: makers[n]().to(device=device, dtype=dtype) for n in MODULES if n in names}

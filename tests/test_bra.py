@@ -1,5 +1,6 @@
-"""BiLevelRoutingAttention: option-by-option equality with the naive reference (outputs and gradients), padding
-masking against a padding-free loop reference, tiny/odd sizes, dtypes, routing readout, FLOPs, and the detector."""
+"""BiLevelRoutingAttention against its naive references in benchmarks/naive_bra.py: option-by-option equality with
+NaiveBRA (outputs, input and parameter gradients), padding masking against the padding-free loop reference (the
+same), tiny/odd/non-square sizes, dtypes, the routing read through a hook on `router`, FLOPs."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.naive_bra import NaiveBRA
-from models.attention.bra import BiLevelRoutingAttention, RoutingRecord, region_rect
-from tests.bra_reference import hand_flops, padding_free_bra
+from benchmarks.naive_bra import NaiveBRA, hand_flops, padding_free_bra
+from models.attention.bra import BiLevelRoutingAttention, region_rect
+from utils.routing_viz import RoutingRecord, recording_routing
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 
@@ -25,8 +26,9 @@ def _pair(dim: int, seed: int = 0, mask_padding: bool = False, **kw):
     return ref, fast
 
 
-def _grads(mod, x, g):
-    params = [p for _, p in sorted(mod.named_parameters())]
+def _grads(mod, x, g, params=None):
+    """Output and the gradients of <output, g> for x and every parameter of `params` (default: mod), by name."""
+    params = [p for _, p in sorted((mod if params is None else params).named_parameters())]
     y = mod(x)
     return y, torch.autograd.grad(y, [x, *params], g)
 
@@ -77,7 +79,7 @@ def test_same_as_naive_for_every_topk(topk):
     assert_same_as_naive((1, 16, 5, 3), n_win=2, num_heads=2, topk=topk, soft_routing=True)
 
 
-@pytest.mark.parametrize("hw", [(1, 1), (1, 9), (2, 3), (13, 4), (11, 5), (3, 17)])
+@pytest.mark.parametrize("hw", [(1, 1), (1, 9), (2, 3), (13, 4), (11, 5), (3, 17), (13, 22)])
 def test_same_as_naive_on_tiny_odd_and_non_square_maps(hw):
     assert_same_as_naive((2, 16, *hw), n_win=3, num_heads=2, topk=4)
     assert_same_as_naive((1, 16, *hw), n_win=3, num_heads=2, topk=9, kv_downsample_mode="ada_avgpool", kv_per_win=2)
@@ -188,10 +190,11 @@ def test_mask_padding_equals_a_padding_free_computation(kw, hw):
     x = torch.randn(2, 8, *hw, requires_grad=True)
     g = torch.randn(2, 8, *hw)
     y, gx = _grads(m, x, g)
-    y_ref = padding_free_bra(m, x)
-    gx_ref = torch.autograd.grad(y_ref, x, g)[0]
+    y_ref, gx_ref = _grads(lambda t: padding_free_bra(m, t), x, g, params=m)  # the same parameters
     torch.testing.assert_close(y, y_ref, **TOL)
-    torch.testing.assert_close(gx[0], gx_ref, **TOL)
+    torch.testing.assert_close(gx[0], gx_ref[0], **TOL)
+    for a, b in zip(gx[1:], gx_ref[1:]):  # parameter gradients, relative to their size as above
+        torch.testing.assert_close(a, b, atol=1e-5 * b.abs().max().item(), rtol=1e-5)
 
 
 @pytest.mark.parametrize("mode", ["identity", "avgpool", "ada_maxpool"])
@@ -225,9 +228,9 @@ def test_mask_padding_changes_nothing_without_padding_and_never_routes_to_paddin
     _, a = _pair(16, n_win=3, num_heads=2)
     _, b = _pair(16, n_win=3, num_heads=2, mask_padding=True)
     assert torch.equal(a(x), b(x))
-    b.record_routing = True
-    b(torch.randn(1, 16, 1, 1))  # one real region out of 9
-    rec = b.last_routing
+    with recording_routing([b]) as recs:
+        b(torch.randn(1, 16, 1, 1))  # one real region out of 9
+    rec = recs[0]
     assert rec.index.shape == (1, 9, 4) and (rec.index[..., 0] == 0).all()
     torch.testing.assert_close(rec.weight, torch.tensor([1.0, 0, 0, 0]).expand(1, 9, 4))
 
@@ -258,14 +261,22 @@ def test_deterministic_mode_gives_identical_runs():
     assert torch.equal(runs[0][0], runs[1][0]) and all(torch.equal(a, b) for a, b in zip(runs[0][1], runs[1][1]))
 
 
+def _routing_state(m):
+    """Hooks on the module or its router, and tensors the module holds besides its parameters and buffers."""
+    hooks = [len(h) for mod in (m, m.router) for h in (mod._forward_hooks, mod._forward_pre_hooks)]
+    return sum(hooks), [k for mod in m.modules() for k, v in vars(mod).items() if isinstance(v, torch.Tensor)]
+
+
 def test_routing_readout_matches_the_naive_routing_and_costs_nothing_when_off():
     ref, m = _pair(16, n_win=3, num_heads=2, topk=2)
     x = torch.randn(2, 16, 8, 7)
     m(x)
-    assert m.last_routing is None
-    m.record_routing = True
-    m(x)
-    rec = m.last_routing
+    assert _routing_state(m) == (0, [])  # the module keeps nothing after forward
+    with recording_routing([m]) as recs:
+        assert _routing_state(m)[0] == 2
+        m(x)
+    assert _routing_state(m) == (0, [])  # hooks removed on leaving
+    rec = recs[0]
     assert isinstance(rec, RoutingRecord) and rec.index.shape == (2, 9, 2) and not rec.weight.requires_grad
     xp = F.pad(x, (0, 2, 0, 1)).view(2, 16, 3, 3, 3, 3).mean((3, 5)).flatten(2).transpose(1, 2)  # region means
     w, b = ref.qkv.qkv.weight, ref.qkv.qkv.bias
@@ -274,6 +285,23 @@ def test_routing_readout_matches_the_naive_routing_and_costs_nothing_when_off():
     assert torch.equal(rec.index, idx)
     torch.testing.assert_close(rec.weight, top.softmax(-1))
     assert rec.window == (3, 3) and rec.size == (8, 7) and rec.rect(8) == (6, 6, 7, 8)
+
+
+def test_router_is_the_hookable_routing_step_and_adds_no_state():
+    """The router's forward returns (weight, index) of the forward in progress; without a routing embedding it has
+    no parameters, so the state dict is the original code's (`router.emb.*` only with param_routing)."""
+    _, m = _pair(16, n_win=3, num_heads=2, topk=3)
+    assert not list(m.router.parameters()) and not m.router.state_dict()
+    seen = []
+    handle = m.router.register_forward_hook(lambda mod, args, out: seen.append(out))
+    try:
+        m(torch.randn(1, 16, 7, 10))
+    finally:
+        handle.remove()
+    (weight, index), = seen
+    assert weight.shape == index.shape == (1, 9, 3) and index.dtype == torch.int64
+    torch.testing.assert_close(weight.sum(-1), torch.ones(1, 9))
+    assert (weight[..., :-1] >= weight[..., 1:]).all()  # best first
 
 
 def test_region_rect():

@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from benchmarks.naive_bra import hand_flops
 from models import load_model
 from models.attention.bra import BiLevelRoutingAttention
 from models.yolo import Model
-from tests.bra_reference import hand_flops
 from utils.checkpoint import save_checkpoint
 from utils.flops import count_flops
 from utils.torch_utils import parameter_counts

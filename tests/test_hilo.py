@@ -1,85 +1,36 @@
-"""HiLo attention against two naive references (outputs and input gradients) and in the detector."""
+"""HiLo attention against its two naive references in benchmarks/naive_hilo.py (outputs, input and parameter
+gradients) and in the detector."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks.naive_hilo import NaiveHiLo, masked_hilo
 from models.attention.hilo import HiLo, masked_avg_pool
 from models.yolo import Model
 
 from .conftest import check_plugin_config, open_residuals
 
 
-# ---- naive references -------------------------------------------------------------------------------------
-def _softmax_attention(q, k, v, scale, allowed=None):
-    """Explicit softmax(q k^T * scale) v; `allowed` (Lq, Lk) bool keeps only the True pairs."""
-    logits = (q @ k.transpose(-2, -1)) * scale
-    if allowed is not None:
-        logits = logits.masked_fill(~allowed, float("-inf"))
-    return logits.softmax(dim=-1) @ v
-
-
-def seed_hilo(m: HiLo, tokens: torch.Tensor) -> torch.Tensor:
-    """The reference computation on tokens (B, N, C), H = W = sqrt(N), window_size dividing H."""
-    b, n, c = tokens.shape
-    h = w = math.isqrt(n)
-    x = tokens.reshape(b, h, w, c)
-    hd, ws = m.head_dim, m.ws
-    outs = []
-    if m.h_heads:
-        hg, wg = h // ws, w // ws
-        win = x.reshape(b, hg, ws, wg, ws, c).transpose(2, 3)
-        qkv = m.h_qkv(win).reshape(b, hg * wg, -1, 3, m.h_heads, hd).permute(3, 0, 1, 4, 2, 5)
-        o = _softmax_attention(qkv[0], qkv[1], qkv[2], m.scale)  # B, windows, heads, ws*ws, hd
-        o = o.transpose(2, 3).reshape(b, hg, wg, ws, ws, m.h_dim).transpose(2, 3).reshape(b, h, w, m.h_dim)
-        outs.append(m.h_proj(o))
-    if m.l_heads:
-        q = m.l_q(x).reshape(b, n, m.l_heads, hd).permute(0, 2, 1, 3)
-        src = F.avg_pool2d(x.permute(0, 3, 1, 2), ws).reshape(b, c, -1).permute(0, 2, 1) if ws > 1 else x
-        kv = m.l_kv(src).reshape(b, -1, 2, m.l_heads, hd).permute(2, 0, 3, 1, 4)
-        o = _softmax_attention(q, kv[0], kv[1], m.scale).transpose(1, 2).reshape(b, h, w, m.l_dim)
-        outs.append(m.l_proj(o))
-    return torch.cat(outs, dim=-1).reshape(b, n, c)
-
-
-def _pooled_by_loop(x: torch.Tensor, ws: int) -> torch.Tensor:
-    """(B, C, H, W) -> (B, M, C): the mean of the real pixels of every ws x ws window, row-major."""
-    h, w = x.shape[-2:]
-    tokens = [x[:, :, i:i + ws, j:j + ws].mean(dim=(2, 3)) for i in range(0, h, ws) for j in range(0, w, ws)]
-    return torch.stack(tokens, dim=1)
-
-
-def masked_hilo(m: HiLo, x: torch.Tensor) -> torch.Tensor:
-    """Padding-free reference for any (B, C, H, W): Hi-Fi as full attention masked to same-window pairs,
-    Lo-Fi keys from windows averaged over their real pixels by an explicit loop."""
-    b, c, h, w = x.shape
-    n, hd, ws = h * w, m.head_dim, m.ws
-    xt = x.permute(0, 2, 3, 1).reshape(b, n, c)
-    outs = []
-    if m.h_heads:
-        rows, cols = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
-        window = (rows // ws) * (w + ws) + cols // ws
-        same = window[:, None] == window[None, :]
-        qkv = m.h_qkv(xt).reshape(b, n, 3, m.h_heads, hd).permute(2, 0, 3, 1, 4)
-        o = _softmax_attention(qkv[0], qkv[1], qkv[2], m.scale, same)
-        outs.append(m.h_proj(o.transpose(1, 2).reshape(b, n, m.h_dim)))
-    if m.l_heads:
-        q = m.l_q(xt).reshape(b, n, m.l_heads, hd).transpose(1, 2)
-        kv = m.l_kv(_pooled_by_loop(x, ws)).reshape(b, -1, 2, m.l_heads, hd).permute(2, 0, 3, 1, 4)
-        o = _softmax_attention(q, kv[0], kv[1], m.scale)
-        outs.append(m.l_proj(o.transpose(1, 2).reshape(b, n, m.l_dim)))
-    return torch.cat(outs, dim=-1).reshape(b, h, w, c).permute(0, 3, 1, 2)
-
-
-def _outputs_and_grads(fn, x: torch.Tensor, g: torch.Tensor):
+def _outputs_and_grads(fn, x: torch.Tensor, g: torch.Tensor, module: torch.nn.Module):
+    """Output of fn(x), and the gradients of <output, g> for x and for every parameter of `module`, by name."""
     x = x.clone().requires_grad_(True)
+    names, params = zip(*sorted(module.named_parameters()))
     y = fn(x)
-    (y * g).sum().backward()
-    return y.detach(), x.grad
+    gx, *gp = torch.autograd.grad(y, [x, *params], g)
+    return y.detach(), gx, dict(zip(names, gp))
+
+
+def assert_same_param_grads(gp: dict, gp_ref: dict) -> None:
+    """Every parameter's gradient within rtol 1e-5 and atol 1e-5 x its largest entry (they are sums over every
+    token), the atol never below 1e-7 x the largest entry of all gradients (for a gradient that is exactly 0)."""
+    assert gp.keys() == gp_ref.keys()
+    top = max(t.abs().max().item() for t in gp_ref.values())
+    for name, want in gp_ref.items():
+        atol = 1e-5 * max(want.abs().max().item(), 1e-2 * top)
+        torch.testing.assert_close(gp[name], want, atol=atol, rtol=1e-5, msg=lambda text, n=name: f"{n}: {text}")
 
 
 # ---- against the reference computation --------------------------------------------------------------------
@@ -100,17 +51,15 @@ SEED_CASES = [  # (dim, num_heads, window_size, alpha, side, kwargs)
 def test_equals_reference_on_square_maps(dim, heads, ws, alpha, side, kw):
     torch.manual_seed(0)
     m = HiLo(dim, heads, window_size=ws, alpha=alpha, **kw)
+    ref = NaiveHiLo(dim, heads, window_size=ws, alpha=alpha, **kw)
+    ref.load_state_dict(m.state_dict(), strict=True)
     x = torch.randn(2, dim, side, side)
     g = torch.randn(2, dim, side, side)
-    y, gx = _outputs_and_grads(m, x, g)
-
-    def via_tokens(t):  # NCHW -> (B, N, C) -> reference -> NCHW
-        out = seed_hilo(m, t.permute(0, 2, 3, 1).reshape(2, side * side, dim))
-        return out.reshape(2, side, side, dim).permute(0, 3, 1, 2)
-
-    y_ref, gx_ref = _outputs_and_grads(via_tokens, x, g)
+    y, gx, gp = _outputs_and_grads(m, x, g, m)
+    y_ref, gx_ref, gp_ref = _outputs_and_grads(ref, x, g, ref)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+    assert_same_param_grads(gp, gp_ref)
 
 
 @pytest.mark.parametrize("dim,heads,ws,alpha,hw", [
@@ -124,22 +73,27 @@ def test_equals_reference_on_square_maps(dim, heads, ws, alpha, side, kw):
     (32, 4, 3, 1.0, (4, 5)),
     (32, 4, 1, 0.5, (3, 5)),
     (48, 3, 2, 0.5, (5, 3)),
+    (32, 4, 2, 0.5, (13, 22)),  # odd x even, non-square
+    (32, 4, 3, 0.5, (22, 13)),
 ])
 def test_equals_masked_reference_on_any_size(dim, heads, ws, alpha, hw):
     torch.manual_seed(1)
     m = HiLo(dim, heads, window_size=ws, alpha=alpha, qkv_bias=True)
     x, g = torch.randn(2, dim, *hw), torch.randn(2, dim, *hw)
-    y, gx = _outputs_and_grads(m, x, g)
-    y_ref, gx_ref = _outputs_and_grads(lambda t: masked_hilo(m, t), x, g)
+    y, gx, gp = _outputs_and_grads(m, x, g, m)
+    y_ref, gx_ref, gp_ref = _outputs_and_grads(lambda t: masked_hilo(m, t), x, g, m)  # m's own parameters
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+    assert_same_param_grads(gp, gp_ref)
 
 
 def test_masked_reference_agrees_with_reference_where_both_apply():
     torch.manual_seed(2)
     m = HiLo(32, 4, window_size=2)
     x = torch.randn(1, 32, 4, 4)
-    ref = seed_hilo(m, x.permute(0, 2, 3, 1).reshape(1, 16, 32)).reshape(1, 4, 4, 32).permute(0, 3, 1, 2)
+    naive = NaiveHiLo(32, 4, window_size=2)
+    naive.load_state_dict(m.state_dict(), strict=True)
+    ref = naive(x)
     torch.testing.assert_close(masked_hilo(m, x), ref, atol=1e-5, rtol=1e-5)
 
 

@@ -11,7 +11,7 @@ from models import resolve_weights
 from models.yolo import Model
 from utils.augment import letterbox
 from utils.checkpoint import load_checkpoint
-from utils.routing_viz import GAP, HEADER_H, SHADE_BGR, bra_layers, fit_photo, visualize_routing
+from utils.routing_viz import GAP, HEADER_H, SHADE_BGR, bra_layers, fit_photo, recording_routing, visualize_routing
 from utils.transfer import transfer_weights
 
 IMGSZ, MAX_SIZE = 320, 320
@@ -34,14 +34,8 @@ def _reference_routing(model, photo):
     """Letterbox as detect.py does and record each BRA layer's routing of our own forward pass."""
     im, (rw, _), (dw, dh) = letterbox(photo, IMGSZ, stride=32, auto=True)
     x = torch.from_numpy(np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1))).float()[None] / 255
-    layers = bra_layers(model)
-    for _, m in layers:
-        m.record_routing = True
-    with torch.no_grad():
+    with recording_routing([m for _, m in bra_layers(model)]) as recs, torch.no_grad():
         model(x)
-    recs = [m.last_routing for _, m in layers]
-    for _, m in layers:
-        m.record_routing, m.last_routing = False, None
     return recs, im.shape[:2], rw, dw, dh
 
 
@@ -112,7 +106,19 @@ def test_one_panel_per_query_and_detection(bra_model, tmp_path, root):
     for f, p in zip(files, [photos[0]] * 2 + [photos[1]] * 2):
         w = fit_photo(cv2.imread(str(p)), 200)[0].shape[1]
         assert cv2.imread(str(f)).shape[1] == 4 * w + 3 * GAP  # 2 detections + 2 points
-    assert all(m.record_routing is False and m.last_routing is None for _, m in bra_layers(bra_model))
+    assert all(_no_hooks(m) for _, m in bra_layers(bra_model))  # the figure's hooks are gone
+
+
+def _no_hooks(m) -> bool:
+    return not any(mod._forward_hooks or mod._forward_pre_hooks for mod in m.modules())
+
+
+def test_recording_routing_removes_its_hooks_on_error(bra_model):
+    layers = [m for _, m in bra_layers(bra_model)]
+    with pytest.raises(RuntimeError, match="boom"), recording_routing(layers) as recs:
+        assert not any(_no_hooks(m) for m in layers)
+        raise RuntimeError("boom")
+    assert recs == [None, None] and all(_no_hooks(m) for m in layers)
 
 
 def test_errors_name_the_problem(tmp_path, root):

@@ -1,12 +1,13 @@
-"""Slide attention against an explicit unfold-based neighbourhood attention, fuse(), and in the detector."""
+"""Slide attention against its naive reference in benchmarks/naive_slide.py (an explicit unfold-based neighbourhood
+attention; outputs, input and parameter gradients), fuse(), and in the detector."""
 
 from __future__ import annotations
-
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+from benchmarks.naive_slide import NaiveSlide
 from models.attention.slide import SlideAttention, shift_kernels
 from models.yolo import Model
 
@@ -14,41 +15,31 @@ from .conftest import check_plugin_config, open_residuals
 
 
 # ---- naive reference --------------------------------------------------------------------------------------
-def naive_slide(m: SlideAttention, x: torch.Tensor, learnable: torch.Tensor | None = None,
-                mask_border: bool = False) -> torch.Tensor:
-    """Neighbourhood attention with keys/values gathered by F.unfold (zero padding).
-
-    `learnable` (head_dim * k*k, 1, k, k): the deformed-shift kernels; key/value slot i of channel c becomes
-    neighbour i plus sum_j learnable[c*k*k + i, j] * neighbour j (a linear mix of the k x k neighbourhood).
-    """
-    b, _, h, w = x.shape
-    nh, hd, k = m.num_heads, m.head_dim, m.k
-    k2, n = k * k, h * w
-    q, kk, v = m.qkv(x).reshape(b, 3, nh, hd, h, w).unbind(1)
-
-    def neighbours(t):  # (B, nh, hd, H, W) -> (B, nh, hd, k*k, HW)
-        cols = F.unfold(t.reshape(b * nh, hd, h, w), k, padding=k // 2).reshape(b, nh, hd, k2, n)
-        if learnable is None:
-            return cols
-        mix = torch.eye(k2) + learnable.reshape(hd, k2, k2)  # [c, slot i, neighbour j]
-        return torch.einsum("cij,bhcjn->bhcin", mix, cols)
-
-    keys, values = neighbours(kk), neighbours(v)
-    logits = (q.reshape(b, nh, hd, 1, n) * m.scale * keys).sum(2)  # (B, nh, k*k, HW)
-    logits = logits + m.relative_position_bias_table[None, :, :, None]
-    if mask_border:
-        inside = F.unfold(torch.ones(1, 1, h, w), k, padding=k // 2)[0] > 0  # (k*k, HW)
-        logits = logits.masked_fill(~inside, float("-inf"))
-    attn = logits.softmax(dim=2)
-    out = (attn.unsqueeze(2) * values).sum(3).reshape(b, nh * hd, h, w)
-    return m.proj(out)
+def naive_slide(m: SlideAttention) -> NaiveSlide:
+    """The reference with m's settings and weights, deform.weight included (its mix applied even while zero)."""
+    ref = NaiveSlide(m.dim, m.num_heads, m.k, qkv_bias=m.qkv.bias is not None, qk_scale=m.scale,
+                     mask_border=m.mask_border, dim_reduction=m.dim // m.attn_dim)
+    ref.load_state_dict(m.state_dict(), strict=True)
+    return ref
 
 
-def _outputs_and_grads(fn, x: torch.Tensor, g: torch.Tensor):
+def _outputs_and_grads(mod, x: torch.Tensor, g: torch.Tensor):
+    """Output of mod(x), and the gradients of <output, g> for x and for every parameter of mod, by name."""
     x = x.clone().requires_grad_(True)
-    y = fn(x)
-    (y * g).sum().backward()
-    return y.detach(), x.grad
+    names, params = zip(*sorted(mod.named_parameters()))
+    y = mod(x)
+    gx, *gp = torch.autograd.grad(y, [x, *params], g)
+    return y.detach(), gx, dict(zip(names, gp))
+
+
+def assert_same_param_grads(gp: dict, gp_ref: dict) -> None:
+    """Every parameter's gradient within rtol 1e-5 and atol 1e-5 x its largest entry (they are sums over every
+    pixel), the atol never below 1e-7 x the largest entry of all gradients (for a gradient that is exactly 0)."""
+    assert gp.keys() == gp_ref.keys()
+    top = max(t.abs().max().item() for t in gp_ref.values())
+    for name, want in gp_ref.items():
+        atol = 1e-5 * max(want.abs().max().item(), 1e-2 * top)
+        torch.testing.assert_close(gp[name], want, atol=atol, rtol=1e-5, msg=lambda text, n=name: f"{n}: {text}")
 
 
 def _randomise(m: SlideAttention, std: float = 0.3) -> None:
@@ -57,7 +48,7 @@ def _randomise(m: SlideAttention, std: float = 0.3) -> None:
         m.relative_position_bias_table.normal_(0, 0.5)
 
 
-SIZES = [(5, 7), (6, 6), (3, 1), (1, 1), (8, 5)]
+SIZES = [(5, 7), (6, 6), (3, 1), (1, 1), (8, 5), (13, 22)]
 
 
 # ---- against the reference --------------------------------------------------------------------------------
@@ -70,10 +61,11 @@ def test_equals_unfold_reference(hw, mask_border):
         m.relative_position_bias_table.normal_(0, 0.5)
     assert m.deform.weight.abs().sum() == 0  # the learnable path starts at zero
     x, g = torch.randn(2, 32, *hw), torch.randn(2, 32, *hw)
-    y, gx = _outputs_and_grads(m, x, g)
-    y_ref, gx_ref = _outputs_and_grads(lambda t: naive_slide(m, t, mask_border=mask_border), x, g)
+    y, gx, gp = _outputs_and_grads(m, x, g)
+    y_ref, gx_ref, gp_ref = _outputs_and_grads(naive_slide(m), x, g)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+    assert_same_param_grads(gp, gp_ref)  # deform.weight's too, though it is zero
 
 
 @pytest.mark.parametrize("k,heads,red,hw", [(5, 2, 1, (6, 7)), (1, 4, 1, (3, 4)), (3, 2, 2, (4, 5)), (7, 1, 1, (3, 9))])
@@ -82,10 +74,11 @@ def test_other_kernels_heads_and_reductions(k, heads, red, hw):
     m = SlideAttention(16, heads, kernel_size=k, qkv_bias=False, qk_scale=0.7, dim_reduction=red)
     _randomise(m)
     x, g = torch.randn(1, 16, *hw), torch.randn(1, 16, *hw)
-    y, gx = _outputs_and_grads(m, x, g)
-    y_ref, gx_ref = _outputs_and_grads(lambda t: naive_slide(m, t, m.deform.weight.detach()), x, g)
+    y, gx, gp = _outputs_and_grads(m, x, g)
+    y_ref, gx_ref, gp_ref = _outputs_and_grads(naive_slide(m), x, g)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+    assert_same_param_grads(gp, gp_ref)
 
 
 @pytest.mark.parametrize("mask_border", [False, True])
@@ -94,11 +87,28 @@ def test_learnable_path_is_a_linear_mix_of_the_neighbourhood(mask_border):
     m = SlideAttention(32, 4, mask_border=mask_border)
     _randomise(m)
     x, g = torch.randn(2, 32, 5, 6), torch.randn(2, 32, 5, 6)
-    y, gx = _outputs_and_grads(m, x, g)
-    ref = lambda t: naive_slide(m, t, m.deform.weight.detach(), mask_border)  # noqa: E731
-    y_ref, gx_ref = _outputs_and_grads(ref, x, g)
+    y, gx, gp = _outputs_and_grads(m, x, g)
+    y_ref, gx_ref, gp_ref = _outputs_and_grads(naive_slide(m), x, g)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
+    assert_same_param_grads(gp, gp_ref)
+
+
+def test_benchmark_shortcut_of_the_reference_changes_no_output():
+    """bench_attention.py times NaiveSlide(skip_zero_deform=True): on a fresh module (deform zero) the same output
+    and input gradient as the full reference, only deform.weight gets no gradient."""
+    torch.manual_seed(5)
+    m = SlideAttention(32, 4)
+    full, short = naive_slide(m), NaiveSlide(32, 4, skip_zero_deform=True)
+    short.load_state_dict(m.state_dict(), strict=True)
+    x, g = torch.randn(2, 32, 13, 22), torch.randn(2, 32, 13, 22)
+    y, gx, _ = _outputs_and_grads(full, x, g)
+    xs = x.clone().requires_grad_(True)
+    ys = short(xs)
+    ys.backward(g)
+    torch.testing.assert_close(ys, y, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(xs.grad, gx, atol=1e-5, rtol=1e-5)
+    assert short.deform.weight.grad is None
 
 
 def test_shift_kernels_follow_unfold_order():

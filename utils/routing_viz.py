@@ -12,9 +12,10 @@ larger routing weight. Queries are the centres of the most confident detections 
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -22,8 +23,9 @@ import torch
 import torch.nn as nn
 from utils.errors import UserError
 
-__all__ = ["Query", "LetterboxMap", "bra_layers", "query_region", "routing_shade", "fit_photo",
-           "draw_panel", "visualize_routing", "HEADER_H", "GAP", "SHADE_BGR", "shade_alpha"]
+__all__ = ["Query", "LetterboxMap", "RoutingRecord", "bra_layers", "recording_routing", "query_region",
+           "routing_shade", "fit_photo", "draw_panel", "visualize_routing", "HEADER_H", "GAP", "SHADE_BGR",
+           "shade_alpha"]
 
 HEADER_H = 44  # pixels of text band above each panel
 GAP = 8  # pixels between panels
@@ -61,6 +63,64 @@ class Query:
     y: float
     label: str = ""
     box: tuple[float, float, float, float] | None = None
+
+
+@dataclass
+class RoutingRecord:
+    """The routing of one BRA forward pass: index/weight (Tensor[N, n_win^2, topk]), detached.
+
+    index[b, r] lists the regions that query region r of image b attends to, weight[b, r] their routing
+    weights (softmax over the kept region affinities, best first). Regions are row-major in the n_win x n_win
+    grid; `rect(region, stride)` gives a region's pixel rectangle for drawing.
+    """
+
+    index: torch.Tensor
+    weight: torch.Tensor
+    n_win: int
+    window: tuple[int, int]  # (h, w) of one region, in feature-map cells
+    size: tuple[int, int]  # real (H, W) of the map, before padding
+
+    def rect(self, region: int, stride: int = 1) -> tuple[int, int, int, int]:
+        from models.attention.bra import region_rect
+
+        return region_rect(region, self.n_win, self.window, self.size, stride)
+
+
+@contextmanager
+def recording_routing(layers: Sequence[nn.Module]) -> Iterator[list[RoutingRecord | None]]:
+    """Record the routing of the BiLevelRoutingAttention modules `layers` while inside the `with` block.
+
+    Yields a list with one slot per layer, None until that layer runs, then the RoutingRecord of its latest
+    forward. It works through hooks only (a forward pre-hook on the layer for its input size, a forward hook on
+    its `router` submodule for the routing weights and indices), all removed on leaving the block; the modules
+    themselves keep nothing.
+    """
+    records: list[RoutingRecord | None] = [None] * len(layers)
+    handles = []
+
+    def watch(slot: int, m: nn.Module) -> None:
+        size: list[tuple[int, int]] = []
+
+        def take_size(_, args, kwargs):
+            x = args[0] if args else kwargs["x"]
+            size[:] = [tuple(x.shape[-2:])]
+
+        def take_routing(_, args, out):
+            weight, index = out
+            (H, W), n = size[0], m.n_win
+            window = (-(-H // n), -(-W // n))  # the padded map's region; H, W are multiples of n without auto_pad
+            records[slot] = RoutingRecord(index.detach(), weight.detach(), n, window, (H, W))
+
+        handles.append(m.register_forward_pre_hook(take_size, with_kwargs=True))
+        handles.append(m.router.register_forward_hook(take_routing))
+
+    try:
+        for slot, m in enumerate(layers):
+            watch(slot, m)
+        yield records
+    finally:
+        for h in handles:
+            h.remove()
 
 
 def bra_layers(model: nn.Module) -> list[tuple[int, nn.Module]]:
@@ -182,16 +242,8 @@ def _detection_queries(pred, k: int, conf_thres: float, iou_thres: float, names)
 
 def _forward_recording(model: nn.Module, x: torch.Tensor, layers) -> tuple[torch.Tensor, list]:
     """Eval forward with routing recorded on every BRA layer; returns (decoded predictions, records)."""
-    saved = [(m.record_routing, m.last_routing) for _, m in layers]
-    try:
-        for _, m in layers:
-            m.record_routing = True
-        with torch.no_grad():
-            pred = model(x)
-        records = [m.last_routing for _, m in layers]
-    finally:
-        for (_, m), (flag, last) in zip(layers, saved):
-            m.record_routing, m.last_routing = flag, last
+    with recording_routing([m for _, m in layers]) as records, torch.no_grad():
+        pred = model(x)
     return (pred[0] if isinstance(pred, (tuple, list)) else pred), records
 
 

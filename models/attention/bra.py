@@ -10,8 +10,6 @@ attention runs through `F.scaled_dot_product_attention`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -20,7 +18,7 @@ from models.registry import inserts_dim, register
 from models.tracing import shapes_in_graph
 from utils.errors import UserError
 
-__all__ = ["BiLevelRoutingAttention", "RoutingRecord", "region_rect"]
+__all__ = ["BiLevelRoutingAttention", "region_rect"]
 
 KV_DOWNSAMPLE_MODES = ("identity", "avgpool", "maxpool", "ada_avgpool", "ada_maxpool")
 
@@ -42,25 +40,6 @@ def region_rect(region: int, n_win: int, window: tuple[int, int], size: tuple[in
     return x0 * stride, y0 * stride, x1 * stride, y1 * stride
 
 
-@dataclass
-class RoutingRecord:
-    """The routing of one forward pass: index/weight (Tensor[N, n_win^2, topk]), detached.
-
-    index[b, r] lists the regions that query region r of image b attends to, weight[b, r] their routing
-    weights (softmax over the kept region affinities, best first). Regions are row-major in the n_win x n_win
-    grid; `rect(region, stride)` gives a region's pixel rectangle for drawing.
-    """
-
-    index: torch.Tensor
-    weight: torch.Tensor
-    n_win: int
-    window: tuple[int, int]  # (h, w) of one region, in feature-map cells
-    size: tuple[int, int]  # real (H, W) of the map, before padding
-
-    def rect(self, region: int, stride: int = 1) -> tuple[int, int, int, int]:
-        return region_rect(region, self.n_win, self.window, self.size, stride)
-
-
 class _QKVLinear(nn.Module):
     """The joint q, k, v projection, named `qkv.qkv.*` as in the original code, applied one part at a time."""
 
@@ -76,11 +55,30 @@ class _QKVLinear(nn.Module):
 
 
 class _Router(nn.Module):
-    """Holds the optional routing embedding, named `router.emb.*` as in the original code."""
+    """The region-to-region routing step (the original code's TopkRouting), a submodule so it can be observed.
+
+    Holds the optional routing embedding, named `router.emb.*` as in the original code (without it the router has
+    no parameters and adds no state-dict key). forward(q_r, k_r, scale, topk, region_real) takes the region-level
+    queries and keys (N, p2, qk_dim) and returns (weight, index), each Tensor[N, p2, topk]: for every query region
+    the `topk` regions of highest affinity (emb(q_r) * scale) emb(k_r)^T, best first, and the softmax of their
+    affinities. region_real: None, or (p2,) bool, True where a region holds a real token (the others are never
+    routed to).
+
+    The module keeps nothing: whoever wants the routing (utils/routing_viz.py) registers a forward hook on
+    `router` and removes it when done.
+    """
 
     def __init__(self, qk_dim: int, param_routing: bool):
         super().__init__()
         self.emb = nn.Linear(qk_dim, qk_dim) if param_routing else nn.Identity()
+
+    def forward(self, q_r: torch.Tensor, k_r: torch.Tensor, scale: float, topk: int,
+                region_real: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        logit = (self.emb(q_r) * scale) @ self.emb(k_r).transpose(-1, -2)  # (N, p2, p2) region affinity
+        if region_real is not None:
+            logit = logit.masked_fill(~region_real, float("-inf"))  # never route to a region of padding only
+        top, index = torch.topk(logit, topk, dim=-1)
+        return torch.softmax(top, dim=-1), index
 
 
 def _check_args(*, dim, n_win, num_heads, qk_dim, topk, param_attention, param_routing, diff_routing,
@@ -137,9 +135,9 @@ class BiLevelRoutingAttention(nn.Module):
             to real tokens; see below.
 
     Shapes: the padded map (Hp, Wp) = H, W rounded up to multiples of n_win; a region holds h x w = Hp/n_win x
-    Wp/n_win tokens and a query attends to topk * (keys per region) tokens. Set `record_routing = True` to keep
-    the last forward's routing in `last_routing` (a RoutingRecord, detached); it is None otherwise, so training
-    keeps nothing extra.
+    Wp/n_win tokens and a query attends to topk * (keys per region) tokens. The routing step is the submodule
+    `router` (forward returns (weight, index), each Tensor[N, n_win^2, topk]); the module keeps no routing after
+    forward, and a reader such as utils/routing_viz.py registers a forward hook on `router` for as long as it needs.
 
     Padding. With mask_padding=False (default) the padded zeros behave as in the original code: they enter the
     region means, become keys/values (equal to the projection biases), and LePE reads them; at 20x20 with
@@ -163,7 +161,7 @@ class BiLevelRoutingAttention(nn.Module):
         side_dwconv, param_routing without diff_routing, auto_pad=False on a size n_win does not divide.
       * diff_routing=True with soft_routing=False is the original's 'hard' differentiable routing, which it
         leaves unimplemented: it builds, and every forward raises NotImplementedError, as the original does.
-      * forward(x) has no `ret_attn_mask`; the routing is read through `record_routing` / `last_routing`.
+      * forward(x) has no `ret_attn_mask`; the routing is read through a forward hook on `router` (see above).
       * Under autocast the soft routing weights are cast to the keys' dtype.
     """
 
@@ -190,8 +188,6 @@ class BiLevelRoutingAttention(nn.Module):
         self.router = _Router(qk_dim, param_routing)
         self.qkv = _QKVLinear(dim, qk_dim)
         self.wo = nn.Linear(dim, dim) if param_attention == "qkvo" else nn.Identity()
-        self.record_routing = False
-        self.last_routing: RoutingRecord | None = None
         self.chunks, self.piece_bytes = 4, 32 * 2**20  # attention in pieces (see _attend): less peak memory
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -213,8 +209,6 @@ class BiLevelRoutingAttention(nn.Module):
         # (N, C, Hp, Wp) -> (N*p2, h*w, C): regions row-major, tokens row-major inside each region
         tokens = x.reshape(N, C, n, h, n, w).permute(0, 2, 4, 3, 5, 1).reshape(N * n * n, h * w, C)
         weight, index = self._route(tokens, real, N)  # (N, p2, topk) each
-        if self.record_routing:
-            self.last_routing = RoutingRecord(index.detach(), weight.detach(), n, (h, w), (H, W))
         q, k, v = (self.qkv.project(tokens, i) for i in range(3))  # (N*p2, h*w, c) each
         keys, values, key_real = self._downsample(k, v, h, w, real)
         out = self._attend(q, keys, values, key_real, index, weight)  # (N*p2, h*w, dim)
@@ -242,13 +236,9 @@ class BiLevelRoutingAttention(nn.Module):
                 share = (real / real.sum(1, keepdim=True).clamp_min(1)).to(tokens.dtype).unsqueeze(1)  # (p2,1,hw)
                 x_r = torch.matmul(share, tokens.view(N, -1, *tokens.shape[1:])).flatten(0, 2)
             p2 = self.n_win ** 2
-            q_r = self.router.emb(self.qkv.project(x_r, 0).view(N, p2, -1))
-            k_r = self.router.emb(self.qkv.project(x_r, 1).view(N, p2, -1))
-            logit = (q_r * self.scale) @ k_r.transpose(-1, -2)  # (N, p2, p2) region affinity
-            if real is not None:
-                logit = logit.masked_fill(~real.any(1), float("-inf"))  # never route to a region of padding only
-            top, index = torch.topk(logit, self.topk, dim=-1)
-            return torch.softmax(top, dim=-1), index
+            q_r = self.qkv.project(x_r, 0).view(N, p2, -1)
+            k_r = self.qkv.project(x_r, 1).view(N, p2, -1)
+            return self.router(q_r, k_r, self.scale, self.topk, None if real is None else real.any(1))
 
     def _downsample(self, k, v, h: int, w: int, real):
         """Keys and values per region, (N*p2, L, c) each, and which of the L are real ((p2, L) bool or None)."""
