@@ -29,15 +29,34 @@ from __future__ import annotations
 import argparse
 import contextlib
 import gc
-import re
 import sys
 import time
 from pathlib import Path
 
-from utils.compare_runs import EpochClock, output_to
+import torch
+from tqdm import tqdm
+
+import train
+import val
+from models import load_model
+from models.config import list_configs, resolve_config_path, scale_of, scaled_name
+from utils.compare_charts import plot_all
+from utils.compare_report import (FailedRun, ModelResult, ReportMeta, SeedResult, environment, finished,
+                                  results_rows, seed_rows, table_lines, write_csv, write_report)
+from utils.compare_runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,
+                                resume_job_dir, run_name, save_options, save_result, take_job_options)
+from utils.compare_sizes import build_size_gt, run_size_ap, size_counts
+from utils.data_config import load_data_config
+from utils.dataset import create_dataloader
+from utils.deploy import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
+from utils.flops import gflops
 from utils.inference import apply_options, cli_errors
+from utils.labels import LabelError, img2label_paths, list_image_files, read_label_file
 from utils.log import LOGGER, setup_logging
-from utils.paths import ROOT
+from utils.paths import ROOT, increment_path
+from utils.plugin_share import first_images, mean_share, plugin_share
+from utils.routing_viz import bra_layers, visualize_routing
+from utils.torch_utils import parameter_counts, select_device
 from utils.errors import UserError
 
 __all__ = ["parse_opt", "run", "main", "cli", "default_cfgs"]
@@ -53,13 +72,10 @@ ROUTING_CONF = 0.05  # a few epochs leave confidences low; the figure shows the 
 
 def default_cfgs(weights: str = "yolov5n.pt") -> list[str]:
     """yolov5{s}.yaml, yolov5{s}_biformer.yaml, then every other config in configs/, at the weights' scale s."""
-    from models.config import list_configs
-
-    m = re.search(r"yolov5([nsmlx])", Path(str(weights)).stem)
-    s = m[1] if m else "n"
-    stems = [p.stem for p in list_configs() if p.stem.startswith("yolov5")]
-    first = [x for x in ("yolov5", "yolov5_biformer") if x in stems]
-    return [f"yolov5{s}{x[6:]}.yaml" for x in first + sorted(set(stems) - set(first))]
+    s = scale_of(weights) or "n"
+    names = [p.name for p in list_configs() if p.stem.startswith("yolov5")]
+    first = [x for x in ("yolov5.yaml", "yolov5_biformer.yaml") if x in names]
+    return [scaled_name(x, s) for x in first + sorted(set(names) - set(first))]
 
 
 def _model_name(cfg: str) -> str:
@@ -68,25 +84,19 @@ def _model_name(cfg: str) -> str:
 
 def _train_one(opt, cfg: str, seed: int, run_dir: Path) -> float:
     """Fine-tune `cfg` from opt.weights with `seed` into run_dir; seconds per epoch."""
-    import train
-
-    clock = EpochClock()
-    t0 = time.perf_counter()
-    with output_to(run_dir / "train.log", clock):
-        train.run(weights=opt.weights, cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
+    with output_to(run_dir / "train.log"):
+        result = train.run(weights=opt.weights, cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
                   batch_size=opt.batch_size, imgsz=opt.imgsz, device=opt.device, workers=opt.workers,
                   project=str(run_dir.parent), name=run_dir.name, exist_ok=True, seed=seed, noplots=True,
                   noval=not opt.val_every_epoch)
     if not (run_dir / "weights" / "best.pt").is_file():
         raise RuntimeError(f"training {cfg} (seed {seed}) wrote no {run_dir / 'weights' / 'best.pt'}")
-    return clock.seconds_per_epoch() or (time.perf_counter() - t0) / opt.epochs
+    return sum(result.epoch_seconds) / len(result.epoch_seconds)
 
 
 def _validate(opt, run_dir: Path):
     """val.run on the run's best.pt, as `python val.py --save-txt --save-conf` would: ((P, R, mAP50, mAP50-95,
     ...), maps, times); the detections land in run_dir/val/labels for the AP by size."""
-    import val
-
     with output_to(run_dir / "train.log"):
         return val.run(data=opt.data, weights=str(run_dir / "weights" / "best.pt"), batch_size=opt.batch_size * 2,
                        imgsz=opt.imgsz, device=opt.device, workers=opt.workers, project=str(run_dir), name="val",
@@ -95,8 +105,6 @@ def _validate(opt, run_dir: Path):
 
 def _validate_tta(opt, run_dir: Path) -> dict[str, float]:
     """--augment: val.py --augment's mAP50 and mAP50-95 of the run's best.pt (YOLOv5's test-time augmentation)."""
-    import val
-
     with output_to(run_dir / "train.log"):
         (_, _, map50, map_, *_), _, _ = val.run(
             data=opt.data, weights=str(run_dir / "weights" / "best.pt"), batch_size=opt.batch_size * 2,
@@ -107,28 +115,18 @@ def _validate_tta(opt, run_dir: Path) -> dict[str, float]:
 
 def _size(best: Path, imgsz: int) -> tuple[int, float]:
     """(parameters, GFLOPs at imgsz) of the trained model, BatchNorm not fused: the figures of its summary."""
-    from models import load_model
-    from utils.flops import gflops
-    from utils.torch_utils import parameter_counts
-
     model = load_model(best, device="cpu")
     return parameter_counts(model)[0], gflops(model, imgsz)
 
 
 def _share_batches(opt, val_split, n_images: int = 32) -> list:
     """The first `n_images` validation images, letterboxed to opt.imgsz x opt.imgsz: float batches."""
-    from utils.dataset import create_dataloader
-    from utils.plugin_share import first_images
-
     loader, _ = create_dataloader(val_split, opt.imgsz, 16, 32, workers=0, prefix="share: ")
     return first_images(loader, n_images)
 
 
 def _share(run_dir: Path, batches: list) -> float | None:
     """Mean plug-in share (utils.plugin_share) of the run's best.pt on `batches`; None without plug-ins."""
-    from models import load_model
-    from utils.plugin_share import mean_share, plugin_share
-
     return mean_share(plugin_share(load_model(run_dir / "weights" / "best.pt", device="cpu"), batches))
 
 
@@ -136,9 +134,7 @@ def _deploy_runners(opt, nets: dict, models, folder: str, bar) -> dict:
     """ONNX Runtime and OpenVINO runners (CPU, batch 1, fp32, exported into `folder`) of every model, keyed
     'name@runtime'; a runtime that is missing, or an export or load that fails, is recorded in the model's
     deploy_errors instead (the job goes on)."""
-    import torch
 
-    from utils.deploy import RUNTIMES, deploy_runners, runtime_versions, short_error
 
     versions = runtime_versions()
     runners = {}
@@ -156,9 +152,8 @@ def _deploy_runners(opt, nets: dict, models, folder: str, bar) -> dict:
 
 def _timing(opt, models, device, bar) -> None:
     """Latency (interleaved, one process) and peak training memory of every model, into `models`."""
-    import torch
 
-    from utils.latency import peak_train_memory
+    from utils.memory import peak_train_memory
 
     # memory first: each measurement forks a process, and a fork once ONNX Runtime's and OpenVINO's native thread
     # pools are loaded (by the latency step) killed a whole job with SIGSEGV
@@ -174,8 +169,6 @@ def _latency(opt, models, device, bar) -> None:
     """PyTorch latency at batch 1 and 32 of every model's best.pt (seed 0) into `m.latency`; unless
     --no-deploy-latency, also the ONNX Runtime and OpenVINO CPU latency at batch 1 (`m.deploy_latency`, or the
     reason in `m.deploy_errors`), timed in the same rotating rounds as the PyTorch batch-1 figures."""
-    from models import load_model
-    from utils.deploy import short_error, temp_deploy_dir
     from utils.latency import measure_latency, prepare_for_timing
 
     half = device.type == "cuda"
@@ -205,9 +198,6 @@ def _latency(opt, models, device, bar) -> None:
 
 
 def _routing(opt, models, save_dir: Path, bar) -> list[Path]:
-    from models import load_model
-    from utils.routing_viz import bra_layers, visualize_routing
-
     photos = [ROOT / "data" / "images" / p for p in ROUTING_PHOTOS if (ROOT / "data" / "images" / p).is_file()]
     files = []
     for m in models:
@@ -234,8 +224,6 @@ def _command(opt) -> str:
 
 def classes_present(split) -> list[int]:
     """Class ids with at least one label in a split (folders / .txt lists / files, as DataConfig gives them)."""
-    from utils.labels import LabelError, img2label_paths, list_image_files, read_label_file
-
     present: set[int] = set()
     for lb_file in img2label_paths(list_image_files(split)):
         with contextlib.suppress(LabelError):  # val.py skips such files too
@@ -246,8 +234,6 @@ def classes_present(split) -> list[int]:
 
 
 def _check(opt) -> None:
-    from models.config import resolve_config_path
-
     if not opt.cfgs:
         raise UserError("--cfgs: give at least one model config; the first is the baseline")
     for cfg in opt.cfgs:
@@ -262,10 +248,6 @@ def _check(opt) -> None:
 
 def _finish_run(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, size_gt):
     """Train, validate and measure one run, then write its result.json; returns its RunRecord."""
-    from utils.compare_report import SeedResult
-    from utils.compare_runs import RunRecord, save_result
-    from utils.compare_sizes import run_size_ap
-
     bar.set_description(f"train {run_dir.name}")
     epoch_s = _train_one(opt, cfg, seed, run_dir)
     bar.update(1)
@@ -286,8 +268,6 @@ def _finish_run(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, siz
 def _attempt(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, size_gt):
     """One run from an empty folder: its RunRecord, or a FailedRun when it raised an Exception (KeyboardInterrupt
     and SystemExit go through)."""
-    from utils.compare_runs import failed_run, fresh_run_dir
-
     done = bar.n
     try:
         return _finish_run(opt, cfg, seed, fresh_run_dir(run_dir), bar, batches, size_gt)
@@ -301,8 +281,6 @@ def _attempt(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, size_g
 
 def _free_memory() -> None:
     """Release what a failed run held (model, optimizer, batches; on CUDA the cached blocks too)."""
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
@@ -314,11 +292,6 @@ def _fine_tune_all(opt, save_dir: Path, bar, data, size_gt) -> tuple[list, int]:
     Runs go seed by seed through all models (A0 B0 C0 A1 B1 C1 ...), so a slow spell of a shared machine
     spreads over the models instead of landing on one of them.
     """
-    import train  # noqa: F401  (imported before the first run, so no run pays for the imports)
-    import val  # noqa: F401
-    from utils.compare_report import FailedRun, ModelResult
-    from utils.compare_runs import load_result, run_name
-
     models = {cfg: ModelResult(_model_name(cfg), cfg, None, None) for cfg in opt.cfgs}
     batches = _share_batches(opt, data.val)
     reused = 0
@@ -342,9 +315,7 @@ def _fine_tune_all(opt, save_dir: Path, bar, data, size_gt) -> tuple[list, int]:
 
 def _deploy_line(opt, versions: dict, device) -> str:
     """How the ORT / OV columns were measured (the runtimes' versions go into `versions` too)."""
-    import torch
 
-    from utils.deploy import runtime_versions
 
     if opt.no_deploy_latency:
         return "not measured (--no-deploy-latency)."
@@ -361,10 +332,6 @@ def _deploy_line(opt, versions: dict, device) -> str:
 
 
 def _report(opt, models, save_dir: Path, routing, device, wall_s: float, data, size_gt, resumed: str) -> Path:
-    from utils.compare_charts import plot_all
-    from utils.compare_report import ReportMeta, environment, results_rows, seed_rows, write_csv, write_report
-    from utils.compare_sizes import size_counts
-
     write_csv(results_rows(models), save_dir / "results.csv")
     write_csv(seed_rows(models), save_dir / "results_seeds.csv")
     charts = plot_all(models, save_dir, data.names, classes_present(data.val), opt.imgsz)
@@ -378,9 +345,6 @@ def _report(opt, models, save_dir: Path, routing, device, wall_s: float, data, s
 
 def _job_folder(opt) -> Path:
     """A new job folder with the options saved in it, or with --resume the job's folder and its options."""
-    from utils.compare_runs import resume_job_dir, save_options, take_job_options
-    from utils.paths import increment_path
-
     if opt.resume:
         job = resume_job_dir(opt.resume, opt.project)
         take_job_options(opt, job, vars(parse_opt(args=[])))
@@ -396,8 +360,6 @@ def _job_folder(opt) -> Path:
 
 def _measure(opt, models, device, save_dir: Path, bar) -> list[Path]:
     """Latency, memory and routing figures of the models with a finished run; routing figure paths."""
-    from utils.compare_report import finished
-
     done = finished(models)
     bar.update(len(models) - len(done))  # no memory step for a model without weights
     if not done:
@@ -410,12 +372,7 @@ def _measure(opt, models, device, save_dir: Path, bar) -> list[Path]:
 def main(opt: argparse.Namespace):
     """Run the whole comparison; returns (report folder, list of ModelResult). Failed runs are in each
     ModelResult's `failures`; `cli` turns them into the exit status."""
-    from tqdm import tqdm
 
-    from utils.compare_report import table_lines
-    from utils.compare_sizes import build_size_gt
-    from utils.data_config import load_data_config
-    from utils.torch_utils import select_device
 
     setup_logging()
     save_dir = _job_folder(opt)
@@ -491,8 +448,6 @@ def run(**kwargs):
 def cli(opt: argparse.Namespace) -> None:
     """`python compare.py`: user errors exit 2 with one line (utils.inference.cli_errors); when a run failed, the
     report is still written and the process exits 1 with a one-line summary."""
-    from utils.compare_runs import failure_summary
-
     save_dir, models = cli_errors(main)(opt)
     line = failure_summary(models, save_dir)
     if line:

@@ -12,16 +12,14 @@ from __future__ import annotations
 
 import sys
 
-from models.config import list_configs
+from models.config import list_configs, scaled_name
 from models.yolo import Model
 from utils.log import LOGGER, setup_logging
 
 
 def summaries() -> None:
     for path in list_configs():
-        stem = path.stem
-        name = f"{stem[:6]}n{stem[6:]}.yaml" if stem.startswith("yolov5") else path.name
-        Model(name, verbose=False).info()
+        Model(scaled_name(path, "n"), verbose=False).info()
     LOGGER.info("")
 
 

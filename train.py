@@ -17,485 +17,261 @@ uninterrupted run would have done.
 from __future__ import annotations
 
 import argparse
-import math
-import random
 import time
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 import torch.nn as nn
-import yaml
-from torch.optim import lr_scheduler
 from tqdm import tqdm
 
-from models import resolve_weights
-from models.yolo import Model
+import val as validate
+from models import load_model
 from utils import distributed as ddp
+from utils import evolve as ev
+from utils.augment import multi_scale
 from utils.callbacks import Callbacks
-from utils.checkpoint import cast_state, load_checkpoint
-from utils.hyp import Hyp, load_hyp
-from utils.inference import MAX_IMG_SIZE, apply_options, check_img_size
-from utils.log import LOGGER, colorstr, setup_logging
-from utils.loss import ComputeLoss
-from utils.optim import OPTIMIZERS, EarlyStopping, ModelEMA, linear_lr, one_cycle, smart_optimizer
-from utils.plugin_optim import plugin_optimizer, plugin_parameter_names
-from utils.paths import ROOT, increment_path
-from utils.torch_utils import de_parallel, select_device
-from utils.train_utils import Checkpoints, freeze_layers, init_seeds, latest_run, sample_image_indices, seed_epoch
+from utils.checkpoint import strip_optimizer, training_checkpoint
 from utils.errors import UserError
+from utils.files import yaml_save
+from utils.hyp import Hyp, load_hyp
+from utils.inference import apply_options, cli_errors
+from utils.log import LOGGER, colorstr, setup_logging
+from utils.loggers import TrainLoggers
+from utils.metrics import fitness
+from utils.optim import OPTIMIZERS, EarlyStopping, warmup
+from utils.paths import ROOT, increment_path
+from utils.plots import plot_images
+from utils.plugin_share import loader_share
+from utils.torch_utils import de_parallel, select_device
+from utils.train_options import TrainOptions, resume_options
+from utils.train_plots import plot_labels, plot_labels_correlogram, plot_results
+from utils.train_setup import NBS, Progress, TrainSetup, build_setup, optimizer_step
+from utils.train_utils import Checkpoints, init_seeds, sample_image_indices, seed_epoch
 
-__all__ = ["parse_opt", "run", "main", "train"]
+__all__ = ["parse_opt", "run", "main", "train", "TrainResult"]
 
-NBS = 64  # nominal batch size: gradients accumulate to about this many images per optimizer step
 TQDM_BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
+NO_RESULTS = (0.0,) * 7
 
 
 @dataclass
-class _Run:
-    """What one training run holds between its steps."""
+class TrainResult:
+    """What a training run (or an --evolve search) gives back."""
 
-    opt: argparse.Namespace
+    save_dir: Path  # the run folder: weights/, results.csv, plots
+    results: tuple  # the final validation: (P, R, mAP50, mAP50-95, box, obj, cls losses); zeros without one
+    opt: TrainOptions  # the options it ran with (AutoBatch resolved, save_dir set)
+    epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch the loop ran, validation
+    # and checkpoint saving included (a resumed run: the epochs after the resume)
+    plugin_share: dict[str, float] = field(default_factory=dict)  # {layer: share} of best.pt (utils.plugin_share)
+
+    @property
+    def best(self) -> Path:
+        return self.save_dir / "weights" / "best.pt"
+
+    @property
+    def last(self) -> Path:
+        return self.save_dir / "weights" / "last.pt"
+
+
+@dataclass
+class _Loop:
+    """One run's fixed context; only `progress` changes from epoch to epoch."""
+
+    opt: TrainOptions
     hyp: Hyp  # as given (saved in checkpoints)
     device: torch.device
     info: ddp.DistInfo
     save_dir: Path
-    data: Any = None  # DataConfig
-    model: nn.Module | None = None
-    ema: ModelEMA | None = None
-    optimizer: torch.optim.Optimizer | None = None
-    plugin_names: list[str] | None = None  # parameters the weights did not cover (utils.plugin_optim)
-    plugin_optimizer: torch.optim.Optimizer | None = None  # AdamW for those, beside the recipe's optimizer
-    scheduler: Any = None
-    lf: Any = None
-    compute_loss: ComputeLoss | None = None
-    train_hyp: Hyp | None = None  # hyp with the gains scaled to the levels, classes and image size
-    train_loader: Any = None
-    val_loader: Any = None
-    dataset: Any = None
-    imgsz: int = 640
-    gs: int = 32
-    nb: int = 0
-    start_epoch: int = 0
-    best_fitness: float = 0.0
-    last_opt_step: int = -1
-    amp: bool = False
-    scaler: Any = None
-    callbacks: Callbacks | None = None  # the user's hooks (utils.callbacks) and the loggers'
-    maps: Any = None  # per-class mAP50-95 of the latest validation (--image-weights)
-    loggers: Any = None  # utils.loggers.TrainLoggers on the main process
+    setup: TrainSetup
+    progress: Progress
+    callbacks: Callbacks  # the user's hooks (utils.callbacks) and the loggers'
+    ck: Checkpoints | None  # the run's files, on the main process
+    loggers: TrainLoggers | None  # on the main process
+
+    def hook(self, name: str, *args, **kwargs) -> None:
+        if self.info.main:
+            self.callbacks.run(name, *args, **kwargs)
 
 
-def _hook(r: _Run, name: str, *args, **kwargs) -> None:
-    if r.info.main and r.callbacks is not None:
-        r.callbacks.run(name, *args, **kwargs)
-
-
-def train(hyp: Hyp, opt: argparse.Namespace, device: torch.device, callbacks: Callbacks | None = None) -> tuple:
-    """Train as `opt` says; returns the final validation's (P, R, mAP50, mAP50-95, box, obj, cls losses).
-    `callbacks` (utils.callbacks.Callbacks) are called at YOLOv5's hook points on the main process."""
-    r = _Run(opt, hyp, device, ddp.dist_info(), Path(opt.save_dir), callbacks=callbacks or Callbacks())
-    main_rank = r.info.main
-    _hook(r, "on_pretrain_routine_start")
-    w = r.save_dir / "weights"
-    if main_rank:
+def train(hyp: Hyp, opt: TrainOptions, device: torch.device, callbacks: Callbacks | None = None) -> TrainResult:
+    """Train as `opt` says (opt.save_dir set). `callbacks` (utils.callbacks.Callbacks) are called at YOLOv5's
+    hook points on the main process."""
+    info, callbacks, save_dir = ddp.dist_info(), callbacks or Callbacks(), Path(opt.save_dir)
+    if info.main:
+        callbacks.run("on_pretrain_routine_start")
         LOGGER.info(colorstr("hyperparameters: ") + ", ".join(f"{k}={v}" for k, v in hyp.to_dict().items()))
-    init_seeds(opt.seed + 1 + r.info.rank, deterministic=True)
-    from utils.data_config import load_data_config
-
-    r.data = load_data_config(opt.data, single_cls=opt.single_cls)
-    ckpt = _build_model(r)
-    if opt.batch_size == -1:  # AutoBatch: sized to the CUDA device's memory
-        from utils.autobatch import autobatch
-
-        opt.batch_size = autobatch(r.model, r.imgsz, r.device, amp=r.device.type == "cuda")
-    _build_optimizer(r, ckpt)
-    _build_data(r)
-    ck = None
-    if main_rank:  # the run folder is made once the model and the data are known to work
-        w.mkdir(parents=True, exist_ok=True)
-        _yaml_save(r.save_dir / "hyp.yaml", hyp.to_dict())
-        _yaml_save(r.save_dir / "opt.yaml", vars(opt))
-        ck = Checkpoints(w, r.save_dir / "results.csv")
-        ck.check_writable(3 * sum(p.numel() * p.element_size() for p in r.model.parameters()))
-        from utils.loggers import TrainLoggers
-
-        r.loggers = TrainLoggers(r.save_dir, r.callbacks, graph_imgsz=r.imgsz, hyp=hyp.to_dict())
-    _finish_model(r, ckpt)
-    del ckpt
-    if r.loggers is not None:
-        r.loggers.set_model(r.model)
-    _hook(r, "on_pretrain_routine_end", r.dataset.labels, list(r.data.names))
-    return _fit(r, ck)
+    init_seeds(opt.seed + 1 + info.rank, deterministic=True)
+    setup, progress = build_setup(opt, hyp, device, info)
+    opt = opt.with_(batch_size=setup.batch_size)
+    ck = loggers = None
+    if info.main:  # the run folder is made once the model and the data are known to work
+        ck, loggers = _open_run_folder(opt, hyp, setup, save_dir, callbacks)
+    r = _Loop(opt, hyp, device, info, save_dir, setup, progress, callbacks, ck, loggers)
+    r.hook("on_pretrain_routine_end", setup.dataset.labels, list(setup.data.names))
+    results, seconds, shares = _fit(r)
+    return TrainResult(save_dir, results, opt, seconds, shares)
 
 
-def _yaml_save(path: Path, d: dict) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in d.items()}, f, sort_keys=False)
+def _open_run_folder(opt: TrainOptions, hyp: Hyp, setup: TrainSetup, save_dir: Path,
+                     callbacks: Callbacks) -> tuple[Checkpoints, TrainLoggers]:
+    """hyp.yaml, opt.yaml, the weights folder (checked for room), label plots and the loggers."""
+    w = save_dir / "weights"
+    w.mkdir(parents=True, exist_ok=True)
+    yaml_save(save_dir / "hyp.yaml", hyp.to_dict())
+    yaml_save(save_dir / "opt.yaml", opt.to_dict())
+    ck = Checkpoints(w, save_dir / "results.csv")
+    ck.check_writable(3 * sum(p.numel() * p.element_size() for p in setup.model.parameters()))
+    if not opt.resume and not opt.noplots:
+        plot_labels(setup.dataset.labels, setup.data.names, save_dir)
+        plot_labels_correlogram(setup.dataset.labels, save_dir)
+    loggers = TrainLoggers(save_dir, callbacks, graph_imgsz=setup.imgsz, hyp=hyp.to_dict())
+    loggers.set_model(setup.model)
+    return ck, loggers
 
 
-def _build_model(r: _Run) -> dict | None:
-    """The model: from --cfg, from the checkpoint's YAML, carried over by structure, or restored for --resume."""
-    opt, nc = r.opt, r.data.nc
-    weights = str(opt.weights or "")
-    anchors = round(r.hyp.anchors) if r.hyp.anchors else None
-    ckpt = None
-    if weights and not weights.endswith(".pt"):
-        what = "is not a .pt checkpoint" if Path(weights).exists() else "not found"
-        raise UserError(f"--weights {weights!r}: {what}; give a .pt file (e.g. yolov5n.pt) or '' to train "
-                         f"from scratch with --cfg")
-    if weights.endswith(".pt"):
-        path = resolve_weights(weights)
-        ckpt = load_checkpoint(path)
-        r.model = Model(opt.cfg or ckpt["yaml"], ch=3, nc=nc, anchors=anchors, verbose=r.info.main).to(r.device)
-        if opt.resume:
-            r.model.load_state_dict(cast_state(ckpt["model"]))
-            r.plugin_names = list(ckpt.get("plugin_params") or [])
-        else:
-            from utils.transfer import transfer_weights
-
-            # anchors come from the checkpoint (autoanchor may have evolved them) unless hyp or --cfg set others
-            own = anchors or (opt.cfg and r.model.yaml["anchors"] != ckpt["yaml"].get("anchors"))
-            report = transfer_weights(r.model, ckpt, exclude=("anchors",) if own else ())
-            LOGGER.info(report.summary(path.name))
-            r.plugin_names = plugin_parameter_names(r.model, report.mapping)
-    elif opt.cfg:
-        r.model = Model(opt.cfg, ch=3, nc=nc, anchors=anchors, verbose=r.info.main).to(r.device)
-        r.plugin_names = plugin_parameter_names(r.model, None)
-    else:
-        raise UserError("nothing to train: give --weights (a .pt file, e.g. yolov5n.pt) or --cfg (e.g. yolov5n.yaml)")
-    r.model.names = list(r.data.names)
-    r.amp = r.device.type == "cuda"
-    _check_freeze(opt.freeze, len(r.model.model))
-    freeze_layers(r.model, opt.freeze)
-    r.gs = max(int(r.model.stride.max()), 32)
-    r.imgsz = check_img_size(opt.imgsz, r.gs, floor=r.gs * 2)
-    return ckpt
-
-
-def _check_freeze(freeze: list[int], n_layers: int) -> None:
-    """--freeze N (layers 0..N-1) must leave the Detect head trainable; --freeze i j ... must name layers."""
-    if len(freeze) == 1 and not 0 <= freeze[0] < n_layers:
-        raise UserError(f"--freeze {freeze[0]}: freezes layers 0..N-1; valid N: 0..{n_layers - 1} (the model has "
-                         f"{n_layers} layers and its last, the Detect head, must train)")
-    if len(freeze) > 1 and not all(0 <= x < n_layers - 1 for x in freeze):
-        raise UserError(f"--freeze {' '.join(map(str, freeze))}: layer indices must be in 0..{n_layers - 2}")
-
-
-def _check_options(opt: argparse.Namespace) -> None:
-    """Options that cannot make a run, found before any work (and before the run folder exists)."""
-    for k, lo in (("epochs", 1), ("batch_size", 1), ("workers", 0), ("imgsz", 32)):
-        v = getattr(opt, k)
-        if k == "batch_size" and v == -1:  # AutoBatch
-            continue
-        if not isinstance(v, int) or v < lo:
-            raise UserError(f"--{k.replace('_', '-')} {v!r}: must be an integer >= {lo}")
-    if opt.imgsz > MAX_IMG_SIZE:
-        raise UserError(f"--imgsz {opt.imgsz}: at most {MAX_IMG_SIZE} pixels")
-    if ddp.dist_info().distributed:
-        if opt.batch_size == -1:
-            raise UserError("--batch-size -1 (AutoBatch) sizes one device: give a batch size for DDP runs")
-        if getattr(opt, "image_weights", False):
-            raise UserError("--image-weights is not supported in DDP runs (the processes would draw different "
-                            "image sets)")
-
-
-def _build_optimizer(r: _Run, ckpt: dict | None) -> None:
-    opt, hyp = r.opt, r.hyp
-    accumulate = max(round(NBS / opt.batch_size), 1)
-    weight_decay = hyp.weight_decay * opt.batch_size * accumulate / NBS
-    r.plugin_optimizer = plugin_optimizer(r.model, r.plugin_names or [], hyp)
-    own = {n for n in r.plugin_names or []} if r.plugin_optimizer else set()
-    r.optimizer = smart_optimizer(r.model, opt.optimizer, hyp.lr0, hyp.momentum, weight_decay,
-                                  exclude=[p for n, p in r.model.named_parameters() if n in own])
-    r.lf = one_cycle(1, hyp.lrf, opt.epochs) if opt.cos_lr else linear_lr(hyp.lrf, opt.epochs)
-    r.scheduler = lr_scheduler.LambdaLR(r.optimizer, lr_lambda=r.lf)
-    r.scaler = torch.amp.GradScaler("cuda", enabled=r.amp)
-    if opt.resume:
-        if not ckpt or ckpt.get("optimizer") is None:
-            raise UserError(f"{opt.weights}: training is finished (no optimizer state in the checkpoint); "
-                             f"nothing to resume. Start a new run: python train.py --weights {opt.weights}")
-        r.optimizer.load_state_dict(ckpt["optimizer"])
-        if r.plugin_optimizer is not None:
-            r.plugin_optimizer.load_state_dict(ckpt["plugin_optimizer"])
-        r.best_fitness = float(ckpt.get("best_fitness") or 0.0)
-        r.start_epoch = int(ckpt["epoch"]) + 1
-        r.last_opt_step = int(ckpt.get("last_opt_step", -1))
-        if ckpt.get("scaler") and r.amp:
-            r.scaler.load_state_dict(ckpt["scaler"])
-        LOGGER.info(f"Resuming training from {opt.weights} from epoch {r.start_epoch} to {opt.epochs} total epochs")
-
-
-def _build_data(r: _Run) -> None:
-    from utils.dataset import create_dataloader
-
-    opt, ws = r.opt, r.info.world_size
-    if opt.batch_size % ws:
-        raise UserError(f"--batch-size {opt.batch_size} must be a multiple of the {ws} processes of the DDP run")
-    if opt.sync_bn and r.info.distributed:
-        if r.device.type == "cuda":
-            r.model = nn.SyncBatchNorm.convert_sync_batchnorm(r.model).to(r.device)
-            LOGGER.info("Using SyncBatchNorm()")
-        else:
-            LOGGER.warning("WARNING: --sync-bn needs CUDA (SyncBatchNorm has no CPU kernels); ignored")
-    elif opt.sync_bn:
-        LOGGER.warning("WARNING: --sync-bn applies to DDP runs (torchrun) only; ignored")
-    r.train_loader, r.dataset = create_dataloader(
-        r.data.train, r.imgsz, opt.batch_size // ws, r.gs, opt.single_cls, hyp=r.hyp, augment=True,
-        cache=None if opt.cache == "val" else opt.cache, rect=opt.rect, rank=r.info.local_rank,
-        workers=opt.workers, prefix=colorstr("train: "), shuffle=True, seed=opt.seed, nc=r.data.nc)
-    r.nb = len(r.train_loader)
-    if r.info.main:
-        r.val_loader = create_dataloader(
-            r.data.val, r.imgsz, opt.batch_size // ws * 2, r.gs, opt.single_cls, hyp=r.hyp,
-            cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
-            prefix=colorstr("val: "), nc=r.data.nc)[0]
-
-
-def _finish_model(r: _Run, ckpt: dict | None) -> None:
-    """Anchors, label plots, EMA, the loss with YOLOv5's gain scaling, and the DDP wrapper."""
-    opt = r.opt
-    if r.info.main and not opt.resume:
-        if not opt.noautoanchor:
-            from utils.autoanchor import check_anchors
-
-            check_anchors(r.dataset, model=r.model, thr=r.hyp.anchor_t, imgsz=r.imgsz)
-        r.model.half().float()  # pre-reduce anchor precision, as YOLOv5 does
-        if not opt.noplots:
-            from utils.train_plots import plot_labels
-
-            from utils.train_plots import plot_labels_correlogram
-
-            plot_labels(r.dataset.labels, r.data.names, r.save_dir)
-            plot_labels_correlogram(r.dataset.labels, r.save_dir)
-    if r.device.type == "cpu":  # oneDNN convolutions run 20-30% faster on NHWC tensors
-        for p in r.model.parameters():
-            if p.dim() == 4:  # in place, so the optimizer keeps the same Parameter objects
-                p.data = p.data.contiguous(memory_format=torch.channels_last)
-    if r.info.main:
-        r.ema = ModelEMA(r.model)
-        if opt.resume and ckpt.get("ema"):
-            r.ema.load(ckpt["ema"], ckpt.get("updates") or 0)
-    nl = de_parallel(r.model).model[-1].nl  # detection levels: the gains were tuned for 3
-    hyp = replace(r.hyp, box=r.hyp.box * 3 / nl, cls=r.hyp.cls * r.data.nc / 80 * 3 / nl,
-                  obj=r.hyp.obj * (r.imgsz / 640) ** 2 * 3 / nl, label_smoothing=opt.label_smoothing)
-    r.compute_loss = ComputeLoss(r.model, hyp)
-    r.train_hyp = hyp
-    if r.info.distributed:
-        ids = [r.info.local_rank] if r.device.type == "cuda" else None
-        r.model = nn.parallel.DistributedDataParallel(r.model, device_ids=ids, output_device=ids[0] if ids else None)
-
-
-def _fit(r: _Run, ck: Checkpoints | None) -> tuple:
-    opt = r.opt
-    nw = max(round(r.hyp.warmup_epochs * r.nb), 100)  # warmup iterations
-    r.scheduler.last_epoch = r.start_epoch - 1  # YOLOv5's: after warmup, epoch e runs at lf(e - 1)
+def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
+    """The epochs; returns (final results, seconds per epoch, plug-in shares of best.pt)."""
+    opt, s, p = r.opt, r.setup, r.progress
+    nw = max(round(r.hyp.warmup_epochs * len(s.train_loader)), 100)  # warmup iterations
+    s.scheduler.last_epoch = p.start_epoch - 1  # YOLOv5's: after warmup, epoch e runs at lf(e - 1)
     stopper, stop = EarlyStopping(patience=opt.patience), False
-    results = (0, 0, 0, 0, 0, 0, 0)
-    if ck:
-        ck.results.truncate(r.start_epoch)
-    LOGGER.info(f"Image sizes {r.imgsz} train, {r.imgsz} val\n"
-                f"Using {r.train_loader.num_workers * r.info.world_size} dataloader workers\n"
+    results, seconds, shares = NO_RESULTS, [], {}
+    if r.ck:
+        r.ck.results.truncate(p.start_epoch)
+    LOGGER.info(f"Image sizes {s.imgsz} train, {s.imgsz} val\n"
+                f"Using {s.train_loader.num_workers * r.info.world_size} dataloader workers\n"
                 f"Logging results to {colorstr('bold', str(r.save_dir))}\n"
                 f"Starting training for {opt.epochs} epochs...")
-    t0, epoch = time.time(), r.start_epoch
-    _hook(r, "on_train_start")
-    for epoch in range(r.start_epoch, opt.epochs):
-        _hook(r, "on_train_epoch_start", epoch)
-        if r.plugin_optimizer is not None:  # the recipe's schedule, without the warmup ramp
-            for g in r.plugin_optimizer.param_groups:
-                g["lr"] = g["initial_lr"] * r.lf(epoch)
+    t0, epoch = time.time(), p.start_epoch
+    r.hook("on_train_start")
+    for epoch in range(p.start_epoch, opt.epochs):
+        t_epoch = time.perf_counter()
+        r.hook("on_train_epoch_start", epoch)
+        if s.plugin_optimizer is not None:  # the recipe's schedule, without the warmup ramp
+            for g in s.plugin_optimizer.param_groups:
+                g["lr"] = g["initial_lr"] * s.lf(epoch)
         mloss = _train_epoch(r, epoch, nw)
-        lr = [x["lr"] for x in r.optimizer.param_groups]  # for the log
-        r.scheduler.step()
-        _hook(r, "on_train_epoch_end", epoch=epoch)
+        lr = [x["lr"] for x in s.optimizer.param_groups]  # for the log
+        s.scheduler.step()
+        r.hook("on_train_epoch_end", epoch=epoch)
         if r.info.main:
             final_epoch = epoch + 1 == opt.epochs or stopper.possible_stop
             if not opt.noval or final_epoch:
-                results, r.maps = _validate(r, r.ema.ema, plots=False)
-            _log_plugin_share(r, r.ema.ema, n_images=16)
-            if r.loggers is not None:
-                r.loggers.log_plugins(getattr(opt, "plugin_share", None) or {}, r.ema.ema,
-                                      r.plugin_optimizer.param_groups[0]["lr"] if r.plugin_optimizer else None)
+                results, p.maps = _validate(r, s.ema.ema, plots=False)
+            shares = loader_share(s.ema.ema, s.val_loader, r.device, n_images=16)
+            r.loggers.log_plugins(shares, s.ema.ema, s.plugin_optimizer.param_groups[0]["lr"]
+                                  if s.plugin_optimizer else None)
             fi = _fitness(results)
             stop = stopper(epoch=epoch, fitness=fi)
-            r.best_fitness = max(r.best_fitness, fi)
+            p.best_fitness = max(p.best_fitness, fi)
             if not opt.nosave or final_epoch:
-                ck.save(_checkpoint(r, epoch), is_best=r.best_fitness == fi, period=opt.save_period, epoch=epoch)
-                _hook(r, "on_model_save", ck.last, epoch, final_epoch, r.best_fitness, fi)
+                r.ck.save(_checkpoint(r, epoch), is_best=p.best_fitness == fi, period=opt.save_period, epoch=epoch)
+                r.hook("on_model_save", r.ck.last, epoch, final_epoch, p.best_fitness, fi)
             vals = [float(x) for x in list(mloss) + list(results) + lr]
-            ck.results.append(epoch, vals)
-            _hook(r, "on_fit_epoch_end", vals, epoch, r.best_fitness, fi)
+            r.ck.results.append(epoch, vals)
+            r.hook("on_fit_epoch_end", vals, epoch, p.best_fitness, fi)
             stop = stop or r.callbacks.stop_training
+        seconds.append(time.perf_counter() - t_epoch)
         stop = ddp.broadcast_object(stop)
         if stop:
             break
     if r.info.main:
-        LOGGER.info(f"\n{epoch - r.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
-        results = _final(r, ck)
-        _hook(r, "on_train_end", ck.last, ck.best, epoch, results)
-    _hook(r, "teardown")
-    return results
+        LOGGER.info(f"\n{epoch - p.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
+        results, shares = _final(r)
+        r.hook("on_train_end", r.ck.last, r.ck.best, epoch, results)
+    r.hook("teardown")
+    return results, seconds, shares
 
 
 def _fitness(results) -> float:
-    from utils.metrics import fitness
-
     return float(fitness(np.array(results, dtype=np.float64).reshape(1, -1))[0])
 
 
-def _train_epoch(r: _Run, epoch: int, nw: int) -> torch.Tensor:
-    opt, model, device = r.opt, r.model, r.device
-    model.train()
-    seed_epoch(r.train_loader, opt.seed, r.info.rank, epoch)
+def _train_epoch(r: _Loop, epoch: int, nw: int) -> torch.Tensor:
+    opt, s, device = r.opt, r.setup, r.device
+    s.model.train()
+    seed_epoch(s.train_loader, opt.seed, r.info.rank, epoch)
     if opt.image_weights:  # draw this epoch's images by class weight and (1 - class mAP)^2
-        maps = r.maps if r.maps is not None else np.zeros(r.data.nc)
-        r.dataset.indices = sample_image_indices(r.dataset.labels, r.data.nc, maps, opt.seed, epoch)
-    mloss = torch.zeros(3, device=device)
+        maps = r.progress.maps if r.progress.maps is not None else np.zeros(s.data.nc)
+        s.dataset.indices = sample_image_indices(s.dataset.labels, s.data.nc, maps, opt.seed, epoch)
+    mloss, nb = torch.zeros(3, device=device), len(s.train_loader)
     LOGGER.info(("\n" + "%11s" * 7) % ("Epoch", "GPU_mem", "box_loss", "obj_loss", "cls_loss", "Instances", "Size"))
-    pbar = enumerate(r.train_loader)
+    pbar = enumerate(s.train_loader)
     if r.info.main:
-        pbar = tqdm(pbar, total=r.nb, bar_format=TQDM_BAR_FORMAT)
-    r.optimizer.zero_grad()
-    if r.plugin_optimizer is not None:
-        r.plugin_optimizer.zero_grad()
+        pbar = tqdm(pbar, total=nb, bar_format=TQDM_BAR_FORMAT)
+    for o in s.optimizers:
+        o.zero_grad()
     for i, (imgs, targets, paths, _) in pbar:
-        ni = i + r.nb * epoch  # integrated batches since the start of training
-        _hook(r, "on_train_batch_start")
+        ni = i + nb * epoch  # integrated batches since the start of training
+        r.hook("on_train_batch_start")
         imgs = imgs.to(device, non_blocking=True).float() / 255
         if device.type == "cpu":
             imgs = imgs.contiguous(memory_format=torch.channels_last)
-        accumulate = _warmup(r, ni, nw, epoch)
+        accumulate = warmup(s.optimizer, ni, nw, r.opt.batch_size, r.hyp, s.lf(epoch), NBS)
         if opt.multi_scale:
-            imgs = _rescale(imgs, r.imgsz, r.gs)
-        with torch.autocast(device.type, enabled=r.amp):
-            pred = model(imgs)
-            loss, loss_items = r.compute_loss(pred, targets.to(device))
+            imgs = multi_scale(imgs, s.imgsz, s.gs)
+        with torch.autocast(device.type, enabled=s.amp):
+            pred = s.model(imgs)
+            loss, loss_items = s.compute_loss(pred, targets.to(device))
         if not torch.isfinite(loss).all():
             raise FloatingPointError(
                 f"non-finite loss at epoch {epoch}, batch {i}: box, obj, cls = {loss_items.tolist()}; "
                 f"images: {list(paths)}")
         if r.info.distributed:
             loss *= r.info.world_size  # DDP averages gradients over the processes
-        r.scaler.scale(loss).backward()
-        if ni - r.last_opt_step >= accumulate:
-            _optimizer_step(r)
-            r.last_opt_step = ni
+        s.scaler.scale(loss).backward()
+        if ni - r.progress.last_opt_step >= accumulate:
+            optimizer_step(s.optimizers, s.scaler, s.model, s.ema, lambda: r.hook("on_before_zero_grad"))
+            r.progress.last_opt_step = ni
         if r.info.main:
             mloss = (mloss * i + loss_items) / (i + 1)
             mem = f"{torch.cuda.memory_reserved() / 1e9 if torch.cuda.is_available() else 0:.3g}G"
             pbar.set_description(("%11s" * 2 + "%11.4g" * 5) % (
                 f"{epoch}/{opt.epochs - 1}", mem, *mloss, targets.shape[0], imgs.shape[-1]))
             if not opt.noplots and ni < 3:
-                from utils.plots import plot_images
-
-                plot_images(imgs, targets, paths, r.save_dir / f"train_batch{ni}.jpg", names=r.data.names)
-            _hook(r, "on_train_batch_end", model, ni, imgs, targets, paths, [float(x) for x in mloss])
+                plot_images(imgs, targets, paths, r.save_dir / f"train_batch{ni}.jpg", names=s.data.names)
+            r.hook("on_train_batch_end", s.model, ni, imgs, targets, paths, [float(x) for x in mloss])
     return mloss
 
 
-def _warmup(r: _Run, ni: int, nw: int, epoch: int) -> float:
-    """Accumulation for batch `ni`; during warmup also ramp lr (bias from warmup_bias_lr, others from 0) and
-    momentum (from warmup_momentum) linearly to their scheduled values."""
-    if ni > nw:
-        return max(round(NBS / r.opt.batch_size), 1)
-    xi, hyp = [0, nw], r.hyp
-    accumulate = max(1, float(np.interp(ni, xi, [1, NBS / r.opt.batch_size]).round()))
-    for j, x in enumerate(r.optimizer.param_groups):  # plain floats: checkpoints hold no NumPy objects
-        x["lr"] = float(np.interp(ni, xi, [hyp.warmup_bias_lr if j == 0 else 0.0, x["initial_lr"] * r.lf(epoch)]))
-        if "momentum" in x:
-            x["momentum"] = float(np.interp(ni, xi, [hyp.warmup_momentum, hyp.momentum]))
-    return accumulate
-
-
-def _rescale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
-    """--multi-scale: a random size in 0.5-1.5 x imgsz, a multiple of the stride, for the whole batch."""
-    sz = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
-    sf = sz / max(imgs.shape[2:])
-    if sf != 1:
-        ns = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
-        imgs = nn.functional.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
-    return imgs
-
-
-def _optimizer_step(r: _Run) -> None:
-    optimizers = [r.optimizer] + ([r.plugin_optimizer] if r.plugin_optimizer is not None else [])
-    for o in optimizers:
-        r.scaler.unscale_(o)
-    torch.nn.utils.clip_grad_norm_(r.model.parameters(), max_norm=10.0)
-    for o in optimizers:
-        r.scaler.step(o)
-    r.scaler.update()
-    _hook(r, "on_before_zero_grad")
-    for o in optimizers:
-        o.zero_grad()
-    if r.ema:
-        r.ema.update(r.model)
-
-
-def _validate(r: _Run, model: nn.Module, plots: bool, **kw) -> tuple:
-    import val as validate
-
+def _validate(r: _Loop, model: nn.Module, plots: bool, **kw) -> tuple:
     results, maps, _ = validate.run(
-        r.opt.data, batch_size=r.opt.batch_size // r.info.world_size * 2, imgsz=r.imgsz, half=r.amp, model=model,
-        single_cls=r.opt.single_cls, dataloader=r.val_loader, save_dir=r.save_dir, plots=plots,
-        compute_loss=r.compute_loss, **kw)
+        r.opt.data, batch_size=r.opt.batch_size // r.info.world_size * 2, imgsz=r.setup.imgsz, half=r.setup.amp,
+        model=model, single_cls=r.opt.single_cls, dataloader=r.setup.val_loader, save_dir=r.save_dir, plots=plots,
+        compute_loss=r.setup.compute_loss, **kw)
     return tuple(float(x) for x in results), maps
 
 
-def _checkpoint(r: _Run, epoch: int) -> dict:
-    """The training state of the end of `epoch`, full precision, so that --resume continues exactly."""
-    model = de_parallel(r.model)
-    return {
-        "model": model.state_dict(), "ema": r.ema.ema.state_dict(), "updates": r.ema.updates,
-        "yaml": model.yaml, "names": list(r.data.names), "epoch": epoch, "best_fitness": r.best_fitness,
-        "optimizer": r.optimizer.state_dict(), "last_opt_step": r.last_opt_step,
-        "plugin_optimizer": r.plugin_optimizer.state_dict() if r.plugin_optimizer is not None else None,
-        "plugin_params": list(r.plugin_names or []),
-        "scaler": r.scaler.state_dict() if r.amp else None,
-        "opt": {k: str(v) if isinstance(v, Path) else v for k, v in vars(r.opt).items()},
-        "hyp": r.hyp.to_dict(), "date": datetime.now().isoformat(),
-    }
+def _checkpoint(r: _Loop, epoch: int) -> dict:
+    s = r.setup
+    return training_checkpoint(
+        de_parallel(s.model), s.ema, s.data.names, epoch, r.progress.best_fitness, s.optimizer,
+        r.progress.last_opt_step, s.plugin_optimizer, s.plugin_names, s.scaler if s.amp else None,
+        r.opt.to_dict(), r.hyp.to_dict())
 
 
-def _final(r: _Run, ck: Checkpoints) -> tuple:
+def _final(r: _Loop) -> tuple[tuple, dict[str, float]]:
     """Strip the optimizer from last.pt and best.pt, validate best.pt with plots, draw results.png."""
-    from models import load_model
-
-    results = None
-    for f in (ck.last, ck.best):
+    results, shares = NO_RESULTS, {}
+    for f in (r.ck.last, r.ck.best):
         if f.exists():
-            ck.strip(f)
-            if f is ck.best:
+            strip_optimizer(f)
+            if f is r.ck.best:
                 LOGGER.info(f"\nValidating {f}...")
                 model = load_model(f, r.device, fuse=True)
-                model = model.half() if r.amp else model
-                is_coco = r.data.yaml_file is not None and Path(r.data.yaml_file).name == "coco.yaml"
+                model = model.half() if r.setup.amp else model
+                yaml_file = r.setup.data.yaml_file
+                is_coco = yaml_file is not None and Path(yaml_file).name == "coco.yaml"
                 results, _ = _validate(r, model, plots=not r.opt.noplots, iou_thres=0.65 if is_coco else 0.60,
                                        verbose=True, save_json=is_coco)
-                _log_plugin_share(r, model)
+                shares = loader_share(model, r.setup.val_loader, r.device)
     if not r.opt.noplots:
-        from utils.train_plots import plot_results
-
-        plot_results(ck.results.file)
+        plot_results(r.ck.results.file)
     LOGGER.info(f"Results saved to {colorstr('bold', str(r.save_dir))}")
-    return results if results is not None else (0, 0, 0, 0, 0, 0, 0)
-
-
-def _log_plugin_share(r: _Run, model: nn.Module, n_images: int = 32) -> None:
-    """For models with Residual-wrapped plug-ins: how far training has switched them on (utils.plugin_share).
-    The figures of the latest call are kept in opt.plugin_share ({layer: share})."""
-    from models.common import Residual
-    from utils.plugin_share import first_images, plugin_share, share_line
-
-    if r.val_loader is not None and any(isinstance(m, Residual) for m in model.modules()):
-        dtype = next(model.parameters()).dtype
-        batches = first_images(r.val_loader, n_images, r.device, dtype)
-        r.opt.plugin_share = plugin_share(model, batches)
-        LOGGER.info(share_line(r.opt.plugin_share, sum(len(b) for b in batches)))
+    return results, shares
 
 
 # ---- command line ---------------------------------------------------------------------------------------
@@ -536,102 +312,60 @@ def parse_opt(known: bool = False) -> argparse.Namespace:
     return p.parse_known_args()[0] if known else p.parse_args()
 
 
-def _check_resume(opt: argparse.Namespace) -> argparse.Namespace:
-    """--resume [path]: the options and hyperparameters of the interrupted run, pointed at its last.pt."""
-    given = isinstance(opt.resume, (str, Path)) and str(opt.resume) != "True"
-    last = Path(opt.resume) if given else latest_run(opt.project)
-    if last is None or not last.is_file():
-        where = f"at {last}" if given else f"under {opt.project}"
-        raise FileNotFoundError(f"--resume: no checkpoint {where}; pass the path of a run's weights/last.pt")
-    ckpt = load_checkpoint(last)
-    d = ckpt.get("opt")
-    opt_yaml = last.parent.parent / "opt.yaml"
-    if opt_yaml.is_file():
-        with open(opt_yaml, encoding="utf-8") as f:
-            d = yaml.safe_load(f)
-    if not d or ckpt.get("optimizer") is None:
-        raise UserError(f"--resume: {last} is not resumable (no training options or optimizer state; a finished "
-                         f"run's checkpoints are stripped). Start a new run: python train.py --weights {last}")
-    new = argparse.Namespace(**{**vars(parse_opt(True)), **d})
-    new.cfg, new.weights, new.resume = "", str(last), True
-    new.hyp = ckpt.get("hyp") or new.hyp
-    new.save_dir = str(last.parent.parent)
-    return new
-
-
-def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> argparse.Namespace:
-    """Run the training `opt` describes; returns the options it ran with, `save_dir` and `results` set.
-    `callbacks`: utils.callbacks.Callbacks with the user's hooks."""
+def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> TrainResult:
+    """Run the training (or --evolve search) `opt` describes. `callbacks`: utils.callbacks.Callbacks with the
+    user's hooks."""
     info = ddp.dist_info()
     setup_logging(rank=info.rank)
     if opt.resume and getattr(opt, "evolve", None):
         raise UserError("--evolve cannot be combined with --resume (rerun --evolve with --name expN --exist-ok "
                         "to continue a search)")
     if opt.resume:
-        opt = _check_resume(opt)
-    _check_options(opt)
-    if getattr(opt, "evolve", None):
-        return _evolve(opt, info, callbacks)
-    if not opt.resume:
-        opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
-    device = select_device(opt.device)
+        opt = resume_options(opt, parse_opt(True))
+    opts = TrainOptions.from_namespace(opt)
+    opts.check(distributed=info.distributed)
+    if opts.evolve:
+        return _evolve(opts, info, callbacks)
+    if not opts.resume:
+        opts = opts.with_(save_dir=str(increment_path(Path(opts.project) / opts.name, exist_ok=opts.exist_ok)))
+    device = select_device(opts.device)
     if info.distributed:
         device = ddp.init_distributed(info, device)
-        opt.save_dir = ddp.broadcast_object(opt.save_dir)  # every rank writes (rank 0) under one folder
+        opts = opts.with_(save_dir=ddp.broadcast_object(opts.save_dir))  # every rank writes (rank 0) under one folder
     try:
-        opt.results = train(load_hyp(opt.hyp), opt, device, callbacks)
+        return train(load_hyp(opts.hyp), opts, device, callbacks)
     finally:
         ddp.cleanup()
-    return opt
 
 
-def _evolve(opt: argparse.Namespace, info: ddp.DistInfo, callbacks: Callbacks | None) -> argparse.Namespace:
-    """--evolve N: N generations of training, each from a mutation of the fittest so far (utils/evolve.py), into
-    runs/evolve/expN (evolve.csv, hyp_evolve.yaml, evolve.png). Each generation validates its final epoch only
-    and keeps only its final checkpoint. A generation that fails (a non-finite loss) is logged with zero
-    metrics and the search goes on. Rerun with --name expN --exist-ok to continue a killed search."""
-    from utils import evolve as ev
-
-    if opt.evolve < 1:
-        raise UserError(f"--evolve {opt.evolve}: the number of generations must be >= 1")
+def _evolve(opt: TrainOptions, info: ddp.DistInfo, callbacks: Callbacks | None) -> TrainResult:
+    """--evolve N (utils/evolve.py): into runs/evolve/expN; the result's `results` are the fittest generation's."""
     if info.distributed:
         raise UserError("--evolve runs in one process: start it with python, not torchrun")
-    if Path(opt.project) == ROOT / "runs" / "train":
-        opt.project = str(ROOT / "runs" / "evolve")
-    opt.noval, opt.nosave = True, True
-    opt.save_dir = str(increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok))
-    save_dir, device = Path(opt.save_dir), select_device(opt.device)
-    save_dir.mkdir(parents=True, exist_ok=True)
-    csv, base = save_dir / "evolve.csv", load_hyp(opt.hyp)
-    for g in range(len(ev.read_rows(csv)), opt.evolve):
-        hyp = ev.mutate(base, ev.read_rows(csv), np.random.default_rng([opt.seed, g]))
-        LOGGER.info(f"\n{colorstr('evolve:')} generation {g + 1}/{opt.evolve}: " +
-                    ", ".join(f"{k}={v:g}" for k, v in hyp.to_dict().items() if ev.META.get(k, (0,))[0]))
-        try:
-            results = train(hyp, opt, device, callbacks)
-        except FloatingPointError as e:  # one bad mutation does not end the search
-            LOGGER.warning(f"WARNING: evolve generation {g + 1} failed ({e}); recorded with zero metrics")
-            results = (0.0,) * len(ev.RESULT_KEYS)
-        ev.append_row(csv, results, hyp)
-        ev.write_best(csv, save_dir / "hyp_evolve.yaml", base)
-    ev.plot_evolve(csv)
-    rows = ev.read_rows(csv)
-    opt.results = tuple(float(x) for x in rows[ev.best_hyp(rows)[0], :len(ev.RESULT_KEYS)])
-    LOGGER.info(ev.summary(csv, save_dir))
-    return opt
+    project = str(ROOT / "runs" / "evolve") if Path(opt.project) == ROOT / "runs" / "train" else opt.project
+    save_dir = increment_path(Path(project) / opt.name, exist_ok=opt.exist_ok)
+    opt = opt.with_(project=project, noval=True, nosave=True, save_dir=str(save_dir))
+    device, seconds = select_device(opt.device), []
+
+    def one_generation(hyp: Hyp) -> tuple:
+        gen = train(hyp, opt, device, callbacks)
+        seconds.extend(gen.epoch_seconds)
+        return gen.results
+
+    best = ev.search(one_generation, load_hyp(opt.hyp), opt.evolve, save_dir, opt.seed)
+    return TrainResult(save_dir, best, opt, seconds)
 
 
-def run(callbacks: Callbacks | None = None, **kwargs) -> argparse.Namespace:
-    """`train.run(data='coco128.yaml', imgsz=320, weights='yolov5n.pt')` as the command line would; returns the
-    options it ran with, `save_dir` and the final `results` (P, R, mAP50, mAP50-95, box, obj, cls losses).
-    `callbacks`: utils.callbacks.Callbacks with hooks to call (see that module for what each receives)."""
+def run(callbacks: Callbacks | None = None, **kwargs) -> TrainResult:
+    """`train.run(data='coco128.yaml', imgsz=320, weights='yolov5n.pt')` as the command line would; returns a
+    TrainResult (run folder, final results (P, R, mAP50, mAP50-95, box, obj, cls losses), the options it ran
+    with, seconds per epoch, plug-in shares). `callbacks`: utils.callbacks.Callbacks with hooks to call (see
+    that module for what each receives)."""
     return main(apply_options(parse_opt(True), kwargs, "train.run"), callbacks)
 
 
 def cli() -> None:
     """The command line: user errors end as one `ERROR: ...` line and exit status 2."""
-    from utils.inference import cli_errors
-
     cli_errors(main)(parse_opt())
 
 

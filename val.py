@@ -28,21 +28,27 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
-from utils.boxes import scale_boxes, xywh2xyxy
+from models.backends import weights_format
+from models.ensemble import load_detector, weights_label
+from models.tta import augmented_forward
+from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.coco_eval import COCO80_TO_91, coco_detections, coco_map, image_ids, yolo_to_coco_gt
+from utils.data_config import DataConfig, load_data_config
+from utils.dataset import create_dataloader
+from utils.errors import UserError
 from utils.inference import check_finite_outputs, check_img_size, cli_errors, save_one_txt
 from utils.log import LOGGER, colorstr, setup_logging
-from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, match_predictions
+from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, match_predictions, pr_curves
 from utils.nms import non_max_suppression
 from utils.paths import ROOT, UniqueStems, increment_path
-from utils.plots import plot_images, plot_val_study
+from utils.plots import plot_confusion_matrix, plot_images, plot_metric_curves, plot_val_study
 from utils.torch_utils import select_device, time_sync
-from utils.errors import UserError
 
 HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
 ROW = "%22s" + "%11i" * 2 + "%11.3g" * 4
@@ -50,10 +56,38 @@ BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 STUDY_SIZES = range(256, 1536 + 128, 128)  # --task study: image sizes swept, as YOLOv5
 
 
+class Metrics(NamedTuple):
+    """The first item of run's result, YOLOv5's 7-tuple: mean precision and recall over the classes present (at
+    the confidence of best mean F1), mAP50, mAP50-95, and the box, objectness and class losses averaged over the
+    batches (0 without `compute_loss`)."""
+
+    mp: float
+    mr: float
+    map50: float
+    map: float
+    box: float
+    obj: float
+    cls: float
+
+
+class Times(NamedTuple):
+    """Milliseconds per image: pre-processing, inference, NMS."""
+
+    preprocess: float
+    inference: float
+    nms: float
+
+
+class ValResult(NamedTuple):
+    """What run returns; unpacks as YOLOv5's `results, maps, times = val.run(...)`."""
+
+    results: Metrics
+    maps: np.ndarray  # (nc,) mAP50-95 per class; classes without labels get the overall mAP50-95
+    times: Times
+
+
 def _data_info(data, single_cls: bool, model) -> tuple[object, int, list[str]]:
     """(DataConfig or None, nc, names) from a DataConfig, a data YAML path/name, a YOLOv5-style dict or None."""
-    from utils.data_config import DataConfig, load_data_config
-
     if isinstance(data, (str, Path)):
         data = load_data_config(data, single_cls=single_cls)
     if isinstance(data, DataConfig):
@@ -75,8 +109,6 @@ def _load(weights, device, half: bool, imgsz: int, batch_size: int, augment: boo
     (models.backends.DetectBackend), or the ensemble of several (models.ensemble.Ensemble). A fixed-size export
     is validated at its own size (square only, as val.py letterboxes to --imgsz x --imgsz) and batch; a warning
     says where --imgsz or --batch-size disagree. `augment` needs a model that takes any input size."""
-    from models.ensemble import load_detector, weights_label
-
     ws = [w for w in (weights if isinstance(weights, (list, tuple)) else [weights]) if w is not None]
     if not ws:
         raise UserError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt, or "
@@ -132,7 +164,10 @@ def _summarize(stats, nc, names, seen, plots, save_dir, verbose, training):
     mp = mr = map50 = map_ = 0.0
     ap_class, p, r, ap50, ap = np.zeros(0, int), [], [], [], np.zeros(0)
     if len(stats) and stats[0].any():
-        _, _, p, r, _, ap, ap_class = ap_per_class(*stats, plot=plots, save_dir=save_dir, names=names)
+        curves = pr_curves(*stats)
+        if plots:
+            plot_metric_curves(curves, save_dir, names)
+        _, _, p, r, _, ap, ap_class = curves.stats()
         ap50, ap = ap[:, 0], ap.mean(1)  # AP at IoU 0.5, AP at 0.5:0.95
         mp, mr, map50, map_ = p.mean(), r.mean(), ap50.mean(), ap.mean()
     nt = np.bincount(stats[3].astype(int), minlength=nc) if len(stats) else np.zeros(nc, int)
@@ -176,8 +211,6 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
                 exist_ok, half, augment=False):
     """Load the weights and build the loader (rectangular batches where the model takes any size):
     (model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device)."""
-    from utils.dataset import create_dataloader
-
     device = select_device(device)
     half &= device.type == "cuda"  # fp16 only on CUDA; the CPU runs fp32
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
@@ -205,7 +238,13 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
         task="val", device="", workers=8, single_cls=False, verbose=False, save_txt=False, save_conf=False,
         save_json=False, project=ROOT / "runs/val", name="exp", exist_ok=False, half=True, model=None,
         dataloader=None, save_dir=Path(""), plots=True, compute_loss=None, augment=False):
-    """Validate; returns ((mp, mr, map50, map, *val_losses), maps (nc,), (pre, inference, NMS) ms per image).
+    """Validate; returns a ValResult, a 3-tuple that unpacks as YOLOv5's `results, maps, times = val.run(...)`:
+
+        results  Metrics(mp, mr, map50, map, box, obj, cls), a 7-tuple: mean P and R, mAP50, mAP50-95 (with
+                 `save_json`, pycocotools' mAP50 and mAP50-95, as YOLOv5), and the three validation losses
+                 (0 without `compute_loss`); `results[:4]` and `(_, _, map50, map_, *_), _, _ = run(...)` work.
+        maps     (nc,) mAP50-95 per class; classes without labels get the overall mAP50-95.
+        times    Times(preprocess, inference, nms), milliseconds per image.
 
     With `model` (training) that model and `dataloader` are used as they are; otherwise `weights` (a .pt or an
     export: .torchscript, .onnx, *_openvino_model; several: their ensemble) are loaded and a loader is built for
@@ -231,18 +270,16 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
     confusion_matrix = ConfusionMatrix(nc=nc)
     w = None  # the weights a NaN output names
     if not training:
-        from models.ensemble import weights_label
-
         w = weights_label(weights)
     stats, seen, dt, loss = _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, single_cls,
                                   compute_loss, confusion_matrix if plots else None, out, w, augment)
     mp, mr, map50, map_, maps = _summarize(stats, nc, names, seen, plots, out.save_dir, verbose, training)
-    t = tuple(x / max(seen, 1) * 1e3 for x in dt)  # ms per image
+    t = Times(*(x / max(seen, 1) * 1e3 for x in dt))  # ms per image
     if not training:
         shape = (batch_size, 3, imgsz, imgsz)
         LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}" % t)
     if plots:
-        confusion_matrix.plot(save_dir=out.save_dir, names=names)
+        plot_confusion_matrix(confusion_matrix.matrix, out.save_dir / "confusion_matrix.png", names)
     if save_json and out.jdict:
         coco = _coco_eval(out.jdict, dataloader.dataset, data, weights, names, out.save_dir, split)
         LOGGER.info(f"pycocotools: mAP50 {coco[1]:.3f}, mAP50-95 {coco[0]:.3f}  "
@@ -253,7 +290,8 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
         n = len(list(out.save_dir.glob("labels/*.txt")))
         s = f"\n{n} labels saved to {out.save_dir / 'labels'}" if save_txt else ""
         LOGGER.info(f"Results saved to {colorstr('bold', str(out.save_dir))}{s}")
-    return (mp, mr, map50, map_, *(loss.cpu() / max(len(dataloader), 1)).tolist()), maps, t
+    losses = (loss.cpu() / max(len(dataloader), 1)).tolist()
+    return ValResult(Metrics(mp, mr, map50, map_, *losses), maps, t)
 
 
 class _Outputs:
@@ -285,8 +323,6 @@ def _forward(model, im: torch.Tensor, augment: bool, compute_loss) -> tuple:
         return model(im)
     if hasattr(model, "fixed_shape"):  # DetectBackend, Ensemble
         return model(im, augment=True)
-    from models.tta import augmented_forward
-
     return augmented_forward(model, im, gs=int(model.stride.max()), nl=model.model[-1].nl), None
 
 
@@ -334,8 +370,6 @@ def _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, singl
 
 def _to_targets(preds: list[torch.Tensor]) -> torch.Tensor:
     """NMS output -> (n, 7) [img_idx, cls, cx, cy, w, h, conf] in pixels, for plot_images."""
-    from utils.boxes import xyxy2xywh
-
     rows = [torch.cat((torch.full_like(p[:, :1], i), p[:, 5:6], xyxy2xywh(p[:, :4]), p[:, 4:5]), 1)
             for i, p in enumerate(preds)]
     return torch.cat(rows, 0).cpu() if rows else torch.zeros(0, 7)
@@ -382,8 +416,6 @@ def _study(opt: argparse.Namespace, weights: list[str]) -> None:
 
 
 def main(opt: argparse.Namespace) -> None:
-    from models.backends import weights_format
-
     setup_logging()
     weights = opt.weights if isinstance(opt.weights, list) else [opt.weights]
     if opt.half and select_device(opt.device).type != "cuda":

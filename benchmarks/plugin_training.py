@@ -43,13 +43,13 @@ def _one(job: dict) -> dict:
     row = {k: job[k] for k in ("cfg", "plugin_lr", "seed", "epochs")}
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            opt = train.run(weights="yolov5n.pt", cfg=job["cfg"], data=job["data"], hyp=hyp, epochs=job["epochs"],
+            res = train.run(weights="yolov5n.pt", cfg=job["cfg"], data=job["data"], hyp=hyp, epochs=job["epochs"],
                             imgsz=job["imgsz"], batch_size=16, seed=job["seed"], workers=job["workers"],
                             project=tmp, name="run", noplots=True)
         except FloatingPointError as e:  # the non-finite loss train.py stops on
             return {**row, "map50": "", "map": "", "shares": "", "min_share": "", "status": f"failed: {e}"[:200]}
-    shares = getattr(opt, "plugin_share", {}) or {}
-    return {**row, "map50": f"{opt.results[2]:.4f}", "map": f"{opt.results[3]:.4f}",
+    shares = res.plugin_share
+    return {**row, "map50": f"{res.results[2]:.4f}", "map": f"{res.results[3]:.4f}",
             "shares": " ".join(f"{k}={v:.5f}" for k, v in shares.items()),
             "min_share": f"{min(shares.values()):.5f}" if shares else "", "status": "ok"}
 

@@ -236,6 +236,8 @@ class Residual(nn.Module):
 
 # Attention plug-ins and the two controls of the comparison (C3TR, YOLOv5's own attention; ConvControl, BRA's
 # capacity without attention), re-exported so YOLOv5-style code can import them from models.common.
+# Imported last, not at the top: models.control, .transformer and .ghost import Conv and C3 from this module (a
+# real cycle), so these must be defined first; the plug-ins register after the blocks above, as before.
 from models.attention import *  # noqa: E402,F401,F403
 from models.control import ConvControl  # noqa: E402,F401
 from models.transformer import C3TR, TransformerBlock, TransformerLayer  # noqa: E402,F401

@@ -14,7 +14,8 @@ from pathlib import Path
 import yaml
 from utils.errors import UserError
 
-__all__ = ["CONFIG_DIR", "SCALED_NAME", "load_model_config", "resolve_config_path", "list_configs"]
+__all__ = ["CONFIG_DIR", "SCALED_NAME", "load_model_config", "resolve_config_path", "list_configs", "scale_of",
+           "scaled_name"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # yolov5s_biformer.yaml -> arch 'yolov5', scale 's', rest '_biformer'
@@ -23,6 +24,21 @@ SCALED_NAME = re.compile(r"^(?P<arch>yolov\d+)(?P<scale>[nsmlx])(?P<rest>(?:[_-]
 
 def list_configs() -> list[Path]:
     return sorted(CONFIG_DIR.glob("*.yaml"))
+
+
+def scale_of(name: str | Path) -> str | None:
+    """The scale letter of a config or weights name: 's' for yolov5s_biformer.yaml, yolov5s.pt or
+    my_yolov5s_best.pt; None when the name holds no yolovN plus scale letter."""
+    m = re.search(r"yolov\d+(?P<scale>[nsmlx])(?:[_\-.]|$)", Path(str(name)).name)
+    return m["scale"] if m else None
+
+
+def scaled_name(config: str | Path, scale: str) -> str:
+    """The name that reads `config` (a file in configs/, e.g. yolov5_biformer.yaml) at `scale`:
+    yolov5s_biformer.yaml. A name without a yolovN prefix has no scale letter and is returned as it is."""
+    name = Path(str(config)).name
+    m = re.match(r"^(?P<arch>yolov\d+)(?P<rest>(?:[_-].*)?\.ya?ml)$", name)
+    return f"{m['arch']}{scale}{m['rest']}" if m else name
 
 
 def resolve_config_path(cfg: str | Path) -> tuple[Path, str | None]:

@@ -17,10 +17,12 @@ import torch.nn as nn
 
 from models.common import conv_activation, parse_activation  # importing it registers the blocks and plug-ins
 from models.config import load_model_config
+from models.fuse import fuse_model
 from models.tracing import shapes_in_graph
 from models.registry import LayerSpec, detect_head, lookup, register
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.errors import UserError
+from utils.torch_utils import model_info
 
 __all__ = ["Detect", "Model", "DetectionModel", "parse_model"]
 
@@ -236,15 +238,11 @@ class Model(nn.Module):
 
     def fuse(self) -> "Model":
         """Fold every BatchNorm into its convolution (and let plug-ins re-parameterise); in place."""
-        from utils.torch_utils import fuse_model
-
         fuse_model(self)
         return self
 
     def info(self, verbose: bool = False, imgsz: int | tuple[int, int] = 640) -> str:
         """Log and return the summary line, GFLOPs counted at `imgsz`."""
-        from utils.torch_utils import model_info
-
         return model_info(self, verbose=verbose, imgsz=imgsz)
 
     def _apply(self, fn):

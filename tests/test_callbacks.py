@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -32,8 +35,10 @@ def test_hooks_tensorboard_and_stop(tmp_path):
     cb.register_action("on_model_save", "saved", lambda last, epoch, final, best, fi: saved.append((epoch, final)))
     cb.register_action("on_pretrain_routine_end", "labels",
                        lambda labels, names: calls.append(f"labels {len(labels)} {len(names)}"))
+    t0 = time.perf_counter()
     opt = train.run(callbacks=cb, **_opts(tmp_path, weights="yolov5n.pt", cfg="yolov5n_biformer.yaml",
                                           epochs=2, seed=0))
+    wall = time.perf_counter() - t0
     first = ["on_pretrain_routine_start", "on_pretrain_routine_end", "labels 4 80", "on_train_start",
              "on_train_epoch_start", "on_train_batch_start", "on_before_zero_grad", "on_train_batch_end"]
     assert calls[:len(first)] == first
@@ -42,7 +47,7 @@ def test_hooks_tensorboard_and_stop(tmp_path):
     assert calls[-2:] == ["on_train_end", "teardown"] and "on_val_start" not in calls
     assert saved == [(0, False), (1, True)]
 
-    csv = ResultsLog(opt.save_dir + "/results.csv").read()
+    csv = ResultsLog(Path(opt.save_dir) / "results.csv").read()
     for epoch, vals, fi in rows:
         assert len(vals) == len(RESULTS_KEYS)
         assert np.allclose(vals, [csv[k][epoch] for k in RESULTS_KEYS], rtol=1e-4, atol=1e-7)
@@ -56,11 +61,18 @@ def test_hooks_tensorboard_and_stop(tmp_path):
         assert scalars[f"plugin/gamma_abs_max/{layer}"][-1][1] >= scalars[f"plugin/gamma_abs_mean/{layer}"][-1][1] > 0
     assert np.isclose(scalars["x/plugin_lr"][0][1], 0.003)
     assert acc.Graph() is not None
+    # the typed result: each epoch timed by the loop (validation and saving included, set-up and the final
+    # validation of best.pt not), and the plug-in shares of best.pt
+    assert len(opt.epoch_seconds) == 2 and all(s > 0 for s in opt.epoch_seconds)
+    assert sum(opt.epoch_seconds) < wall
+    assert set(opt.plugin_share) == {"model.20", "model.24"} and min(opt.plugin_share.values()) > 0
+    assert opt.best == Path(opt.save_dir) / "weights" / "best.pt" and opt.best.is_file()
 
     stopper = Callbacks()
     stopper.register_action("on_fit_epoch_end", "stop", lambda vals, epoch, best, fi: setattr(stopper, "stop_training", True))
     opt = train.run(callbacks=stopper, **_opts(tmp_path, epochs=3, name="stopped"))
-    assert list(ResultsLog(opt.save_dir + "/results.csv").read()["epoch"]) == [0]
+    assert list(ResultsLog(Path(opt.save_dir) / "results.csv").read()["epoch"]) == [0]
+    assert len(opt.epoch_seconds) == 1 and opt.plugin_share == {}  # stopped after epoch 0; no plug-ins
 
 
 def test_bad_hooks_are_named():
@@ -101,7 +113,7 @@ def test_optional_mlflow_and_wandb_when_installed(tmp_path, monkeypatch):
     init = calls[2][1]
     assert init["mode"] == "offline" and init["name"] == "logged" and init["config"]["lr0"] == 0.01
     metrics = [c for c in calls if c[0] == "mlflow.log_metrics"]
-    csv = ResultsLog(opt.save_dir + "/results.csv").read()
+    csv = ResultsLog(Path(opt.save_dir) / "results.csv").read()
     assert [m[1] for m in metrics] == [0, 1]
     assert np.isclose(metrics[1][2]["metrics/mAP_0.5-0.95"], csv["metrics/mAP_0.5:0.95"][1], rtol=1e-4)
     logs = [c[1] for c in calls if c[0] == "wandb.log"]

@@ -6,7 +6,6 @@ import contextlib
 import csv
 import io
 import json
-import logging
 import re
 import time
 from pathlib import Path
@@ -20,14 +19,14 @@ import yaml
 
 import compare
 from models.yolo import Model
-from utils import compare_charts
 from utils.compare_charts import plot_size_ap
 from utils.compare_report import (FailedRun, ModelResult, ReportMeta, SeedResult, results_rows, seed_rows,
                                   table_lines, write_report)
-from utils.compare_runs import (EpochClock, RunRecord, fresh_run_dir, load_result, save_options, save_result,
+from utils.compare_runs import (RunRecord, fresh_run_dir, load_result, save_options, save_result,
                                 take_job_options)
 from utils.flops import gflops
-from utils.latency import LatencyStat, MemoryStat, measure_latency, peak_train_memory
+from utils.latency import LatencyStat, measure_latency
+from utils.memory import MemoryStat, peak_train_memory
 
 CFGS = ["yolov5n.yaml", "yolov5n_biformer.yaml"]
 IMGSZ = 64
@@ -234,7 +233,7 @@ def _check_failed_run_is_reported_then_resumed(job, project, monkeypatch, capsys
     failing.clear()
     calls.clear()
     kept = (save_dir / "yolov5n_seed0" / "result.json").stat().st_mtime_ns
-    monkeypatch.setattr(compare_charts, "plot_all", lambda *a, **k: [])  # drawn above, from the same runs
+    monkeypatch.setattr(compare, "plot_all", lambda *a, **k: [])  # drawn above, from the same runs
     resumed_dir, models = compare.run(resume=str(save_dir))
     assert resumed_dir == save_dir and calls == ["yolov5n_biformer"]  # the finished run is reused, not re-trained
     assert (save_dir / "yolov5n_seed0" / "result.json").stat().st_mtime_ns == kept
@@ -438,19 +437,6 @@ def test_peak_training_memory_grows_with_the_batch():
     assert small.method == big.method == "cpu_peak_rss_subprocess"
     assert big.base_mb == pytest.approx(small.base_mb, rel=0.1)  # same interpreter and libraries
     assert big.peak_mb - small.peak_mb > 20  # activations of 31 more 64x64 images, at least
-
-
-def test_epoch_clock_reads_train_log():
-    clock = EpochClock()
-    logger = logging.getLogger("test_epoch_clock")
-    logger.addHandler(clock)
-    logger.setLevel(logging.INFO)
-    for _ in range(2):
-        logger.info("\n      Epoch    GPU_mem   box_loss   obj_loss")
-        time.sleep(0.05)
-    logger.info("2 epochs completed in 0.000 hours.")
-    logger.removeHandler(clock)
-    assert clock.seconds_per_epoch() == pytest.approx(0.05, abs=0.03)
 
 
 def test_default_cfgs_and_bad_options(tiny_data):

@@ -215,10 +215,10 @@ def test_benchmarks_pt_and_onnx_then_a_failed_format(tiny, monkeypatch, capsys):
 def test_memory_is_measured_before_the_runtimes_load(monkeypatch):
     """compare forks a process per memory figure; it does so before the latency step loads ONNX Runtime's and
     OpenVINO's native thread pools (a fork after them killed a full job with SIGSEGV)."""
-    from utils import latency
+    from utils import memory
 
     calls = []
-    monkeypatch.setattr(latency, "peak_train_memory", lambda cfg, *a: calls.append(("memory", cfg)))
+    monkeypatch.setattr(memory, "peak_train_memory", lambda cfg, *a: calls.append(("memory", cfg)))
     monkeypatch.setattr(compare, "_latency", lambda opt, models, device, bar: calls.append(("latency",)))
     models = [ModelResult("a", "a.yaml", 1, 1.0), ModelResult("b", "b.yaml", 1, 1.0)]
     bar = SimpleNamespace(set_description=lambda s: None, update=lambda n=1: None)

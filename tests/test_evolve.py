@@ -36,7 +36,7 @@ def test_evolve_two_generations(tmp_path):
     opt = train.run(**_opts(tmp_path, weights="yolov5n.pt", cfg="yolov5n_biformer.yaml", epochs=1, evolve=2,
                             name="evo"))
     d = tmp_path / "runs" / "evo"
-    assert opt.save_dir == str(d)
+    assert opt.save_dir == d
     rows = ev.read_rows(d / "evolve.csv")
     assert rows.shape == (2, len(ev.RESULT_KEYS) + len(ev.HYP_KEYS))
     hyp0 = dict(zip(ev.HYP_KEYS, rows[0, len(ev.RESULT_KEYS):]))

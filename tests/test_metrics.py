@@ -11,7 +11,8 @@ from PIL import Image
 
 from utils.boxes import xywhn2xyxy
 from utils.coco_eval import coco_detections, coco_map, image_ids, yolo_to_coco_gt
-from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, compute_ap, fitness, match_predictions
+from utils.metrics import (IOU_THRESHOLDS, ConfusionMatrix, ap_per_class, compute_ap, fitness, match_predictions,
+                           pr_curves)
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -78,6 +79,23 @@ def test_precision_recall_at_best_f1():
     np.testing.assert_allclose(r, [1, 0.5])
     np.testing.assert_allclose(f1, [1, 2 / 3], atol=1e-9)
     assert ap[1, 0] == pytest.approx(0.75, abs=1e-9)  # envelope 1 up to recall 0.5, then linear to 0 at 1
+
+
+def test_pr_curves_give_ap_per_class_and_plot(tmp_path):
+    """pr_curves returns the curves val.py plots; its stats() is ap_per_class's result, field for field."""
+    from utils.plots import plot_metric_curves
+
+    tp = np.array([[1, 1], [0, 0], [1, 0], [1, 1]], dtype=bool)
+    args = (tp, np.array([0.9, 0.8, 0.7, 0.6]), np.array([0, 0, 1, 2]), np.array([0, 0, 1, 1, 3]))
+    curves = pr_curves(*args)
+    k = 3  # classes 0, 1, 3 have labels; 2 has predictions only
+    assert curves.px.shape == (1000,) and curves.ap.shape == (k, 2) and curves.classes.tolist() == [0, 1, 3]
+    assert curves.pr.shape == curves.p.shape == curves.r.shape == curves.f1.shape == (k, 1000)
+    for a, b in zip(curves.stats(), ap_per_class(*args), strict=True):
+        np.testing.assert_array_equal(a, b)
+    files = plot_metric_curves(curves, tmp_path, names={0: "a", 1: "b", 3: "d"})
+    assert [f.name for f in files] == ["PR_curve.png", "F1_curve.png", "P_curve.png", "R_curve.png"]
+    assert all(f.stat().st_size > 0 for f in files)
 
 
 def test_image_ids():

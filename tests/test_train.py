@@ -15,6 +15,7 @@ import yaml
 import train
 from tests.conftest import ROOT
 from utils.checkpoint import load_checkpoint
+from utils.loss import ComputeLoss
 from utils.optim import EarlyStopping, ModelEMA, linear_lr, one_cycle, smart_optimizer
 from utils.train_utils import RESULTS_KEYS, ResultsLog
 
@@ -69,7 +70,7 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="not resumable"):  # a finished run's checkpoints are stripped
         train.run(resume=str(tmp_path / "runs" / "full" / "weights" / "last.pt"))
     b = train.run(resume=True, project=str(tmp_path / "runs"))  # bare --resume: the latest last.pt
-    assert Path(b.save_dir) == last.parent.parent and b.epochs == 2
+    assert Path(b.save_dir) == last.parent.parent and b.opt.epochs == 2
 
     full, resumed = saved[("full", 1)], saved[("killed", 1)]
     assert resumed["updates"] == full["updates"] > 0
@@ -104,7 +105,7 @@ def test_smoke_train_then_val_and_detect(tmp_path):
 
     import val
 
-    results, maps, _ = val.run(data=opt.data, weights=str(save_dir / "weights" / "best.pt"), imgsz=128,
+    results, maps, _ = val.run(data=opt.opt.data, weights=str(save_dir / "weights" / "best.pt"), imgsz=128,
                                batch_size=8, device="cpu", project=str(tmp_path / "val"), plots=False)
     assert results[2] == pytest.approx(map50, abs=0.02)  # the same weights, fp32 here as in the final check
 
@@ -120,13 +121,13 @@ def test_smoke_train_then_val_and_detect(tmp_path):
 
 
 def test_non_finite_loss_stops_with_losses_and_paths(tmp_path, monkeypatch):
-    real = train.ComputeLoss.__call__
+    real = ComputeLoss.__call__
 
     def nan_loss(self, p, t):
         loss, items = real(self, p, t)
         return loss * float("nan"), items
 
-    monkeypatch.setattr(train.ComputeLoss, "__call__", nan_loss)
+    monkeypatch.setattr(ComputeLoss, "__call__", nan_loss)
     with pytest.raises(FloatingPointError, match=r"non-finite loss at epoch 0, batch 0: box, obj, cls = .*images: "
                                                  r"\[.*\.jpg"):
         train.run(**_opts(tmp_path, epochs=1))

@@ -55,7 +55,7 @@ def test_labels_correlogram(tmp_path):
     labels = [np.concatenate([np.zeros((20, 1)), rng.random((20, 4))], 1), np.zeros((0, 5))]
     out = plot_labels_correlogram(labels, tmp_path)
     assert out == tmp_path / "labels_correlogram.jpg" and out.stat().st_size > 10_000
-    assert "plot_labels_correlogram(r.dataset.labels, r.save_dir)" in Path(train.__file__).read_text()
+    assert "plot_labels_correlogram(setup.dataset.labels, save_dir)" in Path(train.__file__).read_text()
 
 
 def test_image_weights_and_autobatch_in_a_run(tmp_path):
@@ -65,10 +65,10 @@ def test_image_weights_and_autobatch_in_a_run(tmp_path):
     cb = Callbacks()
     cb.register_action("on_train_batch_end", "paths", lambda model, ni, imgs, targets, paths, vals: seen.extend(paths))
     opt = train.run(callbacks=cb, **_opts(tmp_path, epochs=1, image_weights=True, batch_size=-1, seed=3))
-    assert opt.batch_size == DEFAULT_BATCH
+    assert opt.opt.batch_size == DEFAULT_BATCH
     from utils.dataset import LoadImagesAndLabels
 
-    ds = LoadImagesAndLabels(str(Path(opt.data).parent / "ims4.txt"), 96, augment=False)
+    ds = LoadImagesAndLabels(str(Path(opt.opt.data).parent / "ims4.txt"), 96, augment=False)
     drawn = sample_image_indices(ds.labels, 80, np.zeros(80), seed=3, epoch=0)
     assert sorted(seen) == sorted(ds.im_files[i] for i in drawn)
 

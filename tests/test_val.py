@@ -134,10 +134,17 @@ def test_training_call_with_loss(tiny_data, tmp_path):
     loader = create_dataloader(str(tiny_data.parent / "images"), IMGSZ, 5, 32, pad=0.5, rect=True, workers=0)[0]
     compute_loss = ComputeLoss(model, Hyp())
     with LogCapture():
-        (mp, mr, map50, map_, *losses), maps, _ = val.run(
+        res = val.run(
             data=tiny_data, model=model, dataloader=loader, save_dir=tmp_path, plots=False,
             compute_loss=compute_loss, batch_size=5, imgsz=IMGSZ)
+    (mp, mr, map50, map_, *losses), maps, _ = res
     assert len(losses) == 3 and all(v > 0 for v in losses)
+    # the named result is YOLOv5's tuple: 3 items, the first 7, fields in the same order
+    assert isinstance(res, tuple) and len(res) == 3 and len(res.results) == 7 and len(res.times) == 3
+    assert res.results[:4] == (mp, mr, map50, map_) == (res.results.mp, res.results.mr, res.results.map50,
+                                                         res.results.map)
+    assert [res.results.box, res.results.obj, res.results.cls] == losses and res.maps is maps
+    assert tuple(float(x) for x in res.results) == tuple(res.results)
     assert 0.2 < map50 <= 1 and maps.shape == (80,)
     assert next(model.parameters()).dtype == torch.float32
 

@@ -12,12 +12,14 @@ import random
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from utils.boxes import xywhn2xyxy
 
 __all__ = [
     "letterbox", "augment_hsv", "box_candidates", "perspective_matrix", "warp_boxes", "random_perspective",
-    "mosaic_canvas", "mosaic", "flip_ud", "flip_lr", "mixup",
+    "mosaic_canvas", "mosaic", "flip_ud", "flip_lr", "mixup", "multi_scale",
 ]
 
 PAD_VALUE = 114  # YOLOv5's grey for padding and empty canvas
@@ -204,3 +206,14 @@ def mixup(im: np.ndarray, labels: np.ndarray, im2: np.ndarray, labels2: np.ndarr
     r = np.random.beta(32.0, 32.0)
     im = (im * r + im2 * (1 - r)).astype(np.uint8)
     return im, np.concatenate((labels, labels2), 0)
+
+
+def multi_scale(imgs: torch.Tensor, imgsz: int, gs: int) -> torch.Tensor:
+    """train.py --multi-scale: the batch (B, 3, H, W) resized to a random size in 0.5-1.5 x imgsz, a multiple
+    of the stride `gs` (bilinear; the labels are normalised, so they need no change)."""
+    sz = random.randrange(int(imgsz * 0.5), int(imgsz * 1.5) + gs) // gs * gs
+    sf = sz / max(imgs.shape[2:])
+    if sf != 1:
+        ns = [math.ceil(x * sf / gs) * gs for x in imgs.shape[2:]]
+        imgs = F.interpolate(imgs, size=ns, mode="bilinear", align_corners=False)
+    return imgs

@@ -19,6 +19,7 @@ import re
 import struct
 import zipfile
 from collections import OrderedDict
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ from utils.errors import UserError
 from utils.log import LOGGER
 
 __all__ = ["FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "cast_state",
-           "strip_optimizer", "Checkpoint", "names_list"]
+           "strip_optimizer", "training_checkpoint", "Checkpoint", "names_list"]
 
 FORMAT = "yolo-attention-checkpoint/1"
 _ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80"  # torch.save's zip format; the pre-1.6 plain pickle format
@@ -229,6 +230,26 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
 def cast_state(state: dict, dtype: torch.dtype = torch.float32) -> dict:
     """A state dict with its floating-point tensors in `dtype` (fp16 checkpoints load into fp32 models)."""
     return {k: v.to(dtype) if v.is_floating_point() else v for k, v in state.items()}
+
+
+def training_checkpoint(model: torch.nn.Module, ema, names: list[str], epoch: int, best_fitness: float,
+                        optimizer: torch.optim.Optimizer, last_opt_step: int,
+                        plugin_optimizer: torch.optim.Optimizer | None, plugin_params: list[str],
+                        scaler: torch.amp.GradScaler | None, opt: dict, hyp: dict) -> dict:
+    """The layout of a training checkpoint (full precision, so that --resume continues exactly):
+
+    model, ema (state dicts; ema is utils.optim.ModelEMA), updates (EMA updates so far), yaml (the model's
+    dict), names, epoch (the last finished), best_fitness, optimizer, last_opt_step, plugin_optimizer and
+    plugin_params (utils.plugin_optim), scaler (AMP), opt (the run's options), hyp (as given), date.
+    `model` is the bare model (not a DDP wrapper). strip_optimizer turns it into a finished one."""
+    return {
+        "model": model.state_dict(), "ema": ema.ema.state_dict(), "updates": ema.updates,
+        "yaml": model.yaml, "names": list(names), "epoch": epoch, "best_fitness": best_fitness,
+        "optimizer": optimizer.state_dict(), "last_opt_step": last_opt_step,
+        "plugin_optimizer": plugin_optimizer.state_dict() if plugin_optimizer is not None else None,
+        "plugin_params": list(plugin_params), "scaler": scaler.state_dict() if scaler is not None else None,
+        "opt": opt, "hyp": hyp, "date": datetime.now().isoformat(),
+    }
 
 
 def strip_optimizer(f: Path) -> None:

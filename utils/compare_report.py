@@ -16,7 +16,8 @@ import numpy as np
 
 from utils.compare_sizes import SIZES
 from utils.compare_stats import NOISE_RULE, Summary, Verdict, paired_diff, summarize, verdict
-from utils.latency import LatencyStat, MemoryStat
+from utils.latency import LatencyStat
+from utils.memory import MemoryStat
 
 __all__ = ["SeedResult", "FailedRun", "ModelResult", "ReportMeta", "environment", "finished", "baseline",
            "model_verdict", "paired_delta", "results_rows", "seed_rows", "write_csv", "table_lines", "share_cell",
@@ -386,12 +387,13 @@ _HOW_TO_READ = """\
 """
 
 _MEMORY = {
-    "cuda_max_memory_allocated": "peak CUDA memory allocated by one training step (forward, loss, backward, SGD "
-                                 "step, EMA) at the training batch size (`torch.cuda.max_memory_allocated`).",
+    "cuda_max_memory_allocated": "peak CUDA memory allocated by one training step as train.py runs it (forward, "
+                                 "loss, backward, SGD step with AdamW for the plug-in layers, EMA) at the training "
+                                 "batch size (`torch.cuda.max_memory_allocated`).",
     "cpu_peak_rss_subprocess": "peak resident memory of a fresh Python process that builds the model and runs one "
-                               "training step (forward, loss, backward, SGD step, EMA) at the training batch size "
-                               "(VmHWM on Linux); it includes the interpreter and PyTorch (the same for every model), "
-                               "so read the differences.",
+                               "training step as train.py runs it (forward, loss, backward, SGD step with AdamW for "
+                               "the plug-in layers, EMA) at the training batch size (VmHWM on Linux); it includes "
+                               "the interpreter and PyTorch (the same for every model), so read the differences.",
 }
 
 

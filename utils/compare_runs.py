@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import shutil
-import time
 import traceback
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from utils.compare_report import FailedRun, ModelResult, SeedResult
 from utils.log import LOGGER
 from utils.errors import UserError
 
-__all__ = ["EpochClock", "output_to", "RunRecord", "RESULT_FILE", "OPTIONS_FILE", "run_name", "save_result",
+__all__ = ["output_to", "RunRecord", "RESULT_FILE", "OPTIONS_FILE", "run_name", "save_result",
            "load_result", "fresh_run_dir", "failed_run", "save_options", "load_options", "take_job_options",
            "resume_job_dir", "failure_summary"]
 
@@ -34,28 +33,6 @@ RESULT_FILE = "result.json"
 OPTIONS_FILE = "opt.yaml"
 _FORMAT = 1  # result.json layout version
 _NOT_SAVED = ("resume", "nc")  # options of one attempt, not of the job
-
-
-class EpochClock(logging.Handler):
-    """Times train.py's epochs from its log: each epoch starts with its column header line, and the loop ends
-    with 'N epochs completed'. An epoch's time so includes its validation pass and checkpoint saving."""
-
-    def __init__(self):
-        super().__init__(logging.INFO)
-        self.starts: list[float] = []
-        self.end: float | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        msg = record.getMessage()
-        if "Epoch" in msg and "box_loss" in msg:
-            self.starts.append(time.perf_counter())
-        elif "epochs completed" in msg and self.end is None:
-            self.end = time.perf_counter()
-
-    def seconds_per_epoch(self) -> float | None:
-        if not self.starts or self.end is None:
-            return None
-        return (self.end - self.starts[0]) / len(self.starts)
 
 
 @contextlib.contextmanager

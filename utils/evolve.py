@@ -11,15 +11,17 @@ includes the plug-in keys (`plugin_lr`, `plugin_weight_decay`). Mutations draw f
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import yaml
 
+from utils.errors import UserError
 from utils.hyp import Hyp
 from utils.log import LOGGER, colorstr
 from utils.metrics import fitness
 
-__all__ = ["META", "RESULT_KEYS", "mutate", "append_row", "read_rows", "best_hyp", "write_best", "plot_evolve"]
+__all__ = ["META", "RESULT_KEYS", "search", "mutate", "append_row", "read_rows", "best_hyp", "write_best", "plot_evolve"]
 
 # key: (mutation gain, lower limit, upper limit); gain 0 keeps the key as the hyp file sets it
 META = {
@@ -129,3 +131,29 @@ def summary(csv: Path, save_dir: Path) -> str:
     return (f"Hyperparameter evolution finished: {len(rows)} generations, best {i} (fitness "
             f"{fitness(rows)[i]:.4f})\nResults saved to {colorstr('bold', str(save_dir))}\n"
             f"Usage example: python train.py --hyp {Path(save_dir) / 'hyp_evolve.yaml'}")
+
+
+def search(train_fn: Callable[[Hyp], tuple], base: Hyp, generations: int, save_dir: Path, seed: int = 0) -> tuple:
+    """--evolve N: generations of `train_fn(hyp)` (the final (P, R, mAP50, mAP50-95, box, obj, cls)), each from a
+    mutation of the fittest so far, into save_dir (evolve.csv, hyp_evolve.yaml, evolve.png). A generation that
+    fails (a non-finite loss) is recorded with zero metrics and the search goes on; a search continues where its
+    evolve.csv stopped. Returns the fittest generation's results."""
+    if generations < 1:
+        raise UserError(f"--evolve {generations}: the number of generations must be >= 1")
+    save_dir.mkdir(parents=True, exist_ok=True)
+    csv = save_dir / "evolve.csv"
+    for g in range(len(read_rows(csv)), generations):
+        hyp = mutate(base, read_rows(csv), np.random.default_rng([seed, g]))
+        LOGGER.info(f"\n{colorstr('evolve:')} generation {g + 1}/{generations}: " +
+                    ", ".join(f"{k}={v:g}" for k, v in hyp.to_dict().items() if META.get(k, (0,))[0]))
+        try:
+            results = train_fn(hyp)
+        except FloatingPointError as e:  # one bad mutation does not end the search
+            LOGGER.warning(f"WARNING: evolve generation {g + 1} failed ({e}); recorded with zero metrics")
+            results = (0.0,) * len(RESULT_KEYS)
+        append_row(csv, results, hyp)
+        write_best(csv, save_dir / "hyp_evolve.yaml", base)
+    plot_evolve(csv)
+    rows = read_rows(csv)
+    LOGGER.info(summary(csv, save_dir))
+    return tuple(float(x) for x in rows[best_hyp(rows)[0], :len(RESULT_KEYS)])

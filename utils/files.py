@@ -8,7 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "yaml_save"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bool = False) -> Path:
@@ -29,3 +29,11 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bo
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+def yaml_save(path: str | Path, d: dict) -> None:
+    """`d` as YAML in key order, Path values as strings (hyp.yaml, opt.yaml of a run)."""
+    import yaml  # only the writers of YAML files need it
+
+    with open(path, "w", encoding="utf-8") as f:
+        yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in d.items()}, f, sort_keys=False)

@@ -1,16 +1,21 @@
-"""Detection metrics as YOLOv5 computes them: matching at 10 IoU thresholds, AP per class, confusion matrix."""
+"""Detection metrics as YOLOv5 computes them: matching at 10 IoU thresholds, AP per class, confusion matrix.
+
+They compute and return; utils.plots draws them (pr_curves -> plot_metric_curves, ConfusionMatrix.matrix ->
+plot_confusion_matrix), so this module imports no plotting.
+"""
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
 from utils.boxes import box_iou
 
-__all__ = ["IOU_THRESHOLDS", "fitness", "smooth", "compute_ap", "ap_per_class", "match_predictions",
-           "ConfusionMatrix"]
+__all__ = ["IOU_THRESHOLDS", "fitness", "smooth", "compute_ap", "APStats", "PRCurves", "pr_curves", "ap_per_class",
+           "match_predictions", "ConfusionMatrix"]
 
 IOU_THRESHOLDS = torch.linspace(0.5, 0.95, 10)  # COCO's mAP@0.5:0.95 thresholds
 
@@ -47,18 +52,55 @@ def compute_ap(recall: np.ndarray, precision: np.ndarray) -> tuple[float, np.nda
     return ap, mpre, mrec
 
 
-def ap_per_class(tp, conf, pred_cls, target_cls, plot: bool = False, save_dir: str | Path = ".", names=(),
-                 eps: float = 1e-16, prefix: str = ""):
-    """Precision, recall, F1 and AP per class, as YOLOv5 reports them.
+class APStats(NamedTuple):
+    """ap_per_class's result, a 7-tuple as YOLOv5's: tp, fp, p, r, f1 (each (k,), at the confidence where the
+    mean F1 over classes is highest, after a 0.1-wide smoothing), ap (k, t) and classes (k,) int, for the k
+    classes present in the labels."""
+
+    tp: np.ndarray
+    fp: np.ndarray
+    p: np.ndarray
+    r: np.ndarray
+    f1: np.ndarray
+    ap: np.ndarray
+    classes: np.ndarray
+
+
+@dataclass(frozen=True)
+class PRCurves:
+    """The curves behind AP, per class present in the labels (k of them), at IoU 0.5 unless said otherwise.
+
+    px: (1000,) grid on [0, 1]: the recall axis of `pr`, the confidence axis of `p`, `r` and `f1`.
+    pr: (k, 1000) precision envelope against recall (utils.plots.plot_pr_curve).
+    p, r, f1: (k, 1000) precision, recall and F1 against confidence (utils.plots.plot_mc_curve).
+    ap: (k, t) AP at each IoU threshold. classes: (k,) int. nt: (k,) labels of each class.
+    """
+
+    px: np.ndarray
+    pr: np.ndarray
+    p: np.ndarray
+    r: np.ndarray
+    f1: np.ndarray
+    ap: np.ndarray
+    classes: np.ndarray
+    nt: np.ndarray
+
+    def stats(self, eps: float = 1e-16) -> APStats:
+        """P, R, F1, true and false positives per class at the best mean-F1 confidence, with AP and classes."""
+        i = smooth(self.f1.mean(0), 0.1).argmax() if len(self.classes) else 0
+        p, r, f1 = self.p[:, i], self.r[:, i], self.f1[:, i]
+        tp = (r * self.nt).round()
+        fp = (tp / (p + eps) - tp).round()
+        return APStats(tp, fp, p, r, f1, self.ap, self.classes)
+
+
+def pr_curves(tp, conf, pred_cls, target_cls, eps: float = 1e-16) -> PRCurves:
+    """AP per class and the precision-recall, P, R and F1 curves it comes with (nothing is drawn: val.py plots
+    them with utils.plots.plot_metric_curves).
 
     Args:
         tp: (n, t) bool, detection i is a true positive at IoU threshold j.
         conf: (n,) detection confidences. pred_cls: (n,) detection classes. target_cls: (m,) label classes.
-        plot: write PR_curve.png, F1_curve.png, P_curve.png, R_curve.png to `save_dir`.
-        names: class names (list, or dict id -> name).
-    Returns:
-        tp, fp, p, r, f1 (each (k,), at the confidence where the mean F1 over classes is highest, after a
-        0.1-wide smoothing), ap (k, t), classes (k,) int: k = the classes present in `target_cls`.
     """
     tp, conf, pred_cls, target_cls = (np.asarray(a) for a in (tp, conf, pred_cls, target_cls))
     i = np.argsort(-conf, kind="stable")
@@ -84,27 +126,22 @@ def ap_per_class(tp, conf, pred_cls, target_cls, plot: bool = False, save_dir: s
             if j == 0:
                 py.append(np.interp(px, mrec, mpre))
     f1 = 2 * p * r / (p + r + eps)
-    if plot:
-        _plot_curves(px, py, ap, p, r, f1, Path(save_dir), _present_names(names, unique_classes), prefix)
-    i = smooth(f1.mean(0), 0.1).argmax() if nc else 0
-    p, r, f1 = p[:, i], r[:, i], f1[:, i]
-    tp = (r * nt).round()
-    fp = (tp / (p + eps) - tp).round()
-    return tp, fp, p, r, f1, ap, unique_classes.astype(int)
+    pr = np.stack(py) if py else np.zeros((0, len(px)))
+    return PRCurves(px, pr, p, r, f1, ap, unique_classes.astype(int), nt)
 
 
-def _present_names(names, classes: np.ndarray) -> list[str]:
-    lookup = names if isinstance(names, dict) else dict(enumerate(names))
-    return [str(lookup.get(int(c), int(c))) for c in classes] if lookup else []
+def ap_per_class(tp, conf, pred_cls, target_cls, eps: float = 1e-16) -> APStats:
+    """Precision, recall, F1 and AP per class, as YOLOv5 reports them (pr_curves(...).stats(); for the curves
+    themselves, and to plot them, call pr_curves).
 
-
-def _plot_curves(px, py, ap, p, r, f1, save_dir: Path, names: list[str], prefix: str) -> None:
-    from utils.plots import plot_mc_curve, plot_pr_curve
-
-    plot_pr_curve(px, py, ap, save_dir / f"{prefix}PR_curve.png", names)
-    plot_mc_curve(px, f1, save_dir / f"{prefix}F1_curve.png", names, ylabel="F1")
-    plot_mc_curve(px, p, save_dir / f"{prefix}P_curve.png", names, ylabel="Precision")
-    plot_mc_curve(px, r, save_dir / f"{prefix}R_curve.png", names, ylabel="Recall")
+    Args:
+        tp: (n, t) bool, detection i is a true positive at IoU threshold j.
+        conf: (n,) detection confidences. pred_cls: (n,) detection classes. target_cls: (m,) label classes.
+    Returns:
+        APStats, a 7-tuple: tp, fp, p, r, f1 (each (k,), at the confidence where the mean F1 over classes is
+        highest, after a 0.1-wide smoothing), ap (k, t), classes (k,) int: k = the classes present in `target_cls`.
+    """
+    return pr_curves(tp, conf, pred_cls, target_cls, eps).stats(eps)
 
 
 def _unique_matches(iou: torch.Tensor, mask: torch.Tensor, resort: bool = False) -> np.ndarray:
@@ -186,8 +223,3 @@ class ConfusionMatrix:
         tp = self.matrix.diagonal()
         fp = self.matrix.sum(1) - tp
         return tp[:-1], fp[:-1]
-
-    def plot(self, save_dir: str | Path = ".", names=(), normalize: bool = True) -> Path:
-        from utils.plots import plot_confusion_matrix
-
-        return plot_confusion_matrix(self.matrix, Path(save_dir) / "confusion_matrix.png", names, normalize)

@@ -12,6 +12,7 @@ from collections.abc import Collection
 from copy import deepcopy
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
@@ -20,7 +21,8 @@ from utils.log import LOGGER, colorstr
 from utils.torch_utils import de_parallel
 from utils.errors import UserError
 
-__all__ = ["OPTIMIZERS", "smart_optimizer", "param_groups", "one_cycle", "linear_lr", "ModelEMA", "EarlyStopping"]
+__all__ = ["OPTIMIZERS", "smart_optimizer", "param_groups", "one_cycle", "linear_lr", "warmup", "ModelEMA",
+           "EarlyStopping"]
 
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 # every normalisation layer torch.nn defines (BatchNorm*, LayerNorm, GroupNorm, SyncBatchNorm, ...)
@@ -75,6 +77,22 @@ def one_cycle(y1: float = 0.0, y2: float = 1.0, steps: int = 100) -> Callable[[f
 def linear_lr(lrf: float, epochs: int) -> Callable[[float], float]:
     """YOLOv5's default schedule: 1 at epoch 0 falling linearly to lrf at `epochs`."""
     return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
+
+
+def warmup(optimizer: torch.optim.Optimizer, ni: int, nw: int, batch_size: int, hyp, lf_epoch: float,
+           nbs: int = 64) -> float:
+    """Gradient accumulation for batch `ni` (to about `nbs` images a step); during the `nw` warmup batches also
+    ramp each group's lr (the bias group from hyp.warmup_bias_lr, the others from 0) to initial_lr * lf_epoch
+    and the momentum from hyp.warmup_momentum to hyp.momentum, linearly, as YOLOv5 does."""
+    if ni > nw:
+        return max(round(nbs / batch_size), 1)
+    xi = [0, nw]
+    accumulate = max(1, float(np.interp(ni, xi, [1, nbs / batch_size]).round()))
+    for j, x in enumerate(optimizer.param_groups):  # plain floats: checkpoints hold no NumPy objects
+        x["lr"] = float(np.interp(ni, xi, [hyp.warmup_bias_lr if j == 0 else 0.0, x["initial_lr"] * lf_epoch]))
+        if "momentum" in x:
+            x["momentum"] = float(np.interp(ni, xi, [hyp.warmup_momentum, hyp.momentum]))
+    return accumulate
 
 
 class ModelEMA:

@@ -14,10 +14,13 @@ import numpy as np
 
 from utils.boxes import xywh2xyxy, xyxy2xywh
 from utils.errors import UserError
+from utils.log import LOGGER
+from utils.metrics import PRCurves, smooth
+from utils.paths import increment_path
 
 __all__ = ["new_figure", "save_figure", "Colors", "colors", "Annotator", "text_color", "save_one_box", "plot_images",
-           "plot_pr_curve", "plot_mc_curve", "plot_confusion_matrix", "plot_val_study", "MAX_LINE_WIDTH",
-           "check_line_width", "feature_visualization", "FEATURE_TILE"]
+           "plot_pr_curve", "plot_mc_curve", "plot_metric_curves", "plot_confusion_matrix", "plot_val_study",
+           "MAX_LINE_WIDTH", "check_line_width", "feature_visualization", "FEATURE_TILE"]
 
 MAX_LINE_WIDTH = 100  # pixels; OpenCV takes minutes over a line thousands wide and its matching font
 
@@ -103,8 +106,6 @@ def save_one_box(xyxy, im: np.ndarray, file: Path, gain: float = 1.02, pad: int 
                  save: bool = True) -> np.ndarray:
     """Crop `im` (BGR) to the box grown by `gain` and `pad` pixels; write it to `file` (incremented, never
     overwritten) and return the crop."""
-    from utils.paths import increment_path
-
     b = xyxy2xywh(np.asarray(xyxy, dtype=np.float64).reshape(-1, 4))
     if square:
         b[:, 2:] = b[:, 2:].max(1, keepdims=True)
@@ -173,6 +174,7 @@ def plot_images(images, targets, paths=None, fname: str | Path = "images.jpg", n
 
 def new_figure(figsize=(9, 6)):
     """A matplotlib Figure on its own Agg canvas (no pyplot, no global backend change)."""
+    # matplotlib (heavy) is imported only when a figure is drawn: importing this module stays cheap
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -208,8 +210,6 @@ def plot_pr_curve(px, py, ap, save_path: str | Path = "PR_curve.png", names=()) 
 def plot_mc_curve(px, py, save_path: str | Path = "mc_curve.png", names=(), xlabel: str = "Confidence",
                   ylabel: str = "Metric") -> Path:
     """A metric (F1, precision or recall) against confidence per class, and the smoothed mean with its peak."""
-    from utils.metrics import smooth
-
     fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     py = np.asarray(py)
@@ -224,6 +224,19 @@ def plot_mc_curve(px, py, save_path: str | Path = "mc_curve.png", names=(), xlab
     ax.set(xlabel=xlabel, ylabel=ylabel, xlim=(0, 1), ylim=(0, 1), title=f"{ylabel}-Confidence Curve")
     ax.legend(bbox_to_anchor=(1.04, 1), loc="upper left")
     return save_figure(fig, save_path)
+
+
+def plot_metric_curves(curves: PRCurves, save_dir: str | Path = ".", names=(), prefix: str = "") -> list[Path]:
+    """PR_curve.png, F1_curve.png, P_curve.png and R_curve.png of utils.metrics.pr_curves's result in `save_dir`
+    (YOLOv5's val plots); `names` (list, or dict id -> name) label the classes present."""
+    save_dir = Path(save_dir)
+    lookup = names if isinstance(names, dict) else dict(enumerate(names))
+    present = [str(lookup.get(int(c), int(c))) for c in curves.classes] if lookup else []
+    px = curves.px
+    return [plot_pr_curve(px, curves.pr, curves.ap, save_dir / f"{prefix}PR_curve.png", present),
+            plot_mc_curve(px, curves.f1, save_dir / f"{prefix}F1_curve.png", present, ylabel="F1"),
+            plot_mc_curve(px, curves.p, save_dir / f"{prefix}P_curve.png", present, ylabel="Precision"),
+            plot_mc_curve(px, curves.r, save_dir / f"{prefix}R_curve.png", present, ylabel="Recall")]
 
 
 def plot_confusion_matrix(matrix: np.ndarray, save_path: str | Path = "confusion_matrix.png", names=(),
@@ -279,8 +292,6 @@ def feature_visualization(x, module_type: str, stage: int, n: int = 32,
     side, 4-pixel white gaps): the same picture as YOLOv5's 32-axes matplotlib figure, in milliseconds instead of
     seconds per layer. Returns the PNG's path; None (nothing written) for the Detect head, for outputs that are
     not 4-D maps and for maps of a single row or column."""
-    from utils.log import LOGGER
-
     if "Detect" in module_type or "Segment" in module_type or getattr(x, "ndim", 0) != 4:
         return None
     _, channels, height, width = x.shape

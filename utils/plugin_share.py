@@ -16,8 +16,9 @@ import torch
 from torch import nn
 
 from models.common import Residual
+from utils.log import LOGGER
 
-__all__ = ["plugin_share", "mean_share", "first_images", "share_line"]
+__all__ = ["plugin_share", "mean_share", "first_images", "share_line", "loader_share"]
 
 
 @torch.no_grad()
@@ -75,3 +76,14 @@ def share_line(shares: dict[str, float], n_images: int) -> str:
     return (f"Plug-in share on {n_images} val images, rms(gamma*block(x)) / rms(x): {cells}"
             + ("  (near 0%: the plug-ins are still switched off; train longer or on more data)"
                if max(shares.values()) < 0.01 else ""))
+
+
+def loader_share(model: nn.Module, loader, device: torch.device | str = "cpu", n_images: int = 32) -> dict[str, float]:
+    """plugin_share on the first `n_images` of `loader`, logged with share_line; {} for a model without
+    Residual plug-ins or without a loader (training logs this each epoch)."""
+    if loader is None or not any(isinstance(m, Residual) for m in model.modules()):
+        return {}
+    batches = first_images(loader, n_images, device, next(model.parameters()).dtype)
+    shares = plugin_share(model, batches)
+    LOGGER.info(share_line(shares, sum(len(b) for b in batches)))
+    return shares

@@ -1,4 +1,7 @@
-"""PyTorch helpers: device selection, model summary, BN fusion, timing."""
+"""PyTorch helpers: device selection, model summary, timing.
+
+BatchNorm fusion is model code and lives in models/fuse.py: nothing here imports models.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +10,12 @@ import time
 
 import torch
 import torch.nn as nn
-from torch.nn.utils.fusion import fuse_conv_bn_eval
 
-from utils.log import LOGGER
 from utils.errors import UserError
+from utils.flops import gflops
+from utils.log import LOGGER
 
-__all__ = ["select_device", "model_info", "fuse_model", "de_parallel", "time_sync", "parameter_counts"]
+__all__ = ["select_device", "model_info", "de_parallel", "time_sync", "parameter_counts"]
 
 
 def select_device(device: str | int | torch.device = "") -> torch.device:
@@ -61,8 +64,6 @@ def parameter_counts(model: nn.Module) -> tuple[int, int]:
 
 def model_info(model: nn.Module, verbose: bool = False, imgsz: int | tuple[int, int] = 640) -> str:
     """YOLOv5's summary line, with GFLOPs counted at `imgsz` (see utils.flops). Logged and returned."""
-    from utils.flops import gflops
-
     n_p, n_g = parameter_counts(model)
     if verbose:
         LOGGER.info(f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20} {'mu':>10} {'sigma':>10}")
@@ -82,18 +83,3 @@ def model_info(model: nn.Module, verbose: bool = False, imgsz: int | tuple[int, 
     line = f"{name} summary: {len(list(model.modules()))} layers, {n_p:,} parameters, {n_g:,} gradients{fs}"
     LOGGER.info(line)
     return line
-
-
-def fuse_model(model: nn.Module) -> nn.Module:
-    """Fold each Conv's BatchNorm into its conv (eval-mode statistics) and call `fuse()` on plug-ins that have one."""
-    from models.common import Conv
-
-    model.eval()
-    for m in model.modules():
-        if isinstance(m, Conv) and hasattr(m, "bn"):
-            m.conv = fuse_conv_bn_eval(m.conv, m.bn).requires_grad_(False)
-            delattr(m, "bn")
-            m.forward = m.forward_fuse
-        elif m is not model and hasattr(m, "fuse") and callable(m.fuse) and not isinstance(m, Conv):
-            m.fuse()
-    return model

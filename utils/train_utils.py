@@ -11,11 +11,11 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from utils.checkpoint import save_checkpoint, strip_optimizer
+from utils.checkpoint import save_checkpoint
 from utils.log import LOGGER
 
 __all__ = ["RESULTS_KEYS", "init_seeds", "seed_epoch", "freeze_layers", "latest_run",
-           "ResultsLog", "Checkpoints", "strip_optimizer", "labels_to_class_weights", "image_weights",
+           "ResultsLog", "Checkpoints", "labels_to_class_weights", "image_weights",
            "sample_image_indices"]
 
 RESULTS_KEYS = ("train/box_loss", "train/obj_loss", "train/cls_loss",
@@ -144,10 +144,6 @@ class Checkpoints:
             save_checkpoint(ckpt, self.best)
         if period > 0 and epoch % period == 0:
             save_checkpoint(ckpt, self.dir / f"epoch{epoch}.pt")
-
-    @staticmethod
-    def strip(f: Path) -> None:
-        strip_optimizer(f)
 
 
 def labels_to_class_weights(labels: list[np.ndarray], nc: int) -> np.ndarray:
