@@ -40,22 +40,23 @@ import train
 import val
 from models import load_model
 from models.config import list_configs, resolve_config_path, scale_of, scaled_name
-from utils.compare_charts import plot_all
-from utils.compare_report import (FailedRun, ModelResult, ReportMeta, SeedResult, environment, finished,
+from utils.compare.charts import plot_all
+from utils.compare.report import (FailedRun, ModelResult, ReportMeta, SeedResult, environment, finished,
                                   results_rows, seed_rows, table_lines, write_csv, write_report)
-from utils.compare_runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,
+from utils.compare.runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,
                                 resume_job_dir, run_name, save_options, save_result, take_job_options)
-from utils.compare_sizes import build_size_gt, run_size_ap, size_counts
-from utils.data_config import load_data_config
-from utils.dataset import create_dataloader
-from utils.deploy import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
+from utils.compare.sizes import build_size_gt, run_size_ap, size_counts
+from utils.data.config import load_data_config
+from utils.data.dataset import create_dataloader
+from utils.compare.deploy import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
 from utils.flops import gflops
-from utils.inference import apply_options, cli_errors
-from utils.labels import LabelError, img2label_paths, list_image_files, read_label_file
+from utils.cli import apply_options, cli_errors
+from utils.data.images import list_image_files
+from utils.data.labels import LabelError, img2label_paths, read_label_file
 from utils.log import LOGGER, setup_logging
 from utils.paths import ROOT, increment_path
-from utils.plugin_share import first_images, mean_share, plugin_share
-from utils.routing_viz import bra_layers, visualize_routing
+from utils.compare.plugin_share import first_images, mean_share, plugin_share
+from utils.compare.routing import bra_layers, visualize_routing
 from utils.torch_utils import parameter_counts, select_device
 from utils.errors import UserError
 
@@ -126,7 +127,7 @@ def _share_batches(opt, val_split, n_images: int = 32) -> list:
 
 
 def _share(run_dir: Path, batches: list) -> float | None:
-    """Mean plug-in share (utils.plugin_share) of the run's best.pt on `batches`; None without plug-ins."""
+    """Mean plug-in share (utils.compare.plugin_share) of the run's best.pt on `batches`; None without plug-ins."""
     return mean_share(plugin_share(load_model(run_dir / "weights" / "best.pt", device="cpu"), batches))
 
 
@@ -153,7 +154,7 @@ def _deploy_runners(opt, nets: dict, models, folder: str, bar) -> dict:
 def _timing(opt, models, device, bar) -> None:
     """Latency (interleaved, one process) and peak training memory of every model, into `models`."""
 
-    from utils.memory import peak_train_memory
+    from utils.compare.memory import peak_train_memory
 
     # memory first: each measurement forks a process, and a fork once ONNX Runtime's and OpenVINO's native thread
     # pools are loaded (by the latency step) killed a whole job with SIGSEGV
@@ -169,7 +170,7 @@ def _latency(opt, models, device, bar) -> None:
     """PyTorch latency at batch 1 and 32 of every model's best.pt (seed 0) into `m.latency`; unless
     --no-deploy-latency, also the ONNX Runtime and OpenVINO CPU latency at batch 1 (`m.deploy_latency`, or the
     reason in `m.deploy_errors`), timed in the same rotating rounds as the PyTorch batch-1 figures."""
-    from utils.latency import measure_latency, prepare_for_timing
+    from utils.compare.latency import measure_latency, prepare_for_timing
 
     half = device.type == "cuda"
     nets = {m.name: prepare_for_timing(load_model(m.seeds[0].run_dir / "weights" / "best.pt"), device, half)
@@ -446,7 +447,7 @@ def run(**kwargs):
 
 
 def cli(opt: argparse.Namespace) -> None:
-    """`python compare.py`: user errors exit 2 with one line (utils.inference.cli_errors); when a run failed, the
+    """`python compare.py`: user errors exit 2 with one line (utils.cli.cli_errors); when a run failed, the
     report is still written and the process exits 1 with a one-line summary."""
     save_dir, models = cli_errors(main)(opt)
     line = failure_summary(models, save_dir)

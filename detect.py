@@ -37,13 +37,15 @@ import torch
 from tqdm import tqdm
 
 from utils.boxes import scale_boxes
-from utils.inference import check_finite_outputs, check_img_size, cli_errors, save_one_txt
-from utils.labels import IMG_FORMATS
+from utils.checks import check_finite_outputs, check_img_size
+from utils.cli import cli_errors
+from utils.data.labels import save_one_txt
+from utils.data.images import IMG_FORMATS
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
 from utils.paths import ROOT, UniqueStems, increment_path, safe_name
 from utils.plots import Annotator, check_line_width, colors, save_one_box
-from utils.sources import cv2_reason
+from utils.data.sources import cv2_reason
 from utils.torch_utils import select_device, time_sync
 from utils.errors import UserError
 
@@ -264,7 +266,7 @@ def _load_model(w, device, half: bool, imgsz):
 def _dataset(source: str, imgsz, stride: int, vid_stride: int, auto: bool = True):
     """(images or streams, whether a stream); `auto` letterboxes to the smallest stride multiple (rectangular),
     else to imgsz exactly (square), as an export of fixed size needs."""
-    from utils.sources import LoadImages, LoadStreams, is_stream_source
+    from utils.data.sources import LoadImages, LoadStreams, is_stream_source
 
     if is_stream_source(source):
         return LoadStreams(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), True
@@ -405,7 +407,7 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
 def _draw_routing(model, records: list[Detections], save_dir: Path, imgsz: int, conf_thres: float,
                   iou_thres: float) -> None:
     """The routing figure for the still images of this run (video frames are skipped)."""
-    from utils.routing_viz import bra_layers, visualize_routing
+    from utils.compare.routing import bra_layers, visualize_routing
 
     if not bra_layers(model):
         LOGGER.warning("WARNING: --visualize-routing needs a model with BiLevelRoutingAttention; nothing drawn")

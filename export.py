@@ -31,7 +31,8 @@ import torch
 
 from models.tracing import fixed_shape_trace
 from utils.errors import UserError
-from utils.inference import check_finite, check_img_size, cli_errors
+from utils.checks import check_finite, check_img_size
+from utils.cli import cli_errors
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.paths import ROOT
 from utils.torch_utils import select_device
@@ -264,7 +265,7 @@ def _probe_image(imgsz: list[int], batch_size: int, device, dtype) -> torch.Tens
     """The bundled bus.jpg letterboxed to imgsz (repeated over the batch); noise if the photo is missing."""
     import cv2
 
-    from utils.augment import letterbox
+    from utils.data.augment import letterbox
 
     path = ROOT / "data" / "images" / "bus.jpg"
     img = cv2.imread(str(path)) if path.is_file() else None

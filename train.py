@@ -29,26 +29,28 @@ from tqdm import tqdm
 import val as validate
 from models import load_model
 from utils import distributed as ddp
-from utils import evolve as ev
-from utils.augment import multi_scale
-from utils.callbacks import Callbacks
+from utils.training import evolve as ev
+from utils.data.augment import multi_scale
+from utils.training.callbacks import Callbacks
 from utils.checkpoint import strip_optimizer, training_checkpoint
 from utils.errors import UserError
 from utils.files import yaml_save
 from utils.hyp import Hyp, load_hyp
-from utils.inference import apply_options, cli_errors
+from utils.cli import apply_options, cli_errors
 from utils.log import LOGGER, colorstr, setup_logging
-from utils.loggers import TrainLoggers
+from utils.training.loggers import TrainLoggers
 from utils.metrics import fitness
-from utils.optim import OPTIMIZERS, EarlyStopping, warmup
+from utils.training.optim import OPTIMIZERS, EarlyStopping, warmup
 from utils.paths import ROOT, increment_path
 from utils.plots import plot_images
-from utils.plugin_share import loader_share
+from utils.compare.plugin_share import loader_share
 from utils.torch_utils import de_parallel, select_device
-from utils.train_options import TrainOptions, resume_options
-from utils.train_plots import plot_labels, plot_labels_correlogram, plot_results
-from utils.train_setup import NBS, Progress, TrainSetup, build_setup, optimizer_step
-from utils.train_utils import Checkpoints, init_seeds, sample_image_indices, seed_epoch
+from utils.training.options import TrainOptions, resume_options
+from utils.training.plots import plot_labels, plot_labels_correlogram, plot_results
+from utils.training.setup import NBS, Progress, TrainSetup, build_setup, optimizer_step
+from utils.training.image_weights import sample_image_indices
+from utils.training.run_files import Checkpoints
+from utils.training.seeds import init_seeds, seed_epoch
 
 __all__ = ["parse_opt", "run", "main", "train", "TrainResult"]
 
@@ -65,7 +67,7 @@ class TrainResult:
     opt: TrainOptions  # the options it ran with (AutoBatch resolved, save_dir set)
     epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch the loop ran, validation
     # and checkpoint saving included (a resumed run: the epochs after the resume)
-    plugin_share: dict[str, float] = field(default_factory=dict)  # {layer: share} of best.pt (utils.plugin_share)
+    plugin_share: dict[str, float] = field(default_factory=dict)  # {layer: share} of best.pt (utils.compare.plugin_share)
 
     @property
     def best(self) -> Path:
@@ -87,7 +89,7 @@ class _Loop:
     save_dir: Path
     setup: TrainSetup
     progress: Progress
-    callbacks: Callbacks  # the user's hooks (utils.callbacks) and the loggers'
+    callbacks: Callbacks  # the user's hooks (utils.training.callbacks) and the loggers'
     ck: Checkpoints | None  # the run's files, on the main process
     loggers: TrainLoggers | None  # on the main process
 
@@ -97,7 +99,7 @@ class _Loop:
 
 
 def train(hyp: Hyp, opt: TrainOptions, device: torch.device, callbacks: Callbacks | None = None) -> TrainResult:
-    """Train as `opt` says (opt.save_dir set). `callbacks` (utils.callbacks.Callbacks) are called at YOLOv5's
+    """Train as `opt` says (opt.save_dir set). `callbacks` (utils.training.callbacks.Callbacks) are called at YOLOv5's
     hook points on the main process."""
     info, callbacks, save_dir = ddp.dist_info(), callbacks or Callbacks(), Path(opt.save_dir)
     if info.main:
@@ -313,7 +315,7 @@ def parse_opt(known: bool = False) -> argparse.Namespace:
 
 
 def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> TrainResult:
-    """Run the training (or --evolve search) `opt` describes. `callbacks`: utils.callbacks.Callbacks with the
+    """Run the training (or --evolve search) `opt` describes. `callbacks`: utils.training.callbacks.Callbacks with the
     user's hooks."""
     info = ddp.dist_info()
     setup_logging(rank=info.rank)
@@ -339,7 +341,7 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> TrainRe
 
 
 def _evolve(opt: TrainOptions, info: ddp.DistInfo, callbacks: Callbacks | None) -> TrainResult:
-    """--evolve N (utils/evolve.py): into runs/evolve/expN; the result's `results` are the fittest generation's."""
+    """--evolve N (utils/training/evolve.py): into runs/evolve/expN; the result's `results` are the fittest generation's."""
     if info.distributed:
         raise UserError("--evolve runs in one process: start it with python, not torchrun")
     project = str(ROOT / "runs" / "evolve") if Path(opt.project) == ROOT / "runs" / "train" else opt.project
@@ -359,7 +361,7 @@ def _evolve(opt: TrainOptions, info: ddp.DistInfo, callbacks: Callbacks | None) 
 def run(callbacks: Callbacks | None = None, **kwargs) -> TrainResult:
     """`train.run(data='coco128.yaml', imgsz=320, weights='yolov5n.pt')` as the command line would; returns a
     TrainResult (run folder, final results (P, R, mAP50, mAP50-95, box, obj, cls losses), the options it ran
-    with, seconds per epoch, plug-in shares). `callbacks`: utils.callbacks.Callbacks with hooks to call (see
+    with, seconds per epoch, plug-in shares). `callbacks`: utils.training.callbacks.Callbacks with hooks to call (see
     that module for what each receives)."""
     return main(apply_options(parse_opt(True), kwargs, "train.run"), callbacks)
 

@@ -91,7 +91,7 @@ def prepare_official(work: Path, official: Path, deps: Path | None) -> tuple[dic
     import yaml
 
     from models import load_model
-    from utils.data_config import load_data_config
+    from utils.data.config import load_data_config
 
     stubs = work / "stubs"
     for rel, text in _STUBS.items():

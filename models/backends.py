@@ -120,7 +120,7 @@ class DetectBackend(nn.Module):
     # ------------------------------------------------------------------------------------------- loading
     def _load_pt(self, w) -> Path:
         from models import load_model, resolve_weights
-        from utils.inference import check_finite
+        from utils.checks import check_finite
 
         path = resolve_weights(w)
         model = load_model(path, device=self.device, fuse=True)

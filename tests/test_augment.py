@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.augment import (augment_hsv, box_candidates, flip_lr, flip_ud, letterbox, mixup, mosaic, mosaic_canvas,
+from utils.data.augment import (augment_hsv, box_candidates, flip_lr, flip_ud, letterbox, mixup, mosaic, mosaic_canvas,
                            random_perspective)
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 

@@ -1,4 +1,4 @@
-"""train.py's hooks (utils/callbacks.py) and its TensorBoard event files (utils/loggers.py)."""
+"""train.py's hooks (utils/training/callbacks.py) and its TensorBoard event files (utils/training/loggers.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pytest
 
 import train
 from tests.test_train import _opts
-from utils.callbacks import HOOKS, Callbacks
+from utils.training.callbacks import HOOKS, Callbacks
 from utils.errors import UserError
-from utils.train_utils import RESULTS_KEYS, ResultsLog
+from utils.training.run_files import RESULTS_KEYS, ResultsLog
 
 
 def _scalars(run_dir) -> dict[str, list[tuple[int, float]]]:

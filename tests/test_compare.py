@@ -19,14 +19,14 @@ import yaml
 
 import compare
 from models.yolo import Model
-from utils.compare_charts import plot_size_ap
-from utils.compare_report import (FailedRun, ModelResult, ReportMeta, SeedResult, results_rows, seed_rows,
+from utils.compare.charts import plot_size_ap
+from utils.compare.report import (FailedRun, ModelResult, ReportMeta, SeedResult, results_rows, seed_rows,
                                   table_lines, write_report)
-from utils.compare_runs import (RunRecord, fresh_run_dir, load_result, save_options, save_result,
+from utils.compare.runs import (RunRecord, fresh_run_dir, load_result, save_options, save_result,
                                 take_job_options)
 from utils.flops import gflops
-from utils.latency import LatencyStat, measure_latency
-from utils.memory import MemoryStat, peak_train_memory
+from utils.compare.latency import LatencyStat, measure_latency
+from utils.compare.memory import MemoryStat, peak_train_memory
 
 CFGS = ["yolov5n.yaml", "yolov5n_biformer.yaml"]
 IMGSZ = 64

@@ -1,4 +1,4 @@
-"""AP by object size (utils.compare_sizes) on hand-made ground truth and detections, against pycocotools."""
+"""AP by object size (utils.compare.sizes) on hand-made ground truth and detections, against pycocotools."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from utils.coco_eval import coco_detections, yolo_to_coco_gt
-from utils.compare_sizes import SizeGT, detections_from_txt, size_ap, size_counts
-from utils.inference import save_one_txt
+from utils.compare.sizes import SizeGT, detections_from_txt, size_ap, size_counts
+from utils.data.labels import save_one_txt
 
 FILES = ["/data/a/000000000001.jpg", "/data/a/000000000002.jpg"]
 SHAPES = [(200, 100), (300, 300)]  # (w, h)

@@ -7,7 +7,7 @@ import math
 import pytest
 from scipy import stats
 
-from utils.compare_stats import NOISE_RULE, noise_check, paired_diff, summarize, verdict, welch_t
+from utils.compare.stats import NOISE_RULE, noise_check, paired_diff, summarize, verdict, welch_t
 
 
 def test_summarize_by_hand():

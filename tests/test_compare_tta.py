@@ -9,7 +9,7 @@ import pytest
 
 import compare
 from tests.test_train import _data_yaml
-from utils.compare_report import ModelResult, SeedResult, results_rows, seed_rows
+from utils.compare.report import ModelResult, SeedResult, results_rows, seed_rows
 from utils.compare_tables import tta_lines
 from utils.paths import ROOT
 

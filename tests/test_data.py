@@ -14,11 +14,11 @@ from PIL import Image
 from tests.conftest import ROOT
 from tests.test_augment import COLORS, assert_aligned
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
-from utils.data_config import load_data_config
-from utils.dataset import LoadImagesAndLabels, create_dataloader, rect_batch_shapes
+from utils.data.config import load_data_config
+from utils.data.dataset import LoadImagesAndLabels, create_dataloader, rect_batch_shapes
 from utils.hyp import Hyp
-from utils.labels import (_pil_to_bgr, img2label_paths, imread_bgr, label_cache_path, list_image_files,
-                          scan_labels)
+from utils.data.images import _pil_to_bgr, imread_bgr, list_image_files
+from utils.data.labels import img2label_paths, label_cache_path, scan_labels
 
 
 
@@ -239,7 +239,7 @@ def test_symlink_loop_lists_each_image_once(tmp_path, log):
 
 def test_scan_rejects_images_over_the_pixel_limit(tmp_path):
     from tests.test_detect import _png_header
-    from utils.labels import verify_image_label
+    from utils.data.labels import verify_image_label
 
     (tmp_path / "images").mkdir()
     big = _png_header(tmp_path / "images/big.png", 20000, 20000)
@@ -387,7 +387,7 @@ def test_single_cls_and_ram_disk_cache(tmp_path):
 
 
 def test_recent_images_are_exact_read_only_and_bounded(tmp_path, monkeypatch):
-    import utils.dataset as dataset_module
+    import utils.data.dataset as dataset_module
 
     (tmp_path / "images").mkdir()
     _coloured_split(tmp_path, n=3)
@@ -477,7 +477,7 @@ def test_workers_spawn_once_a_fork_unsafe_runtime_is_loaded(monkeypatch):
     import sys
     import types
 
-    from utils.dataset import FORK_UNSAFE, worker_start_method
+    from utils.data.dataset import FORK_UNSAFE, worker_start_method
 
     for m in FORK_UNSAFE:
         monkeypatch.delitem(sys.modules, m, raising=False)

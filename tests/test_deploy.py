@@ -1,4 +1,4 @@
-"""Deployed latency (utils.deploy, compare.py's ORT / OV columns) and `python benchmarks.py` (benchmarks.deploy)
+"""Deployed latency (utils.compare.deploy, compare.py's ORT / OV columns) and `python benchmarks.py` (benchmarks.deploy)
 on tiny settings: a 64x64 input, 4 images."""
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ import yaml
 import compare
 from models.yolo import Model
 from tests.conftest import open_residuals
-from utils import deploy
+from utils.compare import deploy
 from utils.checkpoint import save_checkpoint
-from utils.compare_report import ModelResult, ReportMeta, SeedResult, results_rows, table_lines, write_report
-from utils.latency import measure_latency
+from utils.compare.report import ModelResult, ReportMeta, SeedResult, results_rows, table_lines, write_report
+from utils.compare.latency import measure_latency
 
 IMGSZ = 64
 ROOT = Path(__file__).resolve().parent.parent
@@ -215,8 +215,7 @@ def test_benchmarks_pt_and_onnx_then_a_failed_format(tiny, monkeypatch, capsys):
 def test_memory_is_measured_before_the_runtimes_load(monkeypatch):
     """compare forks a process per memory figure; it does so before the latency step loads ONNX Runtime's and
     OpenVINO's native thread pools (a fork after them killed a full job with SIGSEGV)."""
-    from utils import memory
-
+    from utils.compare import memory
     calls = []
     monkeypatch.setattr(memory, "peak_train_memory", lambda cfg, *a: calls.append(("memory", cfg)))
     monkeypatch.setattr(compare, "_latency", lambda opt, models, device, bar: calls.append(("latency",)))

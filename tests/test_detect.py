@@ -13,7 +13,7 @@ import torch
 
 import detect
 from models import load_model
-from utils.augment import letterbox
+from utils.data.augment import letterbox
 from utils.boxes import scale_boxes, xyxy2xywh
 from utils.nms import non_max_suppression
 from utils.plots import Annotator, colors, text_color
@@ -204,9 +204,9 @@ def test_extreme_aspect_ratios_do_not_stop_a_folder(tmp_path, capsys):
 
 
 def test_a_frame_opencv_cannot_handle_is_skipped(tmp_path, monkeypatch):
-    import utils.sources
+    import utils.data.sources
 
-    real = utils.sources.letterbox
+    real = utils.data.sources.letterbox
 
     def fails_on_tall(im, *args, **kwargs):
         if im.shape[0] > 10 * im.shape[1]:
@@ -220,7 +220,7 @@ def test_a_frame_opencv_cannot_handle_is_skipped(tmp_path, monkeypatch):
             raise cv2.error("OpenCV(5.0.0) loadsave.cpp:1: error: (-2:Unspecified error) could not write")
         return real_write(path, im, *args)
 
-    monkeypatch.setattr(utils.sources, "letterbox", fails_on_tall)
+    monkeypatch.setattr(utils.data.sources, "letterbox", fails_on_tall)
     monkeypatch.setattr(cv2, "imwrite", fails_on_zidane)
     save_dir, records, text = _run(tmp_path, source=_thin_folder(tmp_path), imgsz=128)
     assert [Path(r.path).name for r in records] == ["a_bus.jpg", "c_wide.png"]

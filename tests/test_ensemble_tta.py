@@ -17,7 +17,7 @@ import val
 from models.backends import DetectBackend
 from models.ensemble import Ensemble, load_detector
 from models.tta import PAD_VALUE, augmented_forward, augmented_passes, clip_augmented, scale_img
-from utils.augment import letterbox
+from utils.data.augment import letterbox
 from utils.errors import UserError
 from utils.metrics import box_iou
 from utils.nms import non_max_suppression

@@ -7,7 +7,7 @@ import pytest
 
 import train
 from tests.test_train import _opts
-from utils import evolve as ev
+from utils.training import evolve as ev
 from utils.errors import UserError
 from utils.hyp import Hyp, load_hyp
 

@@ -15,7 +15,7 @@ import export
 from models import load_model
 from models.common import Residual
 from models.yolo import Model
-from utils.augment import letterbox
+from utils.data.augment import letterbox
 from utils.checkpoint import save_checkpoint
 from utils.errors import UserError
 from utils.paths import ROOT

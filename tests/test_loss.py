@@ -11,7 +11,7 @@ import torch.nn as nn
 
 from models.yolo import Detect
 from utils.hyp import Hyp
-from utils.loss import ComputeLoss, bbox_ciou, smooth_BCE
+from utils.training.loss import ComputeLoss, bbox_ciou, smooth_BCE
 
 
 class _Head(nn.Module):

@@ -1,6 +1,6 @@
 """The loss equals official YOLOv5's ComputeLoss on the same predictions and targets.
 
-Reference values were computed with the `yolov5` 7.0.14 package's `utils/loss.py` on its yolov5n model
+Reference values were computed with the `yolov5` 7.0.14 package's `utils/training/loss.py` on its yolov5n model
 (nc=80, strides 8/16/32, hyp.scratch-low with box/cls/obj scaled for imgsz 64 and 3 levels as train.py does),
 with the deterministic predictions and targets built below.
 """
@@ -14,7 +14,7 @@ import torch
 
 from models.yolo import Model
 from utils.hyp import Hyp
-from utils.loss import ComputeLoss
+from utils.training.loss import ComputeLoss
 
 OFFICIAL = {  # label_smoothing -> (loss, [box, obj, cls])
     0.0: (3.1700026988983154, [0.1485729068517685, 0.045625440776348114, 1.3908029794692993]),

@@ -1,9 +1,9 @@
-"""utils.plugin_share against the share computed by hand from the Residual's parts."""
+"""utils.compare.plugin_share against the share computed by hand from the Residual's parts."""
 
 import torch
 
 from models.yolo import Model
-from utils.plugin_share import mean_share, plugin_share
+from utils.compare.plugin_share import mean_share, plugin_share
 
 
 def _by_hand(model, imgs, layer):

@@ -7,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.augment import letterbox
-from utils.sources import LoadImages, LoadStreams, is_stream_source
+from utils.data.augment import letterbox
+from utils.data.sources import LoadImages, LoadStreams, is_stream_source
 
 
 

@@ -15,9 +15,9 @@ import yaml
 import train
 from tests.conftest import ROOT
 from utils.checkpoint import load_checkpoint
-from utils.loss import ComputeLoss
-from utils.optim import EarlyStopping, ModelEMA, linear_lr, one_cycle, smart_optimizer
-from utils.train_utils import RESULTS_KEYS, ResultsLog
+from utils.training.loss import ComputeLoss
+from utils.training.optim import EarlyStopping, ModelEMA, linear_lr, one_cycle, smart_optimizer
+from utils.training.run_files import RESULTS_KEYS, ResultsLog
 
 COCO = ROOT / "data" / "coco128"
 
@@ -186,7 +186,7 @@ def test_early_stopping():
 
 def test_autoanchor_replaces_poor_anchors():
     from models.yolo import Model
-    from utils.autoanchor import anchor_metric, check_anchors
+    from utils.training.autoanchor import anchor_metric, check_anchors
 
     rng = np.random.default_rng(0)
 

@@ -13,7 +13,7 @@ import train
 from tests.conftest import ROOT
 from tests.test_train import _opts
 from utils.hyp import Hyp, load_hyp
-from utils.train_utils import Checkpoints
+from utils.training.run_files import Checkpoints
 
 
 @pytest.mark.parametrize("kw, match", [

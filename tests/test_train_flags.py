@@ -13,9 +13,9 @@ import torch
 
 import train
 from tests.test_train import _opts
-from utils.autobatch import DEFAULT_BATCH, autobatch, fit_batch_size
-from utils.callbacks import Callbacks
-from utils.train_utils import image_weights, labels_to_class_weights, sample_image_indices
+from utils.training.autobatch import DEFAULT_BATCH, autobatch, fit_batch_size
+from utils.training.callbacks import Callbacks
+from utils.training.image_weights import image_weights, labels_to_class_weights, sample_image_indices
 
 
 def _lb(*classes):
@@ -49,7 +49,7 @@ def test_autobatch_fit_and_cpu_default(log):
 
 
 def test_labels_correlogram(tmp_path):
-    from utils.train_plots import plot_labels_correlogram
+    from utils.training.plots import plot_labels_correlogram
 
     rng = np.random.default_rng(0)
     labels = [np.concatenate([np.zeros((20, 1)), rng.random((20, 4))], 1), np.zeros((0, 5))]
@@ -66,7 +66,7 @@ def test_image_weights_and_autobatch_in_a_run(tmp_path):
     cb.register_action("on_train_batch_end", "paths", lambda model, ni, imgs, targets, paths, vals: seen.extend(paths))
     opt = train.run(callbacks=cb, **_opts(tmp_path, epochs=1, image_weights=True, batch_size=-1, seed=3))
     assert opt.opt.batch_size == DEFAULT_BATCH
-    from utils.dataset import LoadImagesAndLabels
+    from utils.data.dataset import LoadImagesAndLabels
 
     ds = LoadImagesAndLabels(str(Path(opt.opt.data).parent / "ims4.txt"), 96, augment=False)
     drawn = sample_image_indices(ds.labels, 80, np.zeros(80), seed=3, epoch=0)

@@ -14,7 +14,7 @@ import torch
 
 import val
 from models import load_model
-from utils.augment import letterbox
+from utils.data.augment import letterbox
 from utils.boxes import scale_boxes, xywhn2xyxy
 from utils.coco_eval import coco_map
 from utils.metrics import IOU_THRESHOLDS, ap_per_class, match_predictions
@@ -126,9 +126,9 @@ def test_val_save_json_and_verbose(tiny_data, tmp_path):
 
 def test_training_call_with_loss(tiny_data, tmp_path):
     """As train.py calls it: an unfused model, a given loader, compute_loss; same metrics, losses > 0."""
-    from utils.dataset import create_dataloader
+    from utils.data.dataset import create_dataloader
     from utils.hyp import Hyp
-    from utils.loss import ComputeLoss
+    from utils.training.loss import ComputeLoss
 
     model = load_model("yolov5n.pt")
     loader = create_dataloader(str(tiny_data.parent / "images"), IMGSZ, 5, 32, pad=0.5, rect=True, workers=0)[0]
@@ -187,7 +187,7 @@ def test_main_called_from_python_raises_instead_of_exiting(tiny_data, tmp_path):
 
 
 def test_internal_errors_keep_their_traceback():
-    from utils.inference import cli_errors
+    from utils.cli import cli_errors
 
     def buggy(_):
         raise TypeError("a bug")

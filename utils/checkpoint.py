@@ -238,9 +238,9 @@ def training_checkpoint(model: torch.nn.Module, ema, names: list[str], epoch: in
                         scaler: torch.amp.GradScaler | None, opt: dict, hyp: dict) -> dict:
     """The layout of a training checkpoint (full precision, so that --resume continues exactly):
 
-    model, ema (state dicts; ema is utils.optim.ModelEMA), updates (EMA updates so far), yaml (the model's
+    model, ema (state dicts; ema is utils.training.optim.ModelEMA), updates (EMA updates so far), yaml (the model's
     dict), names, epoch (the last finished), best_fitness, optimizer, last_opt_step, plugin_optimizer and
-    plugin_params (utils.plugin_optim), scaler (AMP), opt (the run's options), hyp (as given), date.
+    plugin_params (utils.training.plugin_optim), scaler (AMP), opt (the run's options), hyp (as given), date.
     `model` is the bare model (not a DDP wrapper). strip_optimizer turns it into a finished one."""
     return {
         "model": model.state_dict(), "ema": ema.ema.state_dict(), "updates": ema.updates,

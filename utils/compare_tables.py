@@ -1,5 +1,5 @@
 """The report's sections after the main table: paired tests against the baseline, AP by object size, failed
-runs and every run. Each function returns markdown lines; utils.compare_report puts them together.
+runs and every run. Each function returns markdown lines; utils.compare.report puts them together.
 """
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.compare_report import (ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta,
+from utils.compare.report import (ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta,
                                   share_cell)
-from utils.compare_sizes import SIZES
-from utils.compare_stats import NoiseCheck, PairedDiff, paired_diff
+from utils.compare.sizes import SIZES
+from utils.compare.stats import NoiseCheck, PairedDiff, paired_diff
 
 __all__ = ["paired_lines", "control_lines", "size_lines", "failed_lines", "seed_lines", "na", "CONTROL_SUFFIXES"]
 

@@ -1,5 +1,5 @@
 """The error a user can fix: a bad option, path, YAML value or file. Scripts' entry points print it as one line
-(`ERROR: ...`, exit status 2, utils.inference.cli_errors); any other exception is a bug and keeps its traceback.
+(`ERROR: ...`, exit status 2, utils.cli.cli_errors); any other exception is a bug and keeps its traceback.
 
     raise UserError(f"--epochs {v}: must be an integer >= 1")
 

@@ -9,7 +9,7 @@ Inputs (a single one or a list): a file path (str or Path), an http(s) URL, a PI
 RGB order (YOLOv5's convention: an OpenCV image is passed as `cv2.imread(f)[..., ::-1]`; CHW is accepted too),
 or a torch tensor (B, 3, H, W) of 0-1 values, which goes to the model unchanged and returns its raw output, as
 in YOLOv5. Files are read as detect.py reads them (OpenCV, EXIF orientation applied), so both see the same
-pixels. Each image is letterboxed (utils.augment.letterbox) to the batch's shape: its longer side scaled to
+pixels. Each image is letterboxed (utils.data.augment.letterbox) to the batch's shape: its longer side scaled to
 `size`, every side a multiple of the model's stride, as YOLOv5's AutoShape does.
 
 `model(ims, augment=True)` is YOLOv5's test-time augmentation (models.tta: three scaled / mirrored passes joined
@@ -36,10 +36,10 @@ import torch.nn as nn
 from PIL import Image, ImageOps
 
 from models.registry import make_divisible
-from utils.augment import letterbox
+from utils.data.augment import letterbox
 from utils.boxes import scale_boxes, xyxy2xywh
 from utils.errors import UserError
-from utils.labels import imread_bgr, oversize
+from utils.data.images import imread_bgr, oversize
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
 from utils.paths import UniqueStems, increment_path, safe_name
@@ -390,7 +390,7 @@ def _custom_model(path: str | Path, device: torch.device) -> tuple[nn.Module, bo
     also finds weights/; a UserError names the valid formats for anything else."""
     from models import load_model, resolve_weights
     from models.backends import DetectBackend, weights_format
-    from utils.inference import check_finite
+    from utils.checks import check_finite
 
     try:
         fmt = weights_format(path)

@@ -47,7 +47,7 @@ class Hyp:
     mixup: float = 0.0  # image mixup (probability)
     copy_paste: float = 0.0  # segment copy-paste (probability)
     label_smoothing: float = 0.0  # set from --label-smoothing, not from the file
-    # plug-in layers the pretrained weights did not cover train with AdamW of their own (utils/plugin_optim.py);
+    # plug-in layers the pretrained weights did not cover train with AdamW of their own (utils/training/plugin_optim.py);
     # 0 trains them with the recipe's optimizer. Default chosen in benchmarks/README.md ("Plug-ins that learn").
     plugin_lr: float = 0.003
     plugin_weight_decay: float = 0.0  # AdamW's decoupled weight decay for those layers

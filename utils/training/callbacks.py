@@ -1,6 +1,6 @@
 """Training hooks with YOLOv5's names, so that a user logs or steers anything without forking train.py.
 
-    from utils.callbacks import Callbacks
+    from utils.training.callbacks import Callbacks
     cb = Callbacks()
     cb.register_action("on_fit_epoch_end", "print", lambda vals, epoch, best_fitness, fi: print(epoch, fi))
     train.run(data="coco128.yaml", callbacks=cb)

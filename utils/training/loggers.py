@@ -1,5 +1,5 @@
 """Experiment logs of a training run: TensorBoard event files in the run folder (when the tensorboard package
-is installed; it is in requirements.txt), written through the training hooks of utils/callbacks.py. MLflow and
+is installed; it is in requirements.txt), written through the training hooks of utils/training/callbacks.py. MLflow and
 Weights & Biases log the same figures when the user has installed them (neither is a requirement): MLflow to
 its tracking URI (MLFLOW_TRACKING_URI, else ./mlruns), W&B offline unless WANDB_MODE or WANDB_API_KEY says
 otherwise. Set YOLO_LOGGERS=tensorboard (or a comma list, or "none") to choose.
@@ -20,9 +20,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils.callbacks import Callbacks
+from utils.training.callbacks import Callbacks
 from utils.log import LOGGER, colorstr
-from utils.train_utils import RESULTS_KEYS
+from utils.training.run_files import RESULTS_KEYS
 
 __all__ = ["TrainLoggers", "gate_stats"]
 

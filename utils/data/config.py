@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from utils.labels import IMG_FORMATS
+from utils.data.images import IMG_FORMATS
 from utils.log import LOGGER
 from utils.paths import ROOT
 from utils.errors import UserError

@@ -21,25 +21,24 @@ from torch.optim import lr_scheduler
 from models import resolve_weights
 from models.yolo import Model
 from utils import distributed as ddp
-from utils.autoanchor import check_anchors
-from utils.autobatch import autobatch
+from utils.training.autoanchor import check_anchors
+from utils.training.autobatch import autobatch
 from utils.checkpoint import cast_state, load_checkpoint
-from utils.data_config import DataConfig, load_data_config
-from utils.dataset import create_dataloader
+from utils.data.config import DataConfig, load_data_config
+from utils.data.dataset import create_dataloader
 from utils.errors import UserError
 from utils.hyp import Hyp
-from utils.inference import check_img_size
+from utils.checks import check_img_size
 from utils.log import LOGGER, colorstr
-from utils.loss import ComputeLoss
-from utils.optim import ModelEMA, linear_lr, one_cycle, smart_optimizer
-from utils.plugin_optim import plugin_optimizer, plugin_parameter_names
+from utils.training.loss import ComputeLoss
+from utils.training.optim import ModelEMA, linear_lr, one_cycle, smart_optimizer
+from utils.training.plugin_optim import plugin_optimizer, plugin_parameter_names
 from utils.torch_utils import de_parallel
-from utils.train_options import TrainOptions, check_freeze
-from utils.train_utils import freeze_layers
+from utils.training.options import TrainOptions, check_freeze
 from utils.transfer import transfer_weights
 
 __all__ = ["NBS", "TrainSetup", "Progress", "build_setup", "build_optimizers", "loss_hyp", "channels_last_weights",
-           "optimizer_step"]
+           "optimizer_step", "freeze_layers"]
 
 NBS = 64  # nominal batch size: gradients accumulate to about this many images per optimizer step
 
@@ -52,7 +51,7 @@ class TrainSetup:
     model: nn.Module  # wrapped in DistributedDataParallel in DDP runs
     ema: ModelEMA | None  # on the main process only
     optimizer: torch.optim.Optimizer
-    plugin_optimizer: torch.optim.Optimizer | None  # AdamW for the plug-in layers (utils.plugin_optim)
+    plugin_optimizer: torch.optim.Optimizer | None  # AdamW for the plug-in layers (utils.training.plugin_optim)
     plugin_names: list[str]  # parameters the weights did not cover
     scheduler: lr_scheduler.LambdaLR
     lf: Callable[[float], float]  # the learning-rate factor of an epoch
@@ -244,3 +243,16 @@ def _build_loaders(opt: TrainOptions, hyp: Hyp, data: DataConfig, imgsz: int, gs
             cache=None if opt.noval else opt.cache, rect=True, rank=-1, workers=opt.workers * 2, pad=0.5,
             prefix=colorstr("val: "), nc=data.nc)[0]
     return train_loader, val_loader, dataset
+
+
+def freeze_layers(model: nn.Module, freeze: list[int]) -> list[str]:
+    """--freeze: one number N freezes layers 0..N-1, several numbers freeze those layers. Returns the frozen names."""
+    prefixes = [f"model.{x}." for x in (freeze if len(freeze) > 1 else range(freeze[0]))]
+    frozen = []
+    for k, v in model.named_parameters():
+        v.requires_grad = True
+        if any(x in k for x in prefixes):
+            LOGGER.info(f"freezing {k}")
+            v.requires_grad = False
+            frozen.append(k)
+    return frozen

@@ -1,7 +1,7 @@
 """The comparison report: per-model and per-seed CSV files, the table (markdown, also printed) and report.md.
 
 `ModelResult` holds what compare.py measured for one model config; the first model of a list is the baseline
-every delta refers to. Charts are drawn by utils.compare_charts.
+every delta refers to. Charts are drawn by utils.compare.charts.
 """
 
 from __future__ import annotations
@@ -14,16 +14,16 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.compare_sizes import SIZES
-from utils.compare_stats import NOISE_RULE, Summary, Verdict, paired_diff, summarize, verdict
-from utils.latency import LatencyStat
-from utils.memory import MemoryStat
+from utils.compare.sizes import SIZES
+from utils.compare.stats import NOISE_RULE, Summary, Verdict, paired_diff, summarize, verdict
+from utils.compare.latency import LatencyStat
+from utils.compare.memory import MemoryStat
 
 __all__ = ["SeedResult", "FailedRun", "ModelResult", "ReportMeta", "environment", "finished", "baseline",
            "model_verdict", "paired_delta", "results_rows", "seed_rows", "write_csv", "table_lines", "share_cell",
            "write_report", "read_results_csv", "DEPLOY_COLUMNS", "deploy_note_lines"]
 
-# deployed runtime -> (results.csv column stem, table column); the runtimes of utils.deploy.RUNTIMES
+# deployed runtime -> (results.csv column stem, table column); the runtimes of utils.compare.deploy.RUNTIMES
 DEPLOY_COLUMNS = {"onnxruntime": ("latency_ort_b1", "ms/img ORT b1"), "openvino": ("latency_openvino_b1",
                                                                                    "ms/img OV b1")}
 
@@ -40,8 +40,8 @@ class SeedResult:
     maps: list[float]  # mAP50-95 per class (nc,), as val.run returns it
     epoch_s: float  # seconds per training epoch
     run_dir: Path
-    share: float | None = None  # mean plug-in share of best.pt (utils.plugin_share); None without plug-ins
-    ap_all: float | None = None  # COCOeval AP50-95 over all sizes (utils.compare_sizes); None: not scored
+    share: float | None = None  # mean plug-in share of best.pt (utils.compare.plugin_share); None without plug-ins
+    ap_all: float | None = None  # COCOeval AP50-95 over all sizes (utils.compare.sizes); None: not scored
     ap_small: float | None = None  # COCO AP_small; None also where the split has no small object (COCO's -1)
     ap_medium: float | None = None
     ap_large: float | None = None
@@ -74,7 +74,7 @@ class ModelResult:
     seeds: list[SeedResult] = field(default_factory=list)  # the finished runs
     latency: dict[int, LatencyStat] = field(default_factory=dict)  # batch size -> ms per image
     memory: MemoryStat | None = None
-    # deployed CPU runtimes at batch 1 (utils.deploy.RUNTIMES): runtime -> ms per image, or runtime -> why none
+    # deployed CPU runtimes at batch 1 (utils.compare.deploy.RUNTIMES): runtime -> ms per image, or runtime -> why none
     deploy_latency: dict[str, LatencyStat] = field(default_factory=dict)
     deploy_errors: dict[str, str] = field(default_factory=dict)
     failures: list[FailedRun] = field(default_factory=list)
@@ -131,7 +131,7 @@ def baseline(models: Sequence[ModelResult]) -> ModelResult | None:
 
 
 def model_verdict(base: ModelResult, m: ModelResult, metric: str) -> Verdict:
-    """Paired and unpaired tests of m's `metric` against the baseline's (compare_stats.verdict)."""
+    """Paired and unpaired tests of m's `metric` against the baseline's (utils.compare.stats.verdict)."""
     return verdict(base.by_seed(metric), m.by_seed(metric))
 
 
@@ -285,7 +285,7 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 def read_results_csv(path: str | Path) -> dict[str, np.ndarray]:
     """A YOLOv5 results.csv (space-padded header) as column name -> float array."""
-    from utils.train_utils import ResultsLog
+    from utils.training.run_files import ResultsLog
 
     return ResultsLog(path).read()
 
@@ -379,7 +379,7 @@ _HOW_TO_READ = """\
   averaged over seeds; the models train one after another in this process, so they share the machine alike.
 - **plug-in share**: how much the attention plug-ins add to the features they sit on, rms(gamma * block(x)) /
   rms(x) for `x + gamma * block(x)`, averaged over the model's plug-in layers and seeds, measured with each
-  seed's `best.pt` on the first 32 validation images (`utils/plugin_share.py`). gamma starts at zero, so a
+  seed's `best.pt` on the first 32 validation images (`utils/compare/plugin_share.py`). gamma starts at zero, so a
   share near 0% means fine-tuning has not yet switched the plug-ins on: the model still predicts what the
   baseline predicts, and its mAP difference says nothing about the attention. `-`: no Residual-wrapped plug-in.
 - Tiny data and few epochs make mAP noisy: read a `*` on a small data set as a hint, and confirm on your data

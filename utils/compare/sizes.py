@@ -53,7 +53,7 @@ def build_size_gt(split, names, nc: int) -> SizeGT | None:
     None, with a warning, when two images share a file stem: val.py's label files are named by stem, so their
     detections could not be told apart.
     """
-    from utils.dataset import LoadImagesAndLabels
+    from utils.data.dataset import LoadImagesAndLabels
 
     ds = LoadImagesAndLabels(split, img_size=32, nc=nc, prefix="size AP: ")
     stems = [Path(f).stem for f in ds.im_files]

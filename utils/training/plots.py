@@ -71,7 +71,7 @@ def plot_results(file: str | Path) -> Path:
     """results.png beside results.csv: the 10 curves of YOLOv5's layout, each with a smoothed line."""
     from scipy.ndimage import gaussian_filter1d
 
-    from utils.train_utils import ResultsLog
+    from utils.training.run_files import ResultsLog
 
     file = Path(file)
     data = ResultsLog(file).read()

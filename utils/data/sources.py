@@ -19,8 +19,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from utils.augment import letterbox
-from utils.labels import IMG_FORMATS, VID_FORMATS, imread_bgr, oversize
+from utils.data.augment import letterbox
+from utils.data.images import IMG_FORMATS, VID_FORMATS, imread_bgr, oversize
 from utils.log import LOGGER
 from utils.errors import UserError
 

@@ -31,10 +31,11 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from utils.files import atomic_write
-from utils.augment import augment_hsv, flip_lr, flip_ud, letterbox, mixup, mosaic, random_perspective
+from utils.data.augment import augment_hsv, flip_lr, flip_ud, letterbox, mixup, mosaic, random_perspective
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.hyp import Hyp, load_hyp
-from utils.labels import NUM_THREADS, imread_bgr, img2label_paths, label_cache_path, list_image_files, scan_labels
+from utils.data.images import imread_bgr, list_image_files
+from utils.data.labels import NUM_THREADS, img2label_paths, label_cache_path, scan_labels
 from utils.log import LOGGER
 from utils.errors import UserError
 

@@ -5,7 +5,7 @@ n_win x n_win regions of the layer (on the letterboxed network input, mapped bac
 the query's region outlined in yellow, and the top-k regions it routes to shaded red, more opaque for a
 larger routing weight. Queries are the centres of the most confident detections and any chosen points.
 
-    from utils.routing_viz import visualize_routing
+    from utils.compare.routing import visualize_routing
     visualize_routing(model, ["data/images/bus.jpg"], "runs/detect/exp/routing", query_points=[(400, 500)])
 """
 
@@ -219,7 +219,7 @@ def draw_panel(base: np.ndarray, record, query: Query, stride: int, lb: Letterbo
 
 
 def _letterbox_input(photo: np.ndarray, imgsz: int, stride: int, device, dtype):
-    from utils.augment import letterbox
+    from utils.data.augment import letterbox
 
     im, ratio, pad = letterbox(photo, imgsz, stride=stride, auto=True)
     lb = LetterboxMap(tuple(map(float, ratio)), tuple(map(float, pad)), im.shape[:2], photo.shape[:2])

@@ -4,7 +4,7 @@ Used by compare.py (deployed latency columns), benchmarks/deploy.py (`python ben
 benchmarks/deploy_latency.py. The export is export.py's own (`export.export_onnx`, `export.export_openvino`):
 fp32, a fixed input size and batch, Detect's single decoded output, ONNX opset 17.
 
-Runners (`OrtRunner`, `OpenVINORunner`) time like a PyTorch model in `utils.latency.measure_latency`: each has
+Runners (`OrtRunner`, `OpenVINORunner`) time like a PyTorch model in `utils.compare.latency.measure_latency`: each has
 `batch` (the fixed batch size it was exported for), `prepare(x)` (the torch input as the runtime takes it,
 made once before the timed calls) and `__call__(prepared)`. Threads: both runtimes get `threads` intra-op
 threads (default: torch.get_num_threads(), so all three runtimes use the same count) and no inter-op pool;

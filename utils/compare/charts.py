@@ -9,8 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.compare_report import ModelResult, baseline, finished, read_results_csv
-from utils.compare_sizes import SIZES
+from utils.compare.report import ModelResult, baseline, finished, read_results_csv
+from utils.compare.sizes import SIZES
 from utils.plots import new_figure, save_figure
 
 __all__ = ["plot_map_vs_gflops", "plot_latency", "plot_class_ap_diff", "plot_training_curves", "plot_size_ap",

@@ -12,8 +12,8 @@ import yaml
 
 from utils.checkpoint import load_checkpoint
 from utils.errors import UserError
-from utils.inference import MAX_IMG_SIZE
-from utils.train_utils import latest_run
+from utils.checks import MAX_IMG_SIZE
+from utils.training.run_files import latest_run
 
 __all__ = ["TrainOptions", "check_freeze", "resume_options"]
 

@@ -51,7 +51,7 @@ def smart_optimizer(model: nn.Module, name: str = "SGD", lr: float = 0.01, momen
     """YOLOv5's optimizer: param_groups[0] biases (no decay), [1] weights (decay), [2] norm weights (no decay).
 
     The warmup ramps group 0 from `warmup_bias_lr`, so the order matters. `exclude`: parameters that another
-    optimizer trains (utils.plugin_optim).
+    optimizer trains (utils.training.plugin_optim).
     """
     decay_w, norm_w, bias = param_groups(model, exclude)
     if name == "SGD":

@@ -29,11 +29,11 @@ from models.config import load_model_config
 from models.yolo import Model
 from utils.hyp import load_hyp
 from utils.log import LOGGER
-from utils.loss import ComputeLoss
-from utils.optim import ModelEMA
+from utils.training.loss import ComputeLoss
+from utils.training.optim import ModelEMA
 from utils.paths import ROOT
-from utils.plugin_optim import plugin_parameter_names
-from utils.train_setup import build_optimizers, channels_last_weights, loss_hyp, optimizer_step
+from utils.training.plugin_optim import plugin_parameter_names
+from utils.training.setup import build_optimizers, channels_last_weights, loss_hyp, optimizer_step
 from utils.transfer import transfer_weights
 
 __all__ = ["MemoryStat", "peak_train_memory", "train_step"]
@@ -90,7 +90,7 @@ def train_step(cfg: str, imgsz: int, batch_size: int, nc: int, device: torch.dev
     """Build `cfg` with train.py's pieces and run one training step on a synthetic batch; returns the loss items
     (box, obj, cls), detached.
 
-    The pieces are utils.train_setup's, as train.py builds them, for a fine-tune from YOLOv5's pretrained weights
+    The pieces are utils.training.setup's, as train.py builds them, for a fine-tune from YOLOv5's pretrained weights
     with the bundled hyp.scratch-low.yaml:
     * plug-in parameters: `plugin_parameter_names(model, mapping)` with the mapping utils.transfer gives from the
       pretrained weights (`_pretrained_keys`): every parameter they do not cover, outside the Detect head. For
@@ -145,7 +145,7 @@ def _peak_cuda(cfg: str, imgsz: int, batch_size: int, nc: int, device: torch.dev
 
 def _peak_cpu_subprocess(cfg: str, imgsz: int, batch_size: int, nc: int, threads: int) -> MemoryStat:
     spec = json.dumps(dict(cfg=cfg, imgsz=imgsz, batch_size=batch_size, nc=nc, threads=threads))
-    proc = subprocess.run([sys.executable, "-m", "utils.memory", "--train-step", spec], cwd=ROOT,
+    proc = subprocess.run([sys.executable, "-m", "utils.compare.memory", "--train-step", spec], cwd=ROOT,
                           capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
         raise RuntimeError(f"training-step memory subprocess for {cfg} failed (exit {proc.returncode}):\n"
