@@ -40,25 +40,27 @@ import train
 import val
 from models import load_model
 from models.config import list_configs, resolve_config_path, scale_of, scaled_name
+from utils.cli import apply_options, cli_errors
+from utils.compare import memory
 from utils.compare.charts import plot_all
+from utils.compare.deploy import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
+from utils.compare.latency import measure_latency, prepare_for_timing
+from utils.compare.plugin_share import first_images, mean_share, plugin_share
 from utils.compare.report import (FailedRun, ModelResult, ReportMeta, SeedResult, environment, finished,
                                   results_rows, seed_rows, table_lines, write_csv, write_report)
+from utils.compare.routing import bra_layers, visualize_routing
 from utils.compare.runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,
                                 resume_job_dir, run_name, save_options, save_result, take_job_options)
 from utils.compare.sizes import build_size_gt, run_size_ap, size_counts
 from utils.data.config import load_data_config
 from utils.data.dataset import create_dataloader
-from utils.compare.deploy import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
-from utils.flops import gflops
-from utils.cli import apply_options, cli_errors
 from utils.data.images import list_image_files
 from utils.data.labels import LabelError, img2label_paths, read_label_file
+from utils.errors import UserError
+from utils.flops import gflops
 from utils.log import LOGGER, setup_logging
 from utils.paths import ROOT, increment_path
-from utils.compare.plugin_share import first_images, mean_share, plugin_share
-from utils.compare.routing import bra_layers, visualize_routing
 from utils.torch_utils import parameter_counts, select_device
-from utils.errors import UserError
 
 __all__ = ["parse_opt", "run", "main", "cli", "default_cfgs"]
 
@@ -153,14 +155,13 @@ def _deploy_runners(opt, nets: dict, models, folder: str, bar) -> dict:
 
 def _timing(opt, models, device, bar) -> None:
     """Latency (interleaved, one process) and peak training memory of every model, into `models`."""
-
-    from utils.compare.memory import peak_train_memory
-
     # memory first: each measurement forks a process, and a fork once ONNX Runtime's and OpenVINO's native thread
     # pools are loaded (by the latency step) killed a whole job with SIGSEGV
     for m in models:
         bar.set_description(f"memory {m.name}")
-        m.memory = peak_train_memory(m.cfg, opt.imgsz, opt.batch_size, opt.nc, device, torch.get_num_threads())
+        # looked up through the module at call time: tests replace memory.peak_train_memory
+        m.memory = memory.peak_train_memory(m.cfg, opt.imgsz, opt.batch_size, opt.nc, device,
+                                            torch.get_num_threads())
         bar.update(1)
     _latency(opt, models, device, bar)
     bar.update(1)
@@ -170,8 +171,6 @@ def _latency(opt, models, device, bar) -> None:
     """PyTorch latency at batch 1 and 32 of every model's best.pt (seed 0) into `m.latency`; unless
     --no-deploy-latency, also the ONNX Runtime and OpenVINO CPU latency at batch 1 (`m.deploy_latency`, or the
     reason in `m.deploy_errors`), timed in the same rotating rounds as the PyTorch batch-1 figures."""
-    from utils.compare.latency import measure_latency, prepare_for_timing
-
     half = device.type == "cuda"
     nets = {m.name: prepare_for_timing(load_model(m.seeds[0].run_dir / "weights" / "best.pt"), device, half)
             for m in models}

@@ -36,18 +36,21 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.backends import weights_format
+from models.ensemble import load_detector, weights_label
 from utils.boxes import scale_boxes
 from utils.checks import check_finite_outputs, check_img_size
 from utils.cli import cli_errors
-from utils.data.labels import save_one_txt
+from utils.compare.routing import bra_layers, visualize_routing
 from utils.data.images import IMG_FORMATS
+from utils.data.labels import save_one_txt
+from utils.data.sources import LoadImages, LoadStreams, cv2_reason, is_stream_source
+from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
 from utils.paths import ROOT, UniqueStems, increment_path, safe_name
-from utils.plots import Annotator, check_line_width, colors, save_one_box
-from utils.data.sources import cv2_reason
+from utils.plots import Annotator, check_line_width, colors, feature_visualization, save_one_box
 from utils.torch_utils import select_device, time_sync
-from utils.errors import UserError
 
 
 MAX_STREAM_RECORDS = 10_000  # frames of a webcam / stream whose detections run() returns
@@ -174,8 +177,6 @@ class _FeatureMaps:
         self.folder, self.done = folder, set()
 
     def _hook(self, module, inputs, output) -> None:
-        from utils.plots import feature_visualization
-
         i = getattr(module, "i", None)
         if self.folder is None or i in self.done:
             return
@@ -246,8 +247,6 @@ def _load_model(w, device, half: bool, imgsz):
     """(model, stride, imgsz (h, w)) of `w`: a .pt checkpoint, whose weights must be finite, or an export
     (models.backends.DetectBackend); a list of several: their ensemble (models.ensemble.Ensemble). An export of
     fixed size runs at its own size; a warning says when --imgsz differs."""
-    from models.ensemble import load_detector, weights_label
-
     model = load_detector(w, device=device, fp16=half)
     w = weights_label(w)
     stride = model.stride
@@ -266,8 +265,6 @@ def _load_model(w, device, half: bool, imgsz):
 def _dataset(source: str, imgsz, stride: int, vid_stride: int, auto: bool = True):
     """(images or streams, whether a stream); `auto` letterboxes to the smallest stride multiple (rectangular),
     else to imgsz exactly (square), as an export of fixed size needs."""
-    from utils.data.sources import LoadImages, LoadStreams, is_stream_source
-
     if is_stream_source(source):
         return LoadStreams(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), True
     return LoadImages(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), False
@@ -325,8 +322,6 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
     *_openvino_model), or a list of several: their ensemble; an export of fixed size runs at its own size.
     `augment`: test-time augmentation; `visualize`: feature-map figures per image (one .pt only); `view_img`:
     show each drawn image; `save_csv`: <run folder>/predictions.csv (see the module's docstring)."""
-    from models.backends import weights_format
-
     source = str(source)
     device = select_device(device)
     if half and device.type != "cuda":
@@ -407,8 +402,6 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
 def _draw_routing(model, records: list[Detections], save_dir: Path, imgsz: int, conf_thres: float,
                   iou_thres: float) -> None:
     """The routing figure for the still images of this run (video frames are skipped)."""
-    from utils.compare.routing import bra_layers, visualize_routing
-
     if not bra_layers(model):
         LOGGER.warning("WARNING: --visualize-routing needs a model with BiLevelRoutingAttention; nothing drawn")
         return

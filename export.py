@@ -26,13 +26,21 @@ import time
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
+import torch.backends.xnnpack
+import yaml
+from torch.utils.mobile_optimizer import optimize_for_mobile
 
+import models
+from models import resolve_weights
 from models.tracing import fixed_shape_trace
-from utils.errors import UserError
+from models.yolo import Detect
 from utils.checks import check_finite, check_img_size
 from utils.cli import cli_errors
+from utils.data.augment import letterbox
+from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.paths import ROOT
 from utils.torch_utils import select_device
@@ -89,8 +97,6 @@ def _check_options(include, device: torch.device, half: bool, dynamic: bool, opt
 
 def has_xnnpack() -> bool:
     """Whether this PyTorch build has XNNPACK, which TorchScript's mobile optimisation needs."""
-    import torch.backends.xnnpack
-
     return bool(torch.backends.xnnpack.enabled)
 
 
@@ -123,8 +129,6 @@ def export_torchscript(model, im, file: Path, meta: dict, optimize: bool) -> Pat
         ctx.__exit__(None, None, None)
     extra = {"config.txt": json.dumps({"shape": list(im.shape), **meta})}
     if optimize:
-        from torch.utils.mobile_optimizer import optimize_for_mobile
-
         optimize_for_mobile(ts)._save_for_lite_interpreter(str(f), _extra_files=extra)
     else:
         ts.save(str(f), _extra_files=extra)
@@ -132,7 +136,7 @@ def export_torchscript(model, im, file: Path, meta: dict, optimize: bool) -> Pat
 
 
 def export_onnx(model, im, file: Path, meta: dict, opset: int, dynamic: bool, simplify: bool) -> Path:
-    import onnx
+    import onnx  # optional: only for ONNX (and OpenVINO) exports
 
     f = file.with_suffix(".onnx")
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
@@ -148,7 +152,7 @@ def export_onnx(model, im, file: Path, meta: dict, opset: int, dynamic: bool, si
     onnx.checker.check_model(model_onnx)
     if simplify:
         try:
-            import onnxslim
+            import onnxslim  # optional: only for --simplify
         except ImportError as e:
             raise UserError(f"--simplify needs the package 'onnxslim' (pip install -r requirements.txt): {e}")
         model_onnx = onnxslim.slim(model_onnx)
@@ -163,8 +167,7 @@ def export_onnx(model, im, file: Path, meta: dict, opset: int, dynamic: bool, si
 def export_openvino(model, im, file: Path, meta: dict, opset: int, dynamic: bool, half: bool,
                     onnx_file: Path | None) -> Path:
     """OpenVINO IR converted from the ONNX graph (exported to a temporary file when --include has no onnx)."""
-    import openvino as ov
-    import yaml
+    import openvino as ov  # optional: only for --include openvino
 
     d = Path(str(file.with_suffix("")) + "_openvino_model")
     with tempfile.TemporaryDirectory() as tmp:
@@ -188,12 +191,12 @@ def _run_exported(fmt: str, path: Path, im: torch.Tensor) -> np.ndarray:
             y = ts(im)
         return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
     if fmt == "onnx":
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: only to check an ONNX export
 
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float16 if im.dtype == torch.float16
                                                                      else np.float32)})[0].astype(np.float32)
-    import openvino as ov
+    import openvino as ov  # optional: only to check an OpenVINO export
 
     compiled = ov.Core().compile_model(str(next(path.glob("*.xml"))), "CPU")
     return np.asarray(compiled(x)[0], dtype=np.float32)
@@ -205,16 +208,13 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
 
     imgsz is (h, w) or one size for both; `check` runs each file once against PyTorch and logs the difference.
     """
-    from models import load_model, resolve_weights
-    from models.yolo import Detect
-
     t0 = time.time()
     dev = select_device(device)
     fmts = _check_options(include, dev, half, dynamic, optimize, int(opset), int(batch_size))
     w = resolve_weights(weights[0] if isinstance(weights, (list, tuple)) else weights)
     if w.suffix != ".pt":
         raise UserError(f"--weights {w}: export reads a PyTorch checkpoint (.pt), got {w.suffix or 'no suffix'}")
-    model = load_model(w, device=dev, fuse=True)
+    model = models.load_model(w, device=dev, fuse=True)  # via the module, so patches apply
     check_finite(model, w)
     imgsz = list(imgsz) if isinstance(imgsz, (list, tuple)) else [imgsz]
     imgsz = check_img_size(imgsz * (2 if len(imgsz) == 1 else 1), s=int(model.stride.max()))
@@ -263,10 +263,6 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
 
 def _probe_image(imgsz: list[int], batch_size: int, device, dtype) -> torch.Tensor:
     """The bundled bus.jpg letterboxed to imgsz (repeated over the batch); noise if the photo is missing."""
-    import cv2
-
-    from utils.data.augment import letterbox
-
     path = ROOT / "data" / "images" / "bus.jpg"
     img = cv2.imread(str(path)) if path.is_file() else None
     if img is None:

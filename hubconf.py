@@ -17,11 +17,17 @@ warning says so. Nothing is ever downloaded. See utils/hub.py for the inputs and
 
 from __future__ import annotations
 
+import pathlib
+
+import yaml
+
 dependencies = ["torch", "torchvision", "numpy", "cv2", "yaml", "PIL"]
 
 
 def _create(name: str, pretrained: bool = True, channels: int = 3, classes: int = 80, autoshape: bool = True,
             verbose: bool = True, device=None, custom: bool = False):
+    # deferred: utils.hub pulls in cv2, PIL, torchvision and the models (seconds), which torch.hub.list / help do
+    # not need, and torch.hub checks `dependencies` only after importing this file
     from utils.hub import create
 
     return create(name, pretrained, channels, classes, autoshape, verbose, device, custom=custom)
@@ -53,12 +59,8 @@ def _entry(name: str, scale: str):
 
 def _names() -> list[tuple[str, str]]:
     """(name, scale): yolov5n ... yolov5x, yolov5n_<plug-in> ... for every config in configs/ and scale it lists."""
-    from pathlib import Path
-
-    import yaml
-
     out = []
-    for cfg in sorted((Path(__file__).resolve().parent / "configs").glob("yolov*.yaml")):
+    for cfg in sorted((pathlib.Path(__file__).resolve().parent / "configs").glob("yolov*.yaml")):
         arch, _, rest = cfg.stem.partition("_")
         scales = (yaml.safe_load(cfg.read_text(encoding="utf-8")) or {}).get("scales") or {}
         out += [(f"{arch}{s}{'_' + rest if rest else ''}", s) for s in scales]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import sys
 
+import compare
 from models.config import list_configs, scaled_name
 from models.yolo import Model
 from utils.log import LOGGER, setup_logging
@@ -24,8 +25,6 @@ def summaries() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    import compare
-
     setup_logging()
     summaries()
     argv = sys.argv[1:] if argv is None else argv

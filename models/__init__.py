@@ -9,6 +9,9 @@ import torch
 # The blocks register themselves when models.common is imported; importing it here, first, completes the registry
 # for any import order (models.transformer and models.control subclass or use its blocks, and it imports them).
 import models.common  # noqa: E402,F401
+from models.yolo import Model  # noqa: E402
+from utils.checkpoint import cast_state, load_checkpoint, names_list  # noqa: E402
+from utils.torch_utils import select_device  # noqa: E402
 
 __all__ = ["load_model", "resolve_weights", "WEIGHTS_DIR"]
 
@@ -31,9 +34,6 @@ def resolve_weights(weights: str | Path) -> Path:
 
 def model_from_checkpoint(ckpt: dict, verbose: bool = False):
     """Build the Model a checkpoint describes and load its weights (fp32)."""
-    from models.yolo import Model
-    from utils.checkpoint import cast_state, names_list
-
     names = names_list(ckpt.get("names"))  # a list, or a dict {0: 'person', ...} ordered by key
     model = Model(ckpt["yaml"], nc=len(names) or None, verbose=verbose)
     state = ckpt.get("ema") or ckpt["model"]
@@ -45,9 +45,6 @@ def model_from_checkpoint(ckpt: dict, verbose: bool = False):
 
 def load_model(path: str | Path, device: str | torch.device = "cpu", fuse: bool = False):
     """The model of a checkpoint (this project's or an official YOLOv5 .pt), in eval mode on `device`."""
-    from utils.checkpoint import load_checkpoint
-    from utils.torch_utils import select_device
-
     model = model_from_checkpoint(load_checkpoint(resolve_weights(path)))
     model = model.to(select_device(device)).eval()
     return model.fuse() if fuse else model

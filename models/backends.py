@@ -25,9 +25,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
+import yaml
 
+import models
+from models import WEIGHTS_DIR, resolve_weights
+from models.tta import augmented_forward
+from utils.checks import check_finite
 from utils.errors import UserError
 from utils.log import LOGGER
+from utils.torch_utils import select_device
 
 __all__ = ["DetectBackend", "DetectMultiBackend", "SUFFIXES", "weights_format"]
 
@@ -54,8 +60,6 @@ def weights_format(path: str | Path) -> str:
 
 def _resolve(path: Path, fmt: str) -> Path:
     """The exported file or folder as given; a bare name also finds it in weights/. FileNotFoundError names it."""
-    from models import WEIGHTS_DIR
-
     ok = (lambda p: p.is_dir()) if fmt == "openvino" and path.suffix != ".xml" else (lambda p: p.is_file())
     if ok(path):
         return path
@@ -89,8 +93,6 @@ class DetectBackend(nn.Module):
 
     def __init__(self, weights: str | Path, device: str | torch.device = "cpu", fp16: bool = False):
         super().__init__()
-        from utils.torch_utils import select_device
-
         if isinstance(weights, (list, tuple)):
             if len(weights) > 1:
                 raise UserError(f"DetectBackend takes one weights file, got {len(weights)}: {list(map(str, weights))}; "
@@ -119,11 +121,8 @@ class DetectBackend(nn.Module):
 
     # ------------------------------------------------------------------------------------------- loading
     def _load_pt(self, w) -> Path:
-        from models import load_model, resolve_weights
-        from utils.checks import check_finite
-
         path = resolve_weights(w)
-        model = load_model(path, device=self.device, fuse=True)
+        model = models.load_model(path, device=self.device, fuse=True)  # via the module, so patches apply
         check_finite(model, w)
         if self.fp16:
             model.half()
@@ -157,7 +156,7 @@ class DetectBackend(nn.Module):
         return json.loads(cfg) if cfg else {}  # a traced file runs at any size and batch: no fixed shape
 
     def _load_onnx(self, path: Path) -> dict:
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: only for .onnx weights
 
         providers = ["CPUExecutionProvider"]
         if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
@@ -183,8 +182,7 @@ class DetectBackend(nn.Module):
         return meta
 
     def _load_openvino(self, path: Path) -> dict:
-        import openvino as ov
-        import yaml
+        import openvino as ov  # optional: only for OpenVINO weights
 
         if path.is_dir():
             xml = sorted(path.glob("*.xml"))
@@ -264,8 +262,6 @@ class DetectBackend(nn.Module):
         return y.to(im.device, im.dtype if im.is_floating_point() else torch.float32), None
 
     def _augmented(self, im: torch.Tensor) -> torch.Tensor:
-        from models.tta import augmented_forward
-
         if self.fixed_shape is not None:
             fh, fw = self.fixed_shape
             raise UserError(f"--augment runs the model on rescaled inputs, and {self.weights} was exported for "

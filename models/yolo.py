@@ -18,10 +18,10 @@ import torch.nn as nn
 from models.common import conv_activation, parse_activation  # importing it registers the blocks and plug-ins
 from models.config import load_model_config
 from models.fuse import fuse_model
-from models.tracing import shapes_in_graph
 from models.registry import LayerSpec, detect_head, lookup, register
-from utils.log import LOGGER, colorstr, setup_logging
+from models.tracing import shapes_in_graph
 from utils.errors import UserError
+from utils.log import LOGGER, colorstr, setup_logging
 from utils.torch_utils import model_info
 
 __all__ = ["Detect", "Model", "DetectionModel", "parse_model"]

@@ -7,18 +7,17 @@ import csv
 import io
 import json
 import re
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
-import torch.nn as nn
 import yaml
 
 import compare
 from models.yolo import Model
+from tests.helpers import Sleeper
 from utils.compare.charts import plot_size_ap
 from utils.compare.report import (FailedRun, ModelResult, ReportMeta, SeedResult, results_rows, seed_rows,
                                   table_lines, write_report)
@@ -405,29 +404,15 @@ def test_resume_takes_the_jobs_options_and_rejects_others(tmp_path):
         compare.run(resume=str(tmp_path / "missing"))
 
 
-class _Sleeper(nn.Module):
-    """A 'model' whose forward takes `ms` milliseconds per call and logs its name."""
-
-    def __init__(self, name: str, ms: float, log: list):
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(1))
-        self.name, self.ms, self.log = name, ms, log
-
-    def forward(self, x):
-        self.log.append((self.name, x.shape[0]))
-        time.sleep(self.ms / 1000)
-        return x
-
-
 def test_latency_is_per_image_median_and_interleaved():
     log = []
-    models = {"a": _Sleeper("a", 20, log), "b": _Sleeper("b", 40, log), "c": _Sleeper("c", 10, log)}
+    models = {"a": Sleeper("a", 20, log), "b": Sleeper("b", 40, log), "c": Sleeper("c", 10, log)}
     out = measure_latency(models, imgsz=8, batch_sizes=(1, 4), warmup=1, repeats={1: 5, 4: 3})
     for name, ms in (("a", 20), ("b", 40), ("c", 10)):
         assert out[name][1].median_ms == pytest.approx(ms, rel=0.5, abs=3)
         assert out[name][4].median_ms == pytest.approx(ms / 4, rel=0.5, abs=1.5)  # per image at batch 4
         assert out[name][1].n == 5 and out[name][4].n == 3
-    timed_b1 = [n for n, bs in log if bs == 1][3:]  # after the warm-up round
+    timed_b1 = [n for n, bs, _ in log if bs == 1][3:]  # after the warm-up round
     assert timed_b1[:9] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # round-robin, rotated each round
 
 

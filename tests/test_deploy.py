@@ -17,6 +17,7 @@ import yaml
 import compare
 from models.yolo import Model
 from tests.conftest import open_residuals
+from tests.helpers import Sleeper
 from utils.compare import deploy
 from utils.checkpoint import save_checkpoint
 from utils.compare.report import ModelResult, ReportMeta, SeedResult, results_rows, table_lines, write_report
@@ -43,21 +44,9 @@ class _Runner:
         return x
 
 
-class _Sleeper(nn.Module):
-    def __init__(self, name: str, ms: float, log: list):
-        super().__init__()
-        self.w = nn.Parameter(torch.zeros(1))
-        self.name, self.ms, self.log = name, ms, log
-
-    def forward(self, x):
-        self.log.append((self.name, x.shape[0], type(x).__name__))
-        time.sleep(self.ms / 1000)
-        return x
-
-
 def test_runners_are_timed_in_the_pytorch_rounds():
     log = []
-    models = {"a": _Sleeper("a", 20, log), "a@ort": _Runner("a@ort", 10, log), "b@ov": _Runner("b@ov", 5, log)}
+    models = {"a": Sleeper("a", 20, log), "a@ort": _Runner("a@ort", 10, log), "b@ov": _Runner("b@ov", 5, log)}
     out = measure_latency(models, imgsz=8, batch_sizes=(1, 4), warmup=1, repeats={1: 4, 4: 2})
     assert out["a@ort"][1].median_ms == pytest.approx(10, rel=0.5, abs=3) and set(out["a@ort"]) == {1}
     assert out["b@ov"][1].median_ms == pytest.approx(5, rel=0.5, abs=3) and out["b@ov"][1].n == 4

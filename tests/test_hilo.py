@@ -11,26 +11,8 @@ from benchmarks.naive_hilo import NaiveHiLo, masked_hilo
 from models.attention.hilo import HiLo, masked_avg_pool
 from models.yolo import Model
 
-from .conftest import check_plugin_config, open_residuals
-
-
-def _outputs_and_grads(fn, x: torch.Tensor, g: torch.Tensor, module: torch.nn.Module):
-    """Output of fn(x), and the gradients of <output, g> for x and for every parameter of `module`, by name."""
-    x = x.clone().requires_grad_(True)
-    names, params = zip(*sorted(module.named_parameters()))
-    y = fn(x)
-    gx, *gp = torch.autograd.grad(y, [x, *params], g)
-    return y.detach(), gx, dict(zip(names, gp))
-
-
-def assert_same_param_grads(gp: dict, gp_ref: dict) -> None:
-    """Every parameter's gradient within rtol 1e-5 and atol 1e-5 x its largest entry (they are sums over every
-    token), the atol never below 1e-7 x the largest entry of all gradients (for a gradient that is exactly 0)."""
-    assert gp.keys() == gp_ref.keys()
-    top = max(t.abs().max().item() for t in gp_ref.values())
-    for name, want in gp_ref.items():
-        atol = 1e-5 * max(want.abs().max().item(), 1e-2 * top)
-        torch.testing.assert_close(gp[name], want, atol=atol, rtol=1e-5, msg=lambda text, n=name: f"{n}: {text}")
+from .conftest import check_plugin_config
+from .helpers import assert_plugin_params_get_grads, assert_same_param_grads, outputs_and_grads
 
 
 # ---- against the reference computation --------------------------------------------------------------------
@@ -55,8 +37,8 @@ def test_equals_reference_on_square_maps(dim, heads, ws, alpha, side, kw):
     ref.load_state_dict(m.state_dict(), strict=True)
     x = torch.randn(2, dim, side, side)
     g = torch.randn(2, dim, side, side)
-    y, gx, gp = _outputs_and_grads(m, x, g, m)
-    y_ref, gx_ref, gp_ref = _outputs_and_grads(ref, x, g, ref)
+    y, gx, gp = outputs_and_grads(m, x, g)
+    y_ref, gx_ref, gp_ref = outputs_and_grads(ref, x, g)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
     assert_same_param_grads(gp, gp_ref)
@@ -80,8 +62,8 @@ def test_equals_masked_reference_on_any_size(dim, heads, ws, alpha, hw):
     torch.manual_seed(1)
     m = HiLo(dim, heads, window_size=ws, alpha=alpha, qkv_bias=True)
     x, g = torch.randn(2, dim, *hw), torch.randn(2, dim, *hw)
-    y, gx, gp = _outputs_and_grads(m, x, g, m)
-    y_ref, gx_ref, gp_ref = _outputs_and_grads(lambda t: masked_hilo(m, t), x, g, m)  # m's own parameters
+    y, gx, gp = outputs_and_grads(m, x, g)
+    y_ref, gx_ref, gp_ref = outputs_and_grads(lambda t: masked_hilo(m, t), x, g, m)  # m's own parameters
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
     assert_same_param_grads(gp, gp_ref)
@@ -174,12 +156,4 @@ def test_parameter_counts_pinned():
 
 
 def test_forward_backward_yolov5n():
-    torch.manual_seed(0)
-    model = Model("yolov5n_hilo.yaml", verbose=False).train()
-    open_residuals(model)
-    maps = model(torch.randn(2, 3, 64, 96))
-    sum(m.float().square().mean() for m in maps).backward()
-    hilos = [m for m in model.modules() if isinstance(m, HiLo)]
-    for m in hilos:
-        for name, p in m.named_parameters():
-            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert_plugin_params_get_grads("yolov5n_hilo.yaml", HiLo)

@@ -11,7 +11,8 @@ from benchmarks.naive_slide import NaiveSlide
 from models.attention.slide import SlideAttention, shift_kernels
 from models.yolo import Model
 
-from .conftest import check_plugin_config, open_residuals
+from .conftest import check_plugin_config
+from .helpers import assert_plugin_params_get_grads, assert_same_param_grads, outputs_and_grads
 
 
 # ---- naive reference --------------------------------------------------------------------------------------
@@ -21,25 +22,6 @@ def naive_slide(m: SlideAttention) -> NaiveSlide:
                      mask_border=m.mask_border, dim_reduction=m.dim // m.attn_dim)
     ref.load_state_dict(m.state_dict(), strict=True)
     return ref
-
-
-def _outputs_and_grads(mod, x: torch.Tensor, g: torch.Tensor):
-    """Output of mod(x), and the gradients of <output, g> for x and for every parameter of mod, by name."""
-    x = x.clone().requires_grad_(True)
-    names, params = zip(*sorted(mod.named_parameters()))
-    y = mod(x)
-    gx, *gp = torch.autograd.grad(y, [x, *params], g)
-    return y.detach(), gx, dict(zip(names, gp))
-
-
-def assert_same_param_grads(gp: dict, gp_ref: dict) -> None:
-    """Every parameter's gradient within rtol 1e-5 and atol 1e-5 x its largest entry (they are sums over every
-    pixel), the atol never below 1e-7 x the largest entry of all gradients (for a gradient that is exactly 0)."""
-    assert gp.keys() == gp_ref.keys()
-    top = max(t.abs().max().item() for t in gp_ref.values())
-    for name, want in gp_ref.items():
-        atol = 1e-5 * max(want.abs().max().item(), 1e-2 * top)
-        torch.testing.assert_close(gp[name], want, atol=atol, rtol=1e-5, msg=lambda text, n=name: f"{n}: {text}")
 
 
 def _randomise(m: SlideAttention, std: float = 0.3) -> None:
@@ -61,8 +43,8 @@ def test_equals_unfold_reference(hw, mask_border):
         m.relative_position_bias_table.normal_(0, 0.5)
     assert m.deform.weight.abs().sum() == 0  # the learnable path starts at zero
     x, g = torch.randn(2, 32, *hw), torch.randn(2, 32, *hw)
-    y, gx, gp = _outputs_and_grads(m, x, g)
-    y_ref, gx_ref, gp_ref = _outputs_and_grads(naive_slide(m), x, g)
+    y, gx, gp = outputs_and_grads(m, x, g)
+    y_ref, gx_ref, gp_ref = outputs_and_grads(naive_slide(m), x, g)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
     assert_same_param_grads(gp, gp_ref)  # deform.weight's too, though it is zero
@@ -74,8 +56,8 @@ def test_other_kernels_heads_and_reductions(k, heads, red, hw):
     m = SlideAttention(16, heads, kernel_size=k, qkv_bias=False, qk_scale=0.7, dim_reduction=red)
     _randomise(m)
     x, g = torch.randn(1, 16, *hw), torch.randn(1, 16, *hw)
-    y, gx, gp = _outputs_and_grads(m, x, g)
-    y_ref, gx_ref, gp_ref = _outputs_and_grads(naive_slide(m), x, g)
+    y, gx, gp = outputs_and_grads(m, x, g)
+    y_ref, gx_ref, gp_ref = outputs_and_grads(naive_slide(m), x, g)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
     assert_same_param_grads(gp, gp_ref)
@@ -87,8 +69,8 @@ def test_learnable_path_is_a_linear_mix_of_the_neighbourhood(mask_border):
     m = SlideAttention(32, 4, mask_border=mask_border)
     _randomise(m)
     x, g = torch.randn(2, 32, 5, 6), torch.randn(2, 32, 5, 6)
-    y, gx, gp = _outputs_and_grads(m, x, g)
-    y_ref, gx_ref, gp_ref = _outputs_and_grads(naive_slide(m), x, g)
+    y, gx, gp = outputs_and_grads(m, x, g)
+    y_ref, gx_ref, gp_ref = outputs_and_grads(naive_slide(m), x, g)
     torch.testing.assert_close(y, y_ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gx, gx_ref, atol=1e-5, rtol=1e-5)
     assert_same_param_grads(gp, gp_ref)
@@ -102,7 +84,7 @@ def test_benchmark_shortcut_of_the_reference_changes_no_output():
     full, short = naive_slide(m), NaiveSlide(32, 4, skip_zero_deform=True)
     short.load_state_dict(m.state_dict(), strict=True)
     x, g = torch.randn(2, 32, 13, 22), torch.randn(2, 32, 13, 22)
-    y, gx, _ = _outputs_and_grads(full, x, g)
+    y, gx, _ = outputs_and_grads(full, x, g)
     xs = x.clone().requires_grad_(True)
     ys = short(xs)
     ys.backward(g)
@@ -188,14 +170,7 @@ def test_parameter_counts_pinned():
 
 
 def test_forward_backward_yolov5n():
-    torch.manual_seed(0)
-    model = Model("yolov5n_slide.yaml", verbose=False).train()
-    open_residuals(model)
-    maps = model(torch.randn(2, 3, 64, 96))
-    sum(m.float().square().mean() for m in maps).backward()
-    for m in (m for m in model.modules() if isinstance(m, SlideAttention)):
-        for name, p in m.named_parameters():
-            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+    assert_plugin_params_get_grads("yolov5n_slide.yaml", SlideAttention)
 
 
 def test_model_fuse_fuses_slide_attention():

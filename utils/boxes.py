@@ -95,6 +95,7 @@ def scale_boxes(img1_shape, boxes, img0_shape, ratio_pad=None):
 
 def box_iou(box1: torch.Tensor, box2: torch.Tensor) -> torch.Tensor:
     """IoU matrix (N, M) of xyxy boxes, from `torchvision.ops.box_iou`."""
+    # lazy: torchvision takes seconds to load, and most importers of this module never compute an IoU here
     from torchvision.ops import box_iou as _box_iou
 
     return _box_iou(box1, box2)

@@ -69,7 +69,7 @@ def coco_detections(predn, iid: int, class_map=None) -> list[dict]:
 
 
 def _load_coco(gt: dict | str | Path):
-    from pycocotools.coco import COCO
+    from pycocotools.coco import COCO  # lazy: pycocotools is loaded only when COCO metrics are computed
 
     coco = COCO()
     coco.dataset = json.loads(Path(gt).read_text()) if isinstance(gt, (str, Path)) else gt
@@ -86,7 +86,7 @@ def coco_map(gt: dict | str | Path, detections: list[dict] | str | Path, img_ids
     detections per image.
     With `verbose` the 12-line COCO summary is logged.
     """
-    from pycocotools.cocoeval import COCOeval
+    from pycocotools.cocoeval import COCOeval  # lazy: pycocotools is loaded only when COCO metrics are computed
 
     dets = json.loads(Path(detections).read_text()) if isinstance(detections, (str, Path)) else detections
     if not dets:

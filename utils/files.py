@@ -8,6 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
+import yaml
+
 __all__ = ["atomic_write", "yaml_save"]
 
 
@@ -33,7 +35,5 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bo
 
 def yaml_save(path: str | Path, d: dict) -> None:
     """`d` as YAML in key order, Path values as strings (hyp.yaml, opt.yaml of a run)."""
-    import yaml  # only the writers of YAML files need it
-
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in d.items()}, f, sort_keys=False)

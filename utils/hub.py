@@ -35,16 +35,25 @@ import torch
 import torch.nn as nn
 from PIL import Image, ImageOps
 
+import models
+from models import WEIGHTS_DIR, model_from_checkpoint, resolve_weights
+from models.backends import DetectBackend, weights_format
+from models.config import SCALED_NAME, resolve_config_path
 from models.registry import make_divisible
-from utils.data.augment import letterbox
+from models.tta import augmented_forward
+from models.yolo import Model
 from utils.boxes import scale_boxes, xyxy2xywh
-from utils.errors import UserError
+from utils.checkpoint import load_checkpoint
+from utils.checks import check_finite
+from utils.data.augment import letterbox
 from utils.data.images import imread_bgr, oversize
+from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
 from utils.paths import UniqueStems, increment_path, safe_name
 from utils.plots import Annotator, colors, save_one_box
 from utils.torch_utils import select_device, time_sync
+from utils.transfer import transfer_weights
 
 __all__ = ["AutoShape", "Detections", "create", "URL_TIMEOUT"]
 
@@ -139,8 +148,6 @@ class AutoShape(nn.Module):
     @property
     def backend(self) -> bool:
         """Whether the model is a models.backends.DetectBackend (an export, or a .pt loaded through it)."""
-        from models.backends import DetectBackend
-
         return isinstance(self.model, DetectBackend)
 
     @property
@@ -168,8 +175,6 @@ class AutoShape(nn.Module):
             return self.model(x, augment=augment)
         if not augment:
             return self.model(x)
-        from models.tta import augmented_forward
-
         return augmented_forward(self.model, x, gs=self.stride, nl=int(self.model.model[-1].nl)), None
 
     def _batch_shape(self, size: tuple[int, int], shape0: list[tuple[int, int]]) -> list[int]:
@@ -325,7 +330,7 @@ class Detections:
     def pandas(self) -> "Detections":
         """A copy whose xyxy, xyxyn, xywh and xywhn are pandas DataFrames (columns as YOLOv5's)."""
         try:
-            import pandas as pd
+            import pandas as pd  # optional: only results.pandas() needs it
         except ModuleNotFoundError:
             raise ModuleNotFoundError("results.pandas() needs pandas, which is not installed here "
                                       "(pip install pandas); the same numbers are in results.xyxy, .xywh, "
@@ -347,9 +352,6 @@ class Detections:
 
 def _base_weights(name: str) -> Path:
     """The bundled weights a named entry starts from: weights/yolov5n.pt for yolov5n and yolov5n_biformer."""
-    from models import WEIGHTS_DIR
-    from models.config import SCALED_NAME
-
     m = SCALED_NAME.match(f"{name}.yaml")
     return WEIGHTS_DIR / (f"{m['arch']}{m['scale']}.pt" if m else f"{name}.pt")
 
@@ -357,12 +359,6 @@ def _base_weights(name: str) -> Path:
 def _named_model(name: str, pretrained: bool, channels: int, classes: int) -> nn.Module:
     """The model of a named entry: the bundled checkpoint itself when it is that model, else built from the
     config with the bundled weights transferred by structure (utils/transfer.py) when they exist."""
-    from models import model_from_checkpoint
-    from models.config import resolve_config_path
-    from models.yolo import Model
-    from utils.checkpoint import load_checkpoint
-    from utils.transfer import transfer_weights
-
     resolve_config_path(f"{name}.yaml")  # FileNotFoundError listing the configs for an unknown name
     weights = _base_weights(name)
     if pretrained and weights.is_file() and weights.stem == name and channels == 3 and classes == 80:
@@ -388,10 +384,6 @@ def _custom_model(path: str | Path, device: torch.device) -> tuple[nn.Module, bo
     """(model, whether it is a PyTorch Model to fuse) of `custom`'s path: a .pt checkpoint loads as a Model, an
     export (.torchscript, .onnx, *_openvino_model or its .xml) as a models.backends.DetectBackend. A bare name
     also finds weights/; a UserError names the valid formats for anything else."""
-    from models import load_model, resolve_weights
-    from models.backends import DetectBackend, weights_format
-    from utils.checks import check_finite
-
     try:
         fmt = weights_format(path)
     except UserError:
@@ -400,7 +392,7 @@ def _custom_model(path: str | Path, device: torch.device) -> tuple[nn.Module, bo
                         f"(*_openvino_model, or its .xml), as export.py writes them") from None
     if fmt == "pt":
         file = resolve_weights(path)
-        model = load_model(file, device=device)
+        model = models.load_model(file, device=device)  # via the module, so patches apply
         check_finite(model, file)
         return model, True
     backend = DetectBackend(path, device=device)

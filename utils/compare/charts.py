@@ -22,7 +22,7 @@ CURVE_COLUMNS = (("metrics/mAP_0.5:0.95", "mAP50-95"), ("metrics/mAP_0.5", "mAP5
 
 
 def _color(i: int):
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # lazy: importing this module loads no matplotlib
 
     return colormaps["tab10"](i % 10)
 
@@ -99,7 +99,7 @@ def mean_curves(m: ModelResult) -> dict[str, np.ndarray]:
 
 def plot_training_curves(models: Sequence[ModelResult], path: Path) -> Path:
     """mAP and losses per epoch of every model on one figure: seed mean (line) and min-max band."""
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import MaxNLocator  # lazy: importing this module loads no matplotlib
 
     fig = new_figure((14, 7.5))
     axes = [fig.add_subplot(2, 3, i + 1) for i in range(len(CURVE_COLUMNS))]

@@ -26,6 +26,8 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+import export
+from models.yolo import Detect
 from utils.errors import UserError
 
 __all__ = ["RUNTIMES", "RUNTIME_LABELS", "ORT_LEVELS", "runtime_versions", "export_for_deploy", "OrtRunner",
@@ -66,8 +68,6 @@ def _as_hw(imgsz: int | Sequence[int]) -> tuple[int, int]:
 
 def _export_copy(model: nn.Module) -> nn.Module:
     """A CPU fp32 eval copy of `model` whose Detect returns only the decoded tensor (as export.py sets it)."""
-    from models.yolo import Detect
-
     m = deepcopy(model).float().cpu().eval()
     for p in m.parameters():
         p.requires_grad_(False)
@@ -96,8 +96,6 @@ def export_for_deploy(model: nn.Module, imgsz: int | Sequence[int], out_dir: str
     Returns format -> written path, or the exception that format's export raised (OpenVINO is converted from the
     ONNX file when that was written). The model is copied; the caller's stays as it was.
     """
-    import export
-
     bad = [f for f in formats if f not in ("onnx", "openvino")]
     if bad:
         raise UserError(f"formats {bad}: export_for_deploy writes 'onnx' and 'openvino' only")
@@ -135,7 +133,7 @@ class OrtRunner:
 
     def __init__(self, path: str | Path, threads: int | None = None, level: str = "all",
                  profile: str | Path | None = None, optimized_model: str | Path | None = None):
-        import onnxruntime as ort
+        import onnxruntime as ort  # optional: only for the ONNX Runtime runner
 
         if level not in ORT_LEVELS:
             raise UserError(f"ONNX Runtime graph optimisation level {level!r}; valid: {', '.join(ORT_LEVELS)}")
@@ -174,7 +172,7 @@ class OpenVINORunner:
     one stream and the LATENCY hint; `runner(runner.prepare(x))` returns the first output."""
 
     def __init__(self, path: str | Path, threads: int | None = None):
-        import openvino as ov
+        import openvino as ov  # optional: only for the OpenVINO runner
 
         path = Path(path)
         model_file = next(path.glob("*.xml"), None) if path.is_dir() else path
@@ -231,7 +229,7 @@ def deploy_runners(model: nn.Module, imgsz: int | Sequence[int], out_dir: str | 
             usable.append(rt)
     fmts = list(dict.fromkeys(["onnx"] + [RUNTIME_FORMAT[rt] for rt in usable])) if usable else []
     try:
-        import onnx  # noqa: F401  (both formats go through ONNX)
+        __import__("onnx")  # optional, probed here: both formats go through ONNX
     except Exception as e:  # noqa: BLE001
         for rt in usable:
             errors[rt] = f"export needs the package 'onnx': {short_error(e)}"

@@ -29,9 +29,9 @@ from models.config import load_model_config
 from models.yolo import Model
 from utils.hyp import load_hyp
 from utils.log import LOGGER
+from utils.paths import ROOT
 from utils.training.loss import ComputeLoss
 from utils.training.optim import ModelEMA
-from utils.paths import ROOT
 from utils.training.plugin_optim import plugin_parameter_names
 from utils.training.setup import build_optimizers, channels_last_weights, loss_hyp, optimizer_step
 from utils.transfer import transfer_weights

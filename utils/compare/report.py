@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
-from utils.compare.sizes import SIZES
-from utils.compare.stats import NOISE_RULE, Summary, Verdict, paired_diff, summarize, verdict
 from utils.compare.latency import LatencyStat
 from utils.compare.memory import MemoryStat
+from utils.compare.sizes import SIZES
+from utils.compare.stats import NOISE_RULE, Summary, Verdict, paired_diff, summarize, verdict
+from utils.training.run_files import ResultsLog
 
 __all__ = ["SeedResult", "FailedRun", "ModelResult", "ReportMeta", "environment", "finished", "baseline",
            "model_verdict", "paired_delta", "results_rows", "seed_rows", "write_csv", "table_lines", "share_cell",
@@ -142,10 +145,7 @@ def paired_delta(base: ModelResult, m: ModelResult, metric: str) -> float | None
 
 def environment(device) -> tuple[dict[str, str], str]:
     """(library versions, the device in words) for the head of the report."""
-    import platform
-
-    import torch
-    import torchvision
+    import torchvision  # lazy: it takes seconds to load, and only its version is read here
 
     versions = {"python": platform.python_version(), "torch": torch.__version__,
                 "torchvision": torchvision.__version__}
@@ -285,8 +285,6 @@ def write_csv(rows: list[dict], path: Path) -> Path:
 
 def read_results_csv(path: str | Path) -> dict[str, np.ndarray]:
     """A YOLOv5 results.csv (space-padded header) as column name -> float array."""
-    from utils.training.run_files import ResultsLog
-
     return ResultsLog(path).read()
 
 
@@ -413,6 +411,7 @@ def _head(models: Sequence[ModelResult], meta: ReportMeta) -> list[str]:
 def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path, charts: Sequence[Path] = (),
                  routing: Sequence[Path] = ()) -> Path:
     """Write report.md into `save_dir`; returns its path."""
+    # here, not at the top: utils.compare_tables imports this module (a cycle)
     from utils.compare_tables import control_lines, failed_lines, paired_lines, seed_lines, size_lines, tta_lines
 
     save_dir = Path(save_dir)

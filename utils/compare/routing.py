@@ -21,7 +21,11 @@ import cv2
 import numpy as np
 import torch
 import torch.nn as nn
+
+from models.attention.bra import BiLevelRoutingAttention, region_rect
+from utils.data.augment import letterbox
 from utils.errors import UserError
+from utils.nms import non_max_suppression
 
 __all__ = ["Query", "LetterboxMap", "RoutingRecord", "bra_layers", "recording_routing", "query_region",
            "routing_shade", "fit_photo", "draw_panel", "visualize_routing", "HEADER_H", "GAP", "SHADE_BGR",
@@ -81,8 +85,6 @@ class RoutingRecord:
     size: tuple[int, int]  # real (H, W) of the map, before padding
 
     def rect(self, region: int, stride: int = 1) -> tuple[int, int, int, int]:
-        from models.attention.bra import region_rect
-
         return region_rect(region, self.n_win, self.window, self.size, stride)
 
 
@@ -125,8 +127,6 @@ def recording_routing(layers: Sequence[nn.Module]) -> Iterator[list[RoutingRecor
 
 def bra_layers(model: nn.Module) -> list[tuple[int, nn.Module]]:
     """(layer index, module) of every BiLevelRoutingAttention in `model`, in forward order."""
-    from models.attention.bra import BiLevelRoutingAttention
-
     out = []
     for name, m in model.named_modules():
         if isinstance(m, BiLevelRoutingAttention):
@@ -219,8 +219,6 @@ def draw_panel(base: np.ndarray, record, query: Query, stride: int, lb: Letterbo
 
 
 def _letterbox_input(photo: np.ndarray, imgsz: int, stride: int, device, dtype):
-    from utils.data.augment import letterbox
-
     im, ratio, pad = letterbox(photo, imgsz, stride=stride, auto=True)
     lb = LetterboxMap(tuple(map(float, ratio)), tuple(map(float, pad)), im.shape[:2], photo.shape[:2])
     x = torch.from_numpy(np.ascontiguousarray(im[..., ::-1].transpose(2, 0, 1))).to(device, dtype) / 255
@@ -228,8 +226,6 @@ def _letterbox_input(photo: np.ndarray, imgsz: int, stride: int, device, dtype):
 
 
 def _detection_queries(pred, k: int, conf_thres: float, iou_thres: float, names) -> list[Query]:
-    from utils.nms import non_max_suppression
-
     if k <= 0:
         return []
     det = non_max_suppression(pred, conf_thres, iou_thres, max_det=k)[0]  # sorted by confidence

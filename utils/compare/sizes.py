@@ -19,8 +19,9 @@ import numpy as np
 
 from utils.boxes import xywhn2xyxy
 from utils.coco_eval import coco_detections, image_ids, yolo_to_coco_gt
-from utils.log import LOGGER
+from utils.data.dataset import LoadImagesAndLabels
 from utils.errors import UserError
+from utils.log import LOGGER
 
 __all__ = ["SizeAP", "SizeGT", "SIZES", "build_size_gt", "size_counts", "detections_from_txt", "size_ap",
            "run_size_ap"]
@@ -53,8 +54,6 @@ def build_size_gt(split, names, nc: int) -> SizeGT | None:
     None, with a warning, when two images share a file stem: val.py's label files are named by stem, so their
     detections could not be told apart.
     """
-    from utils.data.dataset import LoadImagesAndLabels
-
     ds = LoadImagesAndLabels(split, img_size=32, nc=nc, prefix="size AP: ")
     stems = [Path(f).stem for f in ds.im_files]
     if len(set(stems)) != len(stems):
@@ -70,7 +69,7 @@ def build_size_gt(split, names, nc: int) -> SizeGT | None:
 
 
 def _area_ranges() -> dict[str, list[float]]:
-    from pycocotools.cocoeval import Params
+    from pycocotools.cocoeval import Params  # lazy: pycocotools only where sizes are scored
 
     p = Params(iouType="bbox")
     return dict(zip(p.areaRngLbl, p.areaRng))  # 'all', 'small', 'medium', 'large' -> [lo, hi], inclusive
@@ -107,6 +106,7 @@ def _none_if_missing(x: float) -> float | None:
 
 def size_ap(gt: dict, detections: list[dict]) -> SizeAP:
     """COCOeval (bbox, at most 100 detections per image) of `detections` on every image of `gt`."""
+    # lazy: pycocotools is loaded only where AP by size is scored
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
+
 from utils.errors import UserError
 
 __all__ = ["Summary", "NoiseCheck", "PairedDiff", "Verdict", "summarize", "welch_t", "noise_check", "paired_diff",
@@ -134,7 +135,7 @@ def summarize(values: Sequence[float]) -> Summary:
 
 def welch_t(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     """(t, two-sided p) of Welch's t-test of mean(b) - mean(a); both need >= 2 values and some spread."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy is heavy; loaded only when a t-test runs
 
     x, y = _values(a, "welch_t a"), _values(b, "welch_t b")
     if x.size < 2 or y.size < 2:
@@ -174,7 +175,7 @@ def _by_seed(values: Mapping[int, float], what: str) -> dict[int, float]:
 def paired_diff(base: Mapping[int, float], other: Mapping[int, float], alpha: float = ALPHA,
                 confidence: float = 0.95) -> PairedDiff:
     """Pair `other[seed] - base[seed]` over the seeds in both (seed -> metric); mean, t interval, paired t-test."""
-    from scipy import stats
+    from scipy import stats  # lazy: scipy is heavy; loaded only when a t-test runs
 
     a, b = _by_seed(base, "paired baseline"), _by_seed(other, "paired model")
     seeds = tuple(sorted(set(a) & set(b)))

@@ -92,7 +92,7 @@ def kmean_anchors(dataset, n: int = 9, img_size: int = 640, thr: float = 4.0, ge
     """Anchors (n, 2) in pixels evolved for `dataset` (with .shapes and .labels): k-means on the whitened box
     sizes, then `gen` generations of multiplicative mutation keeping any improvement of the fitness
     mean(best * (best > 1/thr))."""
-    from scipy.cluster.vq import kmeans
+    from scipy.cluster.vq import kmeans  # lazy: scipy is heavy; loaded only when anchors are evolved
 
     thr = 1 / thr
     wh0 = label_wh(dataset, img_size)

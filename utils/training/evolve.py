@@ -20,6 +20,7 @@ from utils.errors import UserError
 from utils.hyp import Hyp
 from utils.log import LOGGER, colorstr
 from utils.metrics import fitness
+from utils.plots import new_figure, save_figure
 
 __all__ = ["META", "RESULT_KEYS", "search", "mutate", "append_row", "read_rows", "best_hyp", "write_best", "plot_evolve"]
 
@@ -102,8 +103,6 @@ def write_best(csv: Path, out: Path, base: Hyp) -> Path:
 
 def plot_evolve(csv: Path) -> Path | None:
     """evolve.png: fitness against each mutated hyperparameter, one panel each, the best marked."""
-    from utils.plots import new_figure, save_figure
-
     rows = read_rows(csv)
     if len(rows) == 0:
         return None

@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from utils.training.callbacks import Callbacks
+from models.common import Residual
 from utils.log import LOGGER, colorstr
+from utils.torch_utils import de_parallel
+from utils.training.callbacks import Callbacks
 from utils.training.run_files import RESULTS_KEYS
 
 __all__ = ["TrainLoggers", "gate_stats"]
@@ -29,8 +31,6 @@ __all__ = ["TrainLoggers", "gate_stats"]
 
 def gate_stats(model: nn.Module) -> dict[str, tuple[float, float]]:
     """{layer name: (mean |gamma|, max |gamma|)} of every Residual wrapper in `model`."""
-    from models.common import Residual
-
     out = {}
     for name, m in model.named_modules():
         if isinstance(m, Residual):
@@ -94,8 +94,6 @@ class TrainLoggers:
     def on_train_start(self) -> None:
         if self.writer is None or self.model is None or not self.graph_imgsz:
             return
-        from utils.torch_utils import de_parallel
-
         model = de_parallel(self.model)
         p = next(model.parameters())
         im = torch.zeros(1, 3, self.graph_imgsz, self.graph_imgsz, device=p.device, dtype=p.dtype)

@@ -11,6 +11,7 @@ import numpy as np
 
 from utils.log import LOGGER
 from utils.plots import colors, new_figure
+from utils.training.run_files import ResultsLog
 
 __all__ = ["plot_labels", "plot_labels_correlogram", "plot_results"]
 
@@ -62,16 +63,14 @@ def plot_labels(labels: list[np.ndarray], names: list[str], save_dir: Path) -> P
 
 
 def _rectangle(x, y, w, h, color):
-    from matplotlib.patches import Rectangle
+    from matplotlib.patches import Rectangle  # lazy: importing this module loads no matplotlib
 
     return Rectangle((x, y), w, h, fill=False, edgecolor=color, linewidth=0.5, alpha=0.5)
 
 
 def plot_results(file: str | Path) -> Path:
     """results.png beside results.csv: the 10 curves of YOLOv5's layout, each with a smoothed line."""
-    from scipy.ndimage import gaussian_filter1d
-
-    from utils.training.run_files import ResultsLog
+    from scipy.ndimage import gaussian_filter1d  # lazy: scipy is heavy; loaded only when results.png is drawn
 
     file = Path(file)
     data = ResultsLog(file).read()

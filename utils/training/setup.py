@@ -96,7 +96,6 @@ def build_setup(opt: TrainOptions, hyp: Hyp, device: torch.device, info: ddp.Dis
     scheduler = lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
     progress = _restore(opt, ckpt, optimizer, plugin_opt, scaler, amp) if opt.resume else Progress()
-    model = _sync_bn(opt, model, device, info)
     train_loader, val_loader, dataset = _build_loaders(opt, hyp, data, imgsz, gs, batch_size, info)
     if info.main and not opt.resume:
         if not opt.noautoanchor:
@@ -110,6 +109,7 @@ def build_setup(opt: TrainOptions, hyp: Hyp, device: torch.device, info: ddp.Dis
         if opt.resume and ckpt.get("ema"):
             ema.load(ckpt["ema"], ckpt.get("updates") or 0)
     compute_loss = ComputeLoss(model, loss_hyp(hyp, model, data.nc, imgsz, opt.label_smoothing))
+    model = _sync_bn(opt, model, device, info)  # after the EMA copy, as YOLOv5 does: the EMA keeps BatchNorm
     if info.distributed:
         ids = [info.local_rank] if device.type == "cuda" else None
         model = nn.parallel.DistributedDataParallel(model, device_ids=ids, output_device=ids[0] if ids else None)
