@@ -19,8 +19,8 @@ import compare
 from models.yolo import Model
 from tests.helpers import Sleeper
 from utils.compare.charts import plot_size_ap
-from utils.compare.report import (FailedRun, ModelResult, ReportMeta, SeedResult, results_rows, seed_rows,
-                                  table_lines, write_report)
+from utils.compare.report import ReportMeta, results_rows, seed_rows, table_lines, write_report
+from utils.compare.results import FailedRun, ModelResult, SeedResult
 from utils.compare.runs import (RunRecord, fresh_run_dir, load_result, save_options, save_result,
                                 take_job_options)
 from utils.flops import gflops
@@ -442,7 +442,7 @@ def test_default_cfgs_and_bad_options(tiny_data):
 def test_plugins_against_the_controls_by_hand():
     from scipy import stats
 
-    from utils.compare_tables import control_lines
+    from utils.compare.tables import control_lines
 
     base = _result("yolov5n", [0.5] * 3, [0.30, 0.32, 0.34])
     bra = _result("yolov5n_biformer", [0.5] * 3, [0.35, 0.36, 0.40])

@@ -9,8 +9,9 @@ import pytest
 
 import compare
 from tests.test_train import _data_yaml
-from utils.compare.report import ModelResult, SeedResult, results_rows, seed_rows
-from utils.compare_tables import tta_lines
+from utils.compare.report import results_rows, seed_rows
+from utils.compare.results import ModelResult, SeedResult
+from utils.compare.tables import tta_lines
 from utils.paths import ROOT
 
 

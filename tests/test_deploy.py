@@ -20,7 +20,8 @@ from tests.conftest import open_residuals
 from tests.helpers import Sleeper
 from utils.compare import deploy
 from utils.checkpoint import save_checkpoint
-from utils.compare.report import ModelResult, ReportMeta, SeedResult, results_rows, table_lines, write_report
+from utils.compare.report import ReportMeta, results_rows, table_lines, write_report
+from utils.compare.results import ModelResult, SeedResult
 from utils.compare.latency import measure_latency
 
 IMGSZ = 64

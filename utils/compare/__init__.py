@@ -1,3 +1,3 @@
-"""The comparison of plug-ins against the baseline (compare.py): runs and their records (runs), statistics
+"""The comparison of plug-ins against the baseline (compare.py): runs and their files (runs), the records of runs and models (results), statistics
 (stats), AP by object size (sizes), latency, memory, deployed latency (deploy), plug-in share, routing figures
-(routing), the report and its charts."""
+(routing), the report, its tables and charts."""

@@ -9,7 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.compare.report import ModelResult, baseline, finished, read_results_csv
+from utils.compare.report import read_results_csv
+from utils.compare.results import ModelResult, baseline, finished
 from utils.compare.sizes import SIZES
 from utils.plots import new_figure, save_figure
 

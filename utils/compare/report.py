@@ -9,102 +9,26 @@ from __future__ import annotations
 import contextlib
 import csv
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from utils.compare.latency import LatencyStat
-from utils.compare.memory import MemoryStat
+from utils.compare.results import (ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta,
+                                   share_cell)
 from utils.compare.sizes import SIZES
-from utils.compare.stats import NOISE_RULE, Summary, Verdict, paired_diff, summarize, verdict
+from utils.compare.stats import NOISE_RULE
+from utils.compare.tables import control_lines, failed_lines, paired_lines, seed_lines, size_lines, tta_lines
 from utils.training.run_files import ResultsLog
 
-__all__ = ["SeedResult", "FailedRun", "ModelResult", "ReportMeta", "environment", "finished", "baseline",
-           "model_verdict", "paired_delta", "results_rows", "seed_rows", "write_csv", "table_lines", "share_cell",
+__all__ = ["ReportMeta", "environment", "results_rows", "seed_rows", "write_csv", "table_lines",
            "write_report", "read_results_csv", "DEPLOY_COLUMNS", "deploy_note_lines"]
 
 # deployed runtime -> (results.csv column stem, table column); the runtimes of utils.compare.deploy.RUNTIMES
 DEPLOY_COLUMNS = {"onnxruntime": ("latency_ort_b1", "ms/img ORT b1"), "openvino": ("latency_openvino_b1",
                                                                                    "ms/img OV b1")}
-
-
-@dataclass
-class SeedResult:
-    """One finished fine-tuning run: validation of its best.pt, its time per epoch and its folder."""
-
-    seed: int
-    mp: float
-    mr: float
-    map50: float
-    map: float
-    maps: list[float]  # mAP50-95 per class (nc,), as val.run returns it
-    epoch_s: float  # seconds per training epoch
-    run_dir: Path
-    share: float | None = None  # mean plug-in share of best.pt (utils.compare.plugin_share); None without plug-ins
-    ap_all: float | None = None  # COCOeval AP50-95 over all sizes (utils.compare.sizes); None: not scored
-    ap_small: float | None = None  # COCO AP_small; None also where the split has no small object (COCO's -1)
-    ap_medium: float | None = None
-    ap_large: float | None = None
-    map50_tta: float | None = None  # with compare.py --augment: val.py --augment's mAP50 and mAP50-95
-    map_tta: float | None = None
-
-
-@dataclass
-class FailedRun:
-    """A (model, seed) run that raised in training or validation: what it raised and where its log is."""
-
-    seed: int
-    error_type: str  # e.g. 'FloatingPointError'
-    message: str
-    log: Path  # the run's train.log, which ends with the traceback
-
-    @property
-    def error(self) -> str:
-        return f"{self.error_type}: {self.message}" if self.message else self.error_type
-
-
-@dataclass
-class ModelResult:
-    """Everything measured for one model config; params and gflops are None when no run finished."""
-
-    name: str  # e.g. yolov5n_biformer
-    cfg: str
-    params: int | None
-    gflops: float | None
-    seeds: list[SeedResult] = field(default_factory=list)  # the finished runs
-    latency: dict[int, LatencyStat] = field(default_factory=dict)  # batch size -> ms per image
-    memory: MemoryStat | None = None
-    # deployed CPU runtimes at batch 1 (utils.compare.deploy.RUNTIMES): runtime -> ms per image, or runtime -> why none
-    deploy_latency: dict[str, LatencyStat] = field(default_factory=dict)
-    deploy_errors: dict[str, str] = field(default_factory=dict)
-    failures: list[FailedRun] = field(default_factory=list)
-
-    def summary(self, metric: str) -> Summary:
-        return summarize([getattr(s, metric) for s in self.seeds])
-
-    def values(self, metric: str) -> list[float]:
-        return [float(getattr(s, metric)) for s in self.seeds]
-
-    def by_seed(self, metric: str) -> dict[int, float]:
-        """seed -> metric of each finished run that has it (size APs can be None)."""
-        return {s.seed: float(getattr(s, metric)) for s in self.seeds if getattr(s, metric) is not None}
-
-    def mean(self, metric: str) -> float | None:
-        """Mean over the finished runs that have the metric; None when none has it."""
-        v = list(self.by_seed(metric).values())
-        return float(np.mean(v)) if v else None
-
-    def share(self) -> float | None:
-        """Mean plug-in share over seeds; None for a model without Residual-wrapped plug-ins."""
-        v = [s.share for s in self.seeds if s.share is not None]
-        return float(np.mean(v)) if v else None
-
-    def class_ap(self) -> np.ndarray:
-        """Per-class mAP50-95 averaged over seeds, (nc,)."""
-        return np.mean([np.asarray(s.maps, dtype=float) for s in self.seeds], axis=0)
 
 
 @dataclass
@@ -121,26 +45,6 @@ class ReportMeta:
     resumed: str = ""  # with --resume: what this attempt reused and re-ran
     size_counts: dict[str, int] | None = None  # ground-truth objects per COCO size in the val split
     deploy: str = ""  # how the deployed runtimes were run (versions, threads), or why they were not
-
-
-def finished(models: Sequence[ModelResult]) -> list[ModelResult]:
-    """The models with at least one finished run (the others have no figures)."""
-    return [m for m in models if m.seeds]
-
-
-def baseline(models: Sequence[ModelResult]) -> ModelResult | None:
-    """models[0] when it has a finished run; None otherwise (then no delta can be given)."""
-    return models[0] if models and models[0].seeds else None
-
-
-def model_verdict(base: ModelResult, m: ModelResult, metric: str) -> Verdict:
-    """Paired and unpaired tests of m's `metric` against the baseline's (utils.compare.stats.verdict)."""
-    return verdict(base.by_seed(metric), m.by_seed(metric))
-
-
-def paired_delta(base: ModelResult, m: ModelResult, metric: str) -> float | None:
-    """Mean of m's per-seed difference from the baseline over the seeds where both have `metric`."""
-    return paired_diff(base.by_seed(metric), m.by_seed(metric)).delta
 
 
 def environment(device) -> tuple[dict[str, str], str]:
@@ -335,10 +239,6 @@ def deploy_note_lines(models: Sequence[ModelResult], deploy: str = "") -> list[s
     return lines + [""] if lines else []
 
 
-def share_cell(share: float | None) -> str:
-    return "-" if share is None else f"{100 * share:.2g}%"
-
-
 def table_lines(models: Sequence[ModelResult], imgsz: int) -> list[str]:
     """The comparison table as markdown lines (also printed at the end of a run); a model without a finished
     run gets a row that says so and no figures."""
@@ -411,8 +311,6 @@ def _head(models: Sequence[ModelResult], meta: ReportMeta) -> list[str]:
 def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path, charts: Sequence[Path] = (),
                  routing: Sequence[Path] = ()) -> Path:
     """Write report.md into `save_dir`; returns its path."""
-    # here, not at the top: utils.compare_tables imports this module (a cycle)
-    from utils.compare_tables import control_lines, failed_lines, paired_lines, seed_lines, size_lines, tta_lines
 
     save_dir = Path(save_dir)
     timed = [m.memory.method for m in models if m.memory]

@@ -21,7 +21,7 @@ from typing import Sequence
 import yaml
 
 from utils.files import atomic_write
-from utils.compare.report import FailedRun, ModelResult, SeedResult
+from utils.compare.results import FailedRun, ModelResult, SeedResult
 from utils.log import LOGGER
 from utils.errors import UserError
 
