@@ -153,14 +153,14 @@ def _deploy_runners(opt, nets: dict, models, folder: str, bar) -> dict:
     return runners
 
 
-def _timing(opt, models, device, bar) -> None:
+def _timing(opt, models, device, bar, nc: int) -> None:
     """Latency (interleaved, one process) and peak training memory of every model, into `models`."""
     # memory first: each measurement forks a process, and a fork once ONNX Runtime's and OpenVINO's native thread
     # pools are loaded (by the latency step) killed a whole job with SIGSEGV
     for m in models:
         bar.set_description(f"memory {m.name}")
         # looked up through the module at call time: tests replace memory.peak_train_memory
-        m.memory = memory.peak_train_memory(m.cfg, opt.imgsz, opt.batch_size, opt.nc, device,
+        m.memory = memory.peak_train_memory(m.cfg, opt.imgsz, opt.batch_size, nc, device,
                                             torch.get_num_threads())
         bar.update(1)
     _latency(opt, models, device, bar)
@@ -358,14 +358,14 @@ def _job_folder(opt) -> Path:
     return save_dir
 
 
-def _measure(opt, models, device, save_dir: Path, bar) -> list[Path]:
+def _measure(opt, models, device, save_dir: Path, bar, nc: int) -> list[Path]:
     """Latency, memory and routing figures of the models with a finished run; routing figure paths."""
     done = finished(models)
     bar.update(len(models) - len(done))  # no memory step for a model without weights
     if not done:
         bar.update(1 + int(opt.visualize_routing))
         return []
-    _timing(opt, done, device, bar)
+    _timing(opt, done, device, bar, nc)
     return _routing(opt, done, save_dir, bar) if opt.visualize_routing else []
 
 
@@ -377,7 +377,6 @@ def main(opt: argparse.Namespace):
     setup_logging()
     save_dir = _job_folder(opt)
     data = load_data_config(opt.data)
-    opt.nc = data.nc
     device = select_device(opt.device)
     size_gt = build_size_gt(data.val, data.names, data.nc)
     n, s = len(opt.cfgs), opt.seeds
@@ -387,7 +386,7 @@ def main(opt: argparse.Namespace):
     with tqdm(total=2 * n * s + 1 + n + int(opt.visualize_routing), file=sys.stderr,
               bar_format="{desc:<34}{percentage:3.0f}%|{bar:20}| {n}/{total} [{elapsed}<{remaining}]") as bar:
         models, reused = _fine_tune_all(opt, save_dir, bar, data, size_gt)
-        routing = _measure(opt, models, device, save_dir, bar)
+        routing = _measure(opt, models, device, save_dir, bar, data.nc)
         bar.set_description("done")
     resumed = (f"`python compare.py --resume {save_dir}` reused {reused} finished run(s) and ran "
                f"{n * s - reused}" if opt.resume else "")

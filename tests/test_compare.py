@@ -213,7 +213,7 @@ def _check_failed_run_is_reported_then_resumed(job, project, monkeypatch, capsys
 
     timed = []  # latency and memory are checked above; here only which models they are asked for
     monkeypatch.setattr(train, "run", flaky_run)
-    monkeypatch.setattr(compare, "_timing", lambda opt, models, device, bar: timed.append([m.name for m in models]))
+    monkeypatch.setattr(compare, "_timing", lambda opt, models, device, bar, nc: timed.append([m.name for m in models]))
     args = ["--cfgs", *CFGS, "--data", str(data), "--epochs", "1", "--imgsz", str(IMGSZ), "--batch-size", "2",
             "--seeds", "1", "--workers", "0", "--device", "cpu", "--project", str(project), "--name", "exp"]
     capsys.readouterr()
