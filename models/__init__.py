@@ -10,7 +10,7 @@ import torch
 # for any import order (models.transformer and models.control subclass or use its blocks, and it imports them).
 import models.common  # noqa: E402,F401
 from models.yolo import Model  # noqa: E402
-from utils.checkpoint import cast_state, load_checkpoint, names_list  # noqa: E402
+from utils.checkpoint import inference_weights, load_checkpoint  # noqa: E402
 from utils.torch_utils import select_device  # noqa: E402
 
 __all__ = ["load_model", "resolve_weights", "WEIGHTS_DIR"]
@@ -34,10 +34,9 @@ def resolve_weights(weights: str | Path) -> Path:
 
 def model_from_checkpoint(ckpt: dict, verbose: bool = False):
     """Build the Model a checkpoint describes and load its weights (fp32)."""
-    names = names_list(ckpt.get("names"))  # a list, or a dict {0: 'person', ...} ordered by key
-    model = Model(ckpt["yaml"], nc=len(names) or None, verbose=verbose)
-    state = ckpt.get("ema") or ckpt["model"]
-    model.load_state_dict(cast_state(state))
+    cfg, names, state = inference_weights(ckpt)
+    model = Model(cfg, nc=len(names) or None, verbose=verbose)
+    model.load_state_dict(state)
     if names:
         model.names = names
     return model

@@ -461,3 +461,18 @@ def test_plugins_against_the_controls_by_hand():
     assert rows[("yolov5n_hilo", "yolov5n_control")][-1] == "cannot tell (fewer than 2 paired seeds)"
     assert not any(k[0] in ("yolov5n", "yolov5n_control") for k in rows)  # baseline and controls are not rows
     assert control_lines([base, bra]) == []  # no control in the job: no section
+
+
+def test_report_environment_starts_no_process(monkeypatch):
+    """The report's head is written after ONNX Runtime and OpenVINO are loaded, where a fork can die with SIGSEGV
+    (a main job did, in the report step): reading the CPU's name must not start `uname -p`."""
+    import subprocess
+
+    from utils.compare.report import environment
+
+    def forked(*a, **k):
+        raise AssertionError(f"started a process: {a}")
+
+    monkeypatch.setattr(subprocess, "Popen", forked)
+    versions, dev = environment(torch.device("cpu"))
+    assert dev.startswith("CPU: ") and "threads" in dev and versions["torch"] == torch.__version__

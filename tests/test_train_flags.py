@@ -78,3 +78,13 @@ def test_no_abbreviations(monkeypatch, capsys):
     with pytest.raises(SystemExit):
         train.parse_opt()
     assert "unrecognized arguments: --image-weight" in capsys.readouterr().err
+
+
+def test_every_option_is_a_typed_field():
+    """train.py's command line and TrainOptions name the same options: a flag added to one only would be dropped
+    (or missing) when the options are parsed into the typed object."""
+    from dataclasses import fields
+
+    from utils.training.options import TrainOptions
+
+    assert set(vars(train.parse_opt(True))) == {f.name for f in fields(TrainOptions)} - {"save_dir"}

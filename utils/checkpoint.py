@@ -19,6 +19,7 @@ import re
 import struct
 import zipfile
 from collections import OrderedDict
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,8 @@ from utils.errors import UserError
 from utils.log import LOGGER
 
 __all__ = ["FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "cast_state",
-           "strip_optimizer", "training_checkpoint", "Checkpoint", "names_list"]
+           "strip_optimizer", "training_checkpoint", "TrainingState", "training_state", "inference_weights", "Checkpoint",
+           "names_list"]
 
 FORMAT = "yolo-attention-checkpoint/1"
 _ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80"  # torch.save's zip format; the pre-1.6 plain pickle format
@@ -250,6 +252,41 @@ def training_checkpoint(model: torch.nn.Module, ema, names: list[str], epoch: in
         "plugin_params": list(plugin_params), "scaler": scaler.state_dict() if scaler is not None else None,
         "opt": opt, "hyp": hyp, "date": datetime.now().isoformat(),
     }
+
+
+@dataclass(frozen=True)
+class TrainingState:
+    """What --resume restores from a training checkpoint (the keys training_checkpoint writes)."""
+
+    model: dict  # state dict, full precision
+    ema: dict | None
+    updates: int  # EMA updates so far
+    optimizer: dict
+    plugin_optimizer: dict | None
+    plugin_params: list[str]
+    scaler: dict | None
+    epoch: int  # the last finished epoch
+    best_fitness: float
+    last_opt_step: int
+    opt: dict | None  # the run's options
+    hyp: dict | None  # the run's hyperparameters, as given
+
+
+def training_state(ckpt: Checkpoint) -> TrainingState | None:
+    """The resumable state of a training checkpoint; None for a finished (stripped) or a YOLOv5 one."""
+    if ckpt.get("optimizer") is None:
+        return None
+    return TrainingState(
+        model=ckpt["model"], ema=ckpt.get("ema"), updates=int(ckpt.get("updates") or 0), optimizer=ckpt["optimizer"],
+        plugin_optimizer=ckpt.get("plugin_optimizer"), plugin_params=list(ckpt.get("plugin_params") or []),
+        scaler=ckpt.get("scaler"), epoch=int(ckpt["epoch"]), best_fitness=float(ckpt.get("best_fitness") or 0.0),
+        last_opt_step=int(ckpt.get("last_opt_step", -1)), opt=ckpt.get("opt"), hyp=ckpt.get("hyp"))
+
+
+def inference_weights(ckpt: Checkpoint) -> tuple[dict, list[str], dict]:
+    """(model YAML dict, class names, fp32 state dict) to build the model a checkpoint describes: the EMA
+    weights where there are any (as YOLOv5 deploys them), else the model's."""
+    return ckpt["yaml"], names_list(ckpt.get("names")), cast_state(ckpt.get("ema") or ckpt["model"])
 
 
 def strip_optimizer(f: Path) -> None:

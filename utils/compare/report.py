@@ -55,7 +55,9 @@ def environment(device) -> tuple[dict[str, str], str]:
                 "torchvision": torchvision.__version__}
     if device.type == "cuda":
         return versions, f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
-    cpu = platform.processor() or platform.machine()
+    # not platform.processor(): on Linux it forks `uname -p`, and a fork once ONNX Runtime's and OpenVINO's thread
+    # pools are loaded (by the latency step, before the report) can die with SIGSEGV
+    cpu = platform.machine()
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from utils.checkpoint import load_checkpoint
+from utils.checkpoint import load_checkpoint, training_state
 from utils.errors import UserError
 from utils.checks import MAX_IMG_SIZE
 from utils.training.run_files import latest_run
@@ -105,17 +105,17 @@ def resume_options(opt: argparse.Namespace, defaults: argparse.Namespace) -> arg
     if last is None or not last.is_file():
         where = f"at {last}" if given else f"under {opt.project}"
         raise FileNotFoundError(f"--resume: no checkpoint {where}; pass the path of a run's weights/last.pt")
-    ckpt = load_checkpoint(last)
-    d = ckpt.get("opt")
+    state = training_state(load_checkpoint(last))
+    d = state.opt if state else None
     opt_yaml = last.parent.parent / "opt.yaml"
     if opt_yaml.is_file():
         with open(opt_yaml, encoding="utf-8") as f:
             d = yaml.safe_load(f)
-    if not d or ckpt.get("optimizer") is None:
+    if not d or state is None:
         raise UserError(f"--resume: {last} is not resumable (no training options or optimizer state; a finished "
                         f"run's checkpoints are stripped). Start a new run: python train.py --weights {last}")
     new = argparse.Namespace(**{**vars(defaults), **d})
     new.cfg, new.weights, new.resume = "", str(last), True
-    new.hyp = ckpt.get("hyp") or new.hyp
+    new.hyp = state.hyp or new.hyp
     new.save_dir = str(last.parent.parent)
     return new

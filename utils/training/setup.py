@@ -23,7 +23,7 @@ from models.yolo import Model
 from utils import distributed as ddp
 from utils.training.autoanchor import check_anchors
 from utils.training.autobatch import autobatch
-from utils.checkpoint import cast_state, load_checkpoint
+from utils.checkpoint import TrainingState, cast_state, load_checkpoint, training_state
 from utils.data.config import DataConfig, load_data_config
 from utils.data.dataset import create_dataloader
 from utils.errors import UserError
@@ -84,7 +84,7 @@ def build_setup(opt: TrainOptions, hyp: Hyp, device: torch.device, info: ddp.Dis
     """Data, model (from --cfg, a checkpoint's YAML, carried over by structure, or restored for --resume),
     optimizers and schedule, loaders, anchors, EMA, the loss with YOLOv5's gain scaling, and the DDP wrapper."""
     data = load_data_config(opt.data, single_cls=opt.single_cls)
-    model, plugin_names, ckpt = _build_model(opt, hyp, data, device, info.main)
+    model, plugin_names, state = _build_model(opt, hyp, data, device, info.main)
     gs = max(int(model.stride.max()), 32)
     imgsz = check_img_size(opt.imgsz, gs, floor=gs * 2)
     amp = device.type == "cuda"
@@ -95,7 +95,7 @@ def build_setup(opt: TrainOptions, hyp: Hyp, device: torch.device, info: ddp.Dis
     lf = one_cycle(1, hyp.lrf, opt.epochs) if opt.cos_lr else linear_lr(hyp.lrf, opt.epochs)
     scheduler = lr_scheduler.LambdaLR(optimizer, lr_lambda=lf)
     scaler = torch.amp.GradScaler("cuda", enabled=amp)
-    progress = _restore(opt, ckpt, optimizer, plugin_opt, scaler, amp) if opt.resume else Progress()
+    progress = _restore(opt, state, optimizer, plugin_opt, scaler, amp) if state else Progress()
     train_loader, val_loader, dataset = _build_loaders(opt, hyp, data, imgsz, gs, batch_size, info)
     if info.main and not opt.resume:
         if not opt.noautoanchor:
@@ -106,8 +106,8 @@ def build_setup(opt: TrainOptions, hyp: Hyp, device: torch.device, info: ddp.Dis
     ema = None
     if info.main:
         ema = ModelEMA(model)
-        if opt.resume and ckpt.get("ema"):
-            ema.load(ckpt["ema"], ckpt.get("updates") or 0)
+        if state and state.ema:
+            ema.load(state.ema, state.updates)
     compute_loss = ComputeLoss(model, loss_hyp(hyp, model, data.nc, imgsz, opt.label_smoothing))
     model = _sync_bn(opt, model, device, info)  # after the EMA copy, as YOLOv5 does: the EMA keeps BatchNorm
     if info.distributed:
@@ -165,11 +165,11 @@ def loss_hyp(hyp: Hyp, model: nn.Module, nc: int, imgsz: int, label_smoothing: f
 
 
 def _build_model(opt: TrainOptions, hyp: Hyp, data: DataConfig, device: torch.device,
-                 verbose: bool) -> tuple[nn.Module, list[str], dict | None]:
-    """(model, plug-in parameter names, the checkpoint it came from or None)."""
+                 verbose: bool) -> tuple[nn.Module, list[str], TrainingState | None]:
+    """(model, plug-in parameter names, the training state to restore for --resume or None)."""
     weights = str(opt.weights or "")
     anchors = round(hyp.anchors) if hyp.anchors else None
-    ckpt = None
+    state = None
     if weights and not weights.endswith(".pt"):
         what = "is not a .pt checkpoint" if Path(weights).exists() else "not found"
         raise UserError(f"--weights {weights!r}: {what}; give a .pt file (e.g. yolov5n.pt) or '' to train "
@@ -179,8 +179,12 @@ def _build_model(opt: TrainOptions, hyp: Hyp, data: DataConfig, device: torch.de
         ckpt = load_checkpoint(path)
         model = Model(opt.cfg or ckpt["yaml"], ch=3, nc=data.nc, anchors=anchors, verbose=verbose).to(device)
         if opt.resume:
-            model.load_state_dict(cast_state(ckpt["model"]))
-            plugin_names = list(ckpt.get("plugin_params") or [])
+            state = training_state(ckpt)
+            if state is None:
+                raise UserError(f"{opt.weights}: training is finished (no optimizer state in the checkpoint); "
+                                f"nothing to resume. Start a new run: python train.py --weights {opt.weights}")
+            model.load_state_dict(cast_state(state.model))
+            plugin_names = state.plugin_params
         else:
             # anchors come from the checkpoint (autoanchor may have evolved them) unless hyp or --cfg set others
             own = anchors or (opt.cfg and model.yaml["anchors"] != ckpt["yaml"].get("anchors"))
@@ -195,21 +199,18 @@ def _build_model(opt: TrainOptions, hyp: Hyp, data: DataConfig, device: torch.de
     model.names = list(data.names)
     check_freeze(opt.freeze, len(model.model))
     freeze_layers(model, opt.freeze)
-    return model, plugin_names, ckpt
+    return model, plugin_names, state
 
 
-def _restore(opt: TrainOptions, ckpt: dict | None, optimizer, plugin_opt, scaler, amp: bool) -> Progress:
+def _restore(opt: TrainOptions, state: TrainingState, optimizer, plugin_opt, scaler, amp: bool) -> Progress:
     """--resume: the optimizers' and scaler's state and the loop's progress from the checkpoint."""
-    if not ckpt or ckpt.get("optimizer") is None:
-        raise UserError(f"{opt.weights}: training is finished (no optimizer state in the checkpoint); "
-                        f"nothing to resume. Start a new run: python train.py --weights {opt.weights}")
-    optimizer.load_state_dict(ckpt["optimizer"])
+    optimizer.load_state_dict(state.optimizer)
     if plugin_opt is not None:
-        plugin_opt.load_state_dict(ckpt["plugin_optimizer"])
-    if ckpt.get("scaler") and amp:
-        scaler.load_state_dict(ckpt["scaler"])
-    progress = Progress(start_epoch=int(ckpt["epoch"]) + 1, best_fitness=float(ckpt.get("best_fitness") or 0.0),
-                        last_opt_step=int(ckpt.get("last_opt_step", -1)))
+        plugin_opt.load_state_dict(state.plugin_optimizer)
+    if state.scaler and amp:
+        scaler.load_state_dict(state.scaler)
+    progress = Progress(start_epoch=state.epoch + 1, best_fitness=state.best_fitness,
+                        last_opt_step=state.last_opt_step)
     LOGGER.info(f"Resuming training from {opt.weights} from epoch {progress.start_epoch} to {opt.epochs} total epochs")
     return progress
 
