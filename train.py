@@ -47,7 +47,7 @@ from utils.compare.plugin_share import loader_share
 from utils.torch_utils import de_parallel, select_device
 from utils.training.options import TrainOptions, resume_options
 from utils.training.plots import plot_labels, plot_labels_correlogram, plot_results
-from utils.training.setup import NBS, Progress, TrainSetup, build_setup, optimizer_step
+from utils.training.setup import Progress, TrainSetup, build_setup, optimizer_step
 from utils.training.image_weights import sample_image_indices
 from utils.training.run_files import Checkpoints
 from utils.training.seeds import init_seeds, seed_epoch
@@ -212,7 +212,7 @@ def _train_epoch(r: _Loop, epoch: int, nw: int) -> torch.Tensor:
         imgs = imgs.to(device, non_blocking=True).float() / 255
         if device.type == "cpu":
             imgs = imgs.contiguous(memory_format=torch.channels_last)
-        accumulate = warmup(s.optimizer, ni, nw, r.opt.batch_size, r.hyp, s.lf(epoch), NBS)
+        accumulate = warmup(s.optimizer, ni, nw, r.opt.batch_size, r.hyp, s.lf(epoch))
         if opt.multi_scale:
             imgs = multi_scale(imgs, s.imgsz, s.gs)
         with torch.autocast(device.type, enabled=s.amp):

@@ -21,9 +21,10 @@ from utils.log import LOGGER, colorstr
 from utils.torch_utils import de_parallel
 from utils.errors import UserError
 
-__all__ = ["OPTIMIZERS", "smart_optimizer", "param_groups", "one_cycle", "linear_lr", "warmup", "ModelEMA",
-           "EarlyStopping"]
+__all__ = ["NBS", "OPTIMIZERS", "smart_optimizer", "param_groups", "one_cycle", "linear_lr", "accumulate_steps",
+           "warmup", "ModelEMA", "EarlyStopping"]
 
+NBS = 64  # nominal batch size: gradients accumulate to about this many images per optimizer step
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
 # every normalisation layer torch.nn defines (BatchNorm*, LayerNorm, GroupNorm, SyncBatchNorm, ...)
 _NORMS = tuple(v for k, v in vars(nn).items() if "Norm" in k and isinstance(v, type))
@@ -79,15 +80,19 @@ def linear_lr(lrf: float, epochs: int) -> Callable[[float], float]:
     return lambda x: (1 - x / epochs) * (1.0 - lrf) + lrf
 
 
-def warmup(optimizer: torch.optim.Optimizer, ni: int, nw: int, batch_size: int, hyp, lf_epoch: float,
-           nbs: int = 64) -> float:
-    """Gradient accumulation for batch `ni` (to about `nbs` images a step); during the `nw` warmup batches also
-    ramp each group's lr (the bias group from hyp.warmup_bias_lr, the others from 0) to initial_lr * lf_epoch
+def accumulate_steps(batch_size: int) -> int:
+    """Batches whose gradients make one optimizer step after warmup: about NBS images."""
+    return max(round(NBS / batch_size), 1)
+
+
+def warmup(optimizer: torch.optim.Optimizer, ni: int, nw: int, batch_size: int, hyp, lf_epoch: float) -> float:
+    """Gradient accumulation for batch `ni`; during the `nw` warmup batches it grows from 1 to about NBS images,
+    and each group's lr (the bias group from hyp.warmup_bias_lr, the others from 0) ramps to initial_lr * lf_epoch
     and the momentum from hyp.warmup_momentum to hyp.momentum, linearly, as YOLOv5 does."""
     if ni > nw:
-        return max(round(nbs / batch_size), 1)
+        return accumulate_steps(batch_size)
     xi = [0, nw]
-    accumulate = max(1, float(np.interp(ni, xi, [1, nbs / batch_size]).round()))
+    accumulate = max(1, float(np.interp(ni, xi, [1, NBS / batch_size]).round()))
     for j, x in enumerate(optimizer.param_groups):  # plain floats: checkpoints hold no NumPy objects
         x["lr"] = float(np.interp(ni, xi, [hyp.warmup_bias_lr if j == 0 else 0.0, x["initial_lr"] * lf_epoch]))
         if "momentum" in x:

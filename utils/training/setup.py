@@ -31,16 +31,15 @@ from utils.hyp import Hyp
 from utils.checks import check_img_size
 from utils.log import LOGGER, colorstr
 from utils.training.loss import ComputeLoss
-from utils.training.optim import ModelEMA, linear_lr, one_cycle, smart_optimizer
+from utils.training.optim import NBS, ModelEMA, accumulate_steps, linear_lr, one_cycle, smart_optimizer
 from utils.training.plugin_optim import plugin_optimizer, plugin_parameter_names
 from utils.torch_utils import de_parallel
 from utils.training.options import TrainOptions, check_freeze
 from utils.transfer import transfer_weights
 
-__all__ = ["NBS", "TrainSetup", "Progress", "build_setup", "build_optimizers", "loss_hyp", "channels_last_weights",
+__all__ = ["TrainSetup", "Progress", "build_setup", "build_optimizers", "loss_hyp", "channels_last_weights",
            "optimizer_step", "freeze_layers"]
 
-NBS = 64  # nominal batch size: gradients accumulate to about this many images per optimizer step
 
 
 @dataclass
@@ -122,8 +121,7 @@ def build_optimizers(model: nn.Module, plugin_names: list[str], hyp: Hyp, name: 
                      batch_size: int = 16) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
     """The recipe's optimizer (weight decay scaled to the accumulated batch) and, when hyp.plugin_lr > 0, AdamW
     for the plug-in parameters `plugin_names`, which the recipe's optimizer then leaves out."""
-    accumulate = max(round(NBS / batch_size), 1)
-    weight_decay = hyp.weight_decay * batch_size * accumulate / NBS
+    weight_decay = hyp.weight_decay * batch_size * accumulate_steps(batch_size) / NBS
     plugin_opt = plugin_optimizer(model, plugin_names, hyp)
     own = set(plugin_names) if plugin_opt else set()
     optimizer = smart_optimizer(model, name, hyp.lr0, hyp.momentum, weight_decay,
