@@ -36,19 +36,15 @@ _NOT_SAVED = ("resume", "nc")  # options of one attempt, not of the job
 
 
 @contextlib.contextmanager
-def output_to(log_file: Path, handler: logging.Handler | None = None):
+def output_to(log_file: Path):
     """Send stdout, stderr (progress bars) and the project's log to `log_file` for the duration."""
     streams = [(h, h.stream) for h in LOGGER.handlers if isinstance(h, logging.StreamHandler)]
     with open(log_file, "a", encoding="utf-8") as f, contextlib.redirect_stdout(f), contextlib.redirect_stderr(f):
         for h, _ in streams:
             h.setStream(f)
-        if handler:
-            LOGGER.addHandler(handler)
         try:
             yield
         finally:
-            if handler:
-                LOGGER.removeHandler(handler)
             for h, s in streams:
                 h.setStream(s)
 
