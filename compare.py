@@ -46,7 +46,7 @@ from utils.compare.charts import plot_all
 from utils.compare.deploy import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
 from utils.compare.latency import measure_latency, prepare_for_timing
 from utils.compare.plugin_share import first_images, mean_share, plugin_share
-from utils.compare.report import (ReportMeta, environment, results_rows, seed_rows, table_lines, write_csv, write_report)
+from utils.compare.report import ReportMeta, environment, results_rows, seed_rows, table_lines, write_csv, write_report
 from utils.compare.results import FailedRun, ModelResult, SeedResult, finished
 from utils.compare.routing import bra_layers, visualize_routing
 from utils.compare.runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,

@@ -52,7 +52,6 @@ from utils.paths import ROOT, UniqueStems, increment_path, safe_name
 from utils.plots import Annotator, check_line_width, colors, feature_visualization, save_one_box
 from utils.torch_utils import select_device, time_sync
 
-
 MAX_STREAM_RECORDS = 10_000  # frames of a webcam / stream whose detections run() returns
 CSV_HEADER = ("Image Name", "Prediction", "Confidence")  # --save-csv columns, as YOLOv5
 

@@ -29,28 +29,28 @@ from tqdm import tqdm
 import val as validate
 from models import load_model
 from utils import distributed as ddp
-from utils.training import evolve as ev
-from utils.data.augment import multi_scale
-from utils.training.callbacks import Callbacks
 from utils.checkpoint import strip_optimizer, training_checkpoint
+from utils.cli import apply_options, cli_errors
+from utils.compare.plugin_share import loader_share
+from utils.data.augment import multi_scale
 from utils.errors import UserError
 from utils.files import yaml_save
 from utils.hyp import Hyp, load_hyp
-from utils.cli import apply_options, cli_errors
 from utils.log import LOGGER, colorstr, setup_logging
-from utils.training.loggers import TrainLoggers
 from utils.metrics import fitness
-from utils.training.optim import OPTIMIZERS, EarlyStopping, warmup
 from utils.paths import ROOT, increment_path
 from utils.plots import plot_images
-from utils.compare.plugin_share import loader_share
 from utils.torch_utils import de_parallel, select_device
+from utils.training import evolve as ev
+from utils.training.callbacks import Callbacks
+from utils.training.image_weights import sample_image_indices
+from utils.training.loggers import TrainLoggers
+from utils.training.optim import OPTIMIZERS, EarlyStopping, warmup
 from utils.training.options import TrainOptions, resume_options
 from utils.training.plots import plot_labels, plot_labels_correlogram, plot_results
-from utils.training.setup import Progress, TrainSetup, build_setup, optimizer_step
-from utils.training.image_weights import sample_image_indices
 from utils.training.run_files import Checkpoints
 from utils.training.seeds import init_seeds, seed_epoch
+from utils.training.setup import Progress, TrainSetup, build_setup, optimizer_step
 
 __all__ = ["parse_opt", "run", "main", "train", "TrainResult"]
 

@@ -38,13 +38,13 @@ from models.backends import weights_format
 from models.ensemble import load_detector, weights_label
 from models.tta import augmented_forward
 from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh
+from utils.checks import check_finite_outputs, check_img_size
+from utils.cli import cli_errors
 from utils.coco_eval import COCO80_TO_91, coco_detections, coco_map, image_ids, yolo_to_coco_gt
 from utils.data.config import DataConfig, load_data_config
 from utils.data.dataset import create_dataloader
-from utils.errors import UserError
-from utils.checks import check_finite_outputs, check_img_size
-from utils.cli import cli_errors
 from utils.data.labels import save_one_txt
+from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, match_predictions, pr_curves
 from utils.nms import non_max_suppression

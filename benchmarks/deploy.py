@@ -148,8 +148,8 @@ def run(weights="yolov5n.pt", imgsz: int = 640, batch_size: int = 1, data: str =
 
 
 def _environment(dev, torch) -> str:
-    from utils.compare.report import environment
     from utils.compare.deploy import runtime_versions
+    from utils.compare.report import environment
 
     v = runtime_versions()
     return (f"{environment(dev)[1]}, torch {torch.__version__}, onnxruntime {v['onnxruntime']}, openvino "

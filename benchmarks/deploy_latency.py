@@ -206,8 +206,8 @@ def run(cfgs=DEFAULT_CFGS, imgsz=(320, 640), threads=(1,), rounds: int = 15, war
     csv_path when given). The first cfg is the baseline."""
     import tempfile
 
-    from utils.flops import gflops
     from utils.compare.latency import measure_latency
+    from utils.flops import gflops
 
     variants = list(dict.fromkeys(variants))
     bad = [v for v in variants if v not in VARIANTS]

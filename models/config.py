@@ -12,6 +12,7 @@ from copy import deepcopy
 from pathlib import Path
 
 import yaml
+
 from utils.errors import UserError
 
 __all__ = ["CONFIG_DIR", "SCALED_NAME", "load_model_config", "resolve_config_path", "list_configs", "scale_of",

@@ -7,9 +7,9 @@ import cv2
 import numpy as np
 import pytest
 
-from utils.data.augment import (augment_hsv, box_candidates, flip_lr, flip_ud, letterbox, mixup, mosaic, mosaic_canvas,
-                           random_perspective)
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
+from utils.data.augment import (augment_hsv, box_candidates, flip_lr, flip_ud, letterbox, mixup, mosaic, mosaic_canvas,
+                                random_perspective)
 
 COLORS = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255), (255, 128, 0),
           (128, 0, 255)]  # BGR, pairwise >= 127 apart, far from black and from the 114 grey

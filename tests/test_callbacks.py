@@ -10,8 +10,8 @@ import pytest
 
 import train
 from tests.test_train import _opts
-from utils.training.callbacks import HOOKS, Callbacks
 from utils.errors import UserError
+from utils.training.callbacks import HOOKS, Callbacks
 from utils.training.run_files import RESULTS_KEYS, ResultsLog
 
 

@@ -19,13 +19,12 @@ import compare
 from models.yolo import Model
 from tests.helpers import Sleeper
 from utils.compare.charts import plot_size_ap
-from utils.compare.report import ReportMeta, results_rows, seed_rows, table_lines, write_report
-from utils.compare.results import FailedRun, ModelResult, SeedResult
-from utils.compare.runs import (RunRecord, fresh_run_dir, load_result, save_options, save_result,
-                                take_job_options)
-from utils.flops import gflops
 from utils.compare.latency import LatencyStat, measure_latency
 from utils.compare.memory import MemoryStat, peak_train_memory
+from utils.compare.report import ReportMeta, results_rows, seed_rows, table_lines, write_report
+from utils.compare.results import FailedRun, ModelResult, SeedResult
+from utils.compare.runs import RunRecord, fresh_run_dir, load_result, save_options, save_result, take_job_options
+from utils.flops import gflops
 
 CFGS = ["yolov5n.yaml", "yolov5n_biformer.yaml"]
 IMGSZ = 64
@@ -138,9 +137,10 @@ def _check_report_states_command_versions_and_timings(job):
 def _check_size_ap_equals_pycocotools_on_val_json(job, tmp_path):
     """compare's AP by size (from val.py's txt detections and its own ground truth) against pycocotools run here
     on the detections JSON and ground truth that `val.py --save-json` writes."""
-    import val
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
+
+    import val
 
     save_dir, models, data = job
     seeds = {r["model"]: r for r in _csv(save_dir / "results_seeds.csv")}

@@ -16,11 +16,9 @@ from tests.test_augment import COLORS, assert_aligned
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
 from utils.data.config import load_data_config
 from utils.data.dataset import LoadImagesAndLabels, create_dataloader, rect_batch_shapes
-from utils.hyp import Hyp
 from utils.data.images import _pil_to_bgr, imread_bgr, list_image_files
 from utils.data.labels import img2label_paths, label_cache_path, scan_labels
-
-
+from utils.hyp import Hyp
 
 
 def write_image(path, h=32, w=48, color=(40, 80, 120)):

@@ -18,11 +18,11 @@ import compare
 from models.yolo import Model
 from tests.conftest import open_residuals
 from tests.helpers import Sleeper
-from utils.compare import deploy
 from utils.checkpoint import save_checkpoint
+from utils.compare import deploy
+from utils.compare.latency import measure_latency
 from utils.compare.report import ReportMeta, results_rows, table_lines, write_report
 from utils.compare.results import ModelResult, SeedResult
-from utils.compare.latency import measure_latency
 
 IMGSZ = 64
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,7 +161,8 @@ def tiny(tmp_path_factory):
 def test_benchmarks_pt_and_onnx_then_a_failed_format(tiny, monkeypatch, capsys):
     import export
     import val
-    from benchmarks.deploy import BenchmarkFailure, cli, run, table_lines as bench_table
+    from benchmarks.deploy import BenchmarkFailure, cli, run
+    from benchmarks.deploy import table_lines as bench_table
 
     kw = dict(weights=str(tiny / "yolov5n.pt"), imgsz=IMGSZ, data=str(tiny / "tiny.yaml"), device="cpu",
               workers=0, project=str(tiny / "runs"))

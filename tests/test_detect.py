@@ -13,10 +13,11 @@ import torch
 
 import detect
 from models import load_model
-from utils.data.augment import letterbox
 from utils.boxes import scale_boxes, xyxy2xywh
+from utils.data.augment import letterbox
 from utils.nms import non_max_suppression
 from utils.plots import Annotator, colors, text_color
+
 from .conftest import LogCapture
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -296,8 +297,8 @@ def test_same_file_names_get_distinct_outputs_written_afresh(tmp_path):
 
 
 def _checkpoint_with(tmp_path: Path, name: str, names=None, nan: bool = False) -> Path:
-    from utils.checkpoint import load_checkpoint, save_checkpoint
     from models import resolve_weights
+    from utils.checkpoint import load_checkpoint, save_checkpoint
 
     ckpt = dict(load_checkpoint(resolve_weights("yolov5n.pt")))
     ckpt["model"] = dict(ckpt["model"])

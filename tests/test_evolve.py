@@ -7,9 +7,9 @@ import pytest
 
 import train
 from tests.test_train import _opts
-from utils.training import evolve as ev
 from utils.errors import UserError
 from utils.hyp import Hyp, load_hyp
+from utils.training import evolve as ev
 
 
 def test_mutation_respects_limits_and_selects_the_fittest():

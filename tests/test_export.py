@@ -15,8 +15,8 @@ import export
 from models import load_model
 from models.common import Residual
 from models.yolo import Model
-from utils.data.augment import letterbox
 from utils.checkpoint import save_checkpoint
+from utils.data.augment import letterbox
 from utils.errors import UserError
 from utils.paths import ROOT
 

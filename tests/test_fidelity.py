@@ -31,8 +31,8 @@ def test_detections_find_the_labelled_objects():
     """On real COCO128 images the bundled weights, after NMS, find most labelled objects with the right class."""
     from torchvision.ops import box_iou
 
-    from utils.data.augment import letterbox
     from utils.boxes import scale_boxes, xywhn2xyxy
+    from utils.data.augment import letterbox
     from utils.nms import non_max_suppression
 
     model = load_model("yolov5n.pt")

@@ -14,7 +14,6 @@ from models.yolo import Model
 from .conftest import check_plugin_config
 from .helpers import assert_plugin_params_get_grads, assert_same_param_grads, outputs_and_grads
 
-
 # ---- against the reference computation --------------------------------------------------------------------
 SEED_CASES = [  # (dim, num_heads, window_size, alpha, side, kwargs)
     (64, 8, 2, 0.5, 8, {}),

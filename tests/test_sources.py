@@ -11,8 +11,6 @@ from utils.data.augment import letterbox
 from utils.data.sources import LoadImages, LoadStreams, is_stream_source
 
 
-
-
 def write_video(path, n=30, size=(96, 64), fps=10.0):
     """n frames of (w, h) = size; frame k is filled with grey level 8 * k (readable after compression)."""
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, size)

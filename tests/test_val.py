@@ -14,11 +14,12 @@ import torch
 
 import val
 from models import load_model
-from utils.data.augment import letterbox
 from utils.boxes import scale_boxes, xywhn2xyxy
 from utils.coco_eval import coco_map
+from utils.data.augment import letterbox
 from utils.metrics import IOU_THRESHOLDS, ap_per_class, match_predictions
 from utils.nms import non_max_suppression
+
 from .conftest import LogCapture
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,8 +26,8 @@ from typing import Any
 
 import torch
 
-from utils.files import atomic_write
 from utils.errors import UserError
+from utils.files import atomic_write
 from utils.log import LOGGER
 
 __all__ = ["FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "cast_state",

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
 import yaml
+
 from utils.errors import UserError
 
 __all__ = ["Hyp", "load_hyp", "HYP_DIR"]

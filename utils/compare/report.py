@@ -16,8 +16,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils.compare.results import (ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta,
-                                   share_cell)
+from utils.compare.results import ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta, share_cell
 from utils.compare.sizes import SIZES
 from utils.compare.stats import NOISE_RULE
 from utils.compare.tables import control_lines, failed_lines, paired_lines, seed_lines, size_lines, tta_lines

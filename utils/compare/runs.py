@@ -20,10 +20,10 @@ from typing import Sequence
 
 import yaml
 
-from utils.files import atomic_write
 from utils.compare.results import FailedRun, ModelResult, SeedResult
-from utils.log import LOGGER
 from utils.errors import UserError
+from utils.files import atomic_write
+from utils.log import LOGGER
 
 __all__ = ["output_to", "RunRecord", "RESULT_FILE", "OPTIONS_FILE", "run_name", "save_result",
            "load_result", "fresh_run_dir", "failed_run", "save_options", "load_options", "take_job_options",

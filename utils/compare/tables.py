@@ -9,8 +9,7 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.compare.results import (ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta,
-                                   share_cell)
+from utils.compare.results import ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta, share_cell
 from utils.compare.sizes import SIZES
 from utils.compare.stats import NoiseCheck, PairedDiff, paired_diff
 

@@ -21,9 +21,9 @@ from typing import Any
 import yaml
 
 from utils.data.images import IMG_FORMATS
+from utils.errors import UserError
 from utils.log import LOGGER
 from utils.paths import ROOT
-from utils.errors import UserError
 
 __all__ = ["DataConfig", "load_data_config", "resolve_data_yaml", "DATA_DIR"]
 

@@ -30,14 +30,14 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-from utils.files import atomic_write
-from utils.data.augment import augment_hsv, flip_lr, flip_ud, letterbox, mixup, mosaic, random_perspective
 from utils.boxes import xywhn2xyxy, xyxy2xywhn
-from utils.hyp import Hyp, load_hyp
+from utils.data.augment import augment_hsv, flip_lr, flip_ud, letterbox, mixup, mosaic, random_perspective
 from utils.data.images import imread_bgr, list_image_files
 from utils.data.labels import NUM_THREADS, img2label_paths, label_cache_path, scan_labels
-from utils.log import LOGGER
 from utils.errors import UserError
+from utils.files import atomic_write
+from utils.hyp import Hyp, load_hyp
+from utils.log import LOGGER
 
 __all__ = ["LoadImagesAndLabels", "create_dataloader", "rect_batch_shapes", "seed_worker", "distributed_zero_first"]
 

@@ -21,8 +21,8 @@ import numpy as np
 
 from utils.data.augment import letterbox
 from utils.data.images import IMG_FORMATS, VID_FORMATS, imread_bgr, oversize
-from utils.log import LOGGER
 from utils.errors import UserError
+from utils.log import LOGGER
 
 __all__ = ["LoadImages", "LoadStreams", "is_stream_source", "cv2_reason", "STREAM_SCHEMES"]
 

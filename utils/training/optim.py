@@ -17,9 +17,9 @@ import torch
 import torch.nn as nn
 
 from utils.checkpoint import cast_state
+from utils.errors import UserError
 from utils.log import LOGGER, colorstr
 from utils.torch_utils import de_parallel
-from utils.errors import UserError
 
 __all__ = ["NBS", "OPTIMIZERS", "smart_optimizer", "param_groups", "one_cycle", "linear_lr", "accumulate_steps",
            "warmup", "ModelEMA", "EarlyStopping"]

@@ -11,8 +11,8 @@ from typing import Any
 import yaml
 
 from utils.checkpoint import load_checkpoint, training_state
-from utils.errors import UserError
 from utils.checks import MAX_IMG_SIZE
+from utils.errors import UserError
 from utils.training.run_files import latest_run
 
 __all__ = ["TrainOptions", "check_freeze", "resume_options"]

@@ -21,9 +21,9 @@ import torch
 import torch.nn as nn
 
 from models.registry import inserts_dim, lookup
+from utils.errors import UserError
 from utils.hyp import Hyp
 from utils.log import LOGGER, colorstr
-from utils.errors import UserError
 
 __all__ = ["plugin_parameter_names", "plugin_optimizer", "is_plugin_layer"]
 

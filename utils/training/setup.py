@@ -21,20 +21,20 @@ from torch.optim import lr_scheduler
 from models import resolve_weights
 from models.yolo import Model
 from utils import distributed as ddp
-from utils.training.autoanchor import check_anchors
-from utils.training.autobatch import autobatch
 from utils.checkpoint import TrainingState, cast_state, load_checkpoint, training_state
+from utils.checks import check_img_size
 from utils.data.config import DataConfig, load_data_config
 from utils.data.dataset import create_dataloader
 from utils.errors import UserError
 from utils.hyp import Hyp
-from utils.checks import check_img_size
 from utils.log import LOGGER, colorstr
+from utils.torch_utils import de_parallel
+from utils.training.autoanchor import check_anchors
+from utils.training.autobatch import autobatch
 from utils.training.loss import ComputeLoss
 from utils.training.optim import NBS, ModelEMA, accumulate_steps, linear_lr, one_cycle, smart_optimizer
-from utils.training.plugin_optim import plugin_optimizer, plugin_parameter_names
-from utils.torch_utils import de_parallel
 from utils.training.options import TrainOptions, check_freeze
+from utils.training.plugin_optim import plugin_optimizer, plugin_parameter_names
 from utils.transfer import transfer_weights
 
 __all__ = ["TrainSetup", "Progress", "build_setup", "build_optimizers", "loss_hyp", "channels_last_weights",
