@@ -40,6 +40,7 @@ from models.yolo import Detect
 from utils.checks import check_finite, check_img_size
 from utils.cli import cli_errors
 from utils.data.augment import letterbox
+from utils.deploy.runtimes import compile_openvino, pin_f32
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.paths import ROOT
@@ -176,7 +177,9 @@ def export_openvino(model, im, file: Path, meta: dict, opset: int, dynamic: bool
         if d.exists():
             shutil.rmtree(d)
         d.mkdir(parents=True)
-        ov.save_model(ov_model, str(d / file.with_suffix(".xml").name), compress_to_fp16=half)
+        xml = d / file.with_suffix(".xml").name
+        ov.save_model(ov_model, str(xml), compress_to_fp16=half)
+        pin_f32(xml)  # a plain compile_model runs it at f32 on a CPU with bf16 too
     with open(d / file.with_suffix(".yaml").name, "w") as fh:
         yaml.safe_dump(meta, fh, sort_keys=False)
     return d
@@ -196,9 +199,7 @@ def _run_exported(fmt: str, path: Path, im: torch.Tensor) -> np.ndarray:
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float16 if im.dtype == torch.float16
                                                                      else np.float32)})[0].astype(np.float32)
-    import openvino as ov  # optional: only to check an OpenVINO export
-
-    compiled = ov.Core().compile_model(str(next(path.glob("*.xml"))), "CPU")
+    compiled = compile_openvino(path)  # f32, as val.py and detect.py run it
     return np.asarray(compiled(x)[0], dtype=np.float32)
 
 

@@ -31,6 +31,7 @@ import models
 from models import WEIGHTS_DIR, resolve_weights
 from models.tta import augmented_forward
 from utils.checks import check_finite
+from utils.deploy.runtimes import OV_PRECISIONS, compile_openvino, openvino_xml
 from utils.errors import UserError
 from utils.log import LOGGER
 from utils.torch_utils import select_device
@@ -84,6 +85,8 @@ class DetectBackend(nn.Module):
     """A detector from `weights`: a .pt checkpoint (loaded fused, weights checked finite), a .torchscript, an
     .onnx (ONNX Runtime) or an OpenVINO folder *_openvino_model / its .xml. `fp16` applies to .pt and
     TorchScript on CUDA (the caller feeds half inputs); ONNX and OpenVINO files get the dtype their graph declares.
+    OpenVINO computes at `ov_precision`: f32 unless asked ('bf16' / 'f16' where the CPU has them), on every CPU
+    (utils.deploy.runtimes says why it is pinned).
 
     Attributes: fmt, pt (a .pt checkpoint), stride (int), names (list), nc, nl (detection levels: the Detect
     head's for .pt, log2(stride) - 2 for exports, as P5 / P6 models have), model (the nn.Module for .pt, else
@@ -91,7 +94,8 @@ class DetectBackend(nn.Module):
     batch, or None), fp16 (whether callers should feed half inputs), weights (the resolved path).
     """
 
-    def __init__(self, weights: str | Path, device: str | torch.device = "cpu", fp16: bool = False):
+    def __init__(self, weights: str | Path, device: str | torch.device = "cpu", fp16: bool = False,
+                 ov_precision: str = "f32"):
         super().__init__()
         if isinstance(weights, (list, tuple)):
             if len(weights) > 1:
@@ -110,6 +114,9 @@ class DetectBackend(nn.Module):
         self.fixed_batch: int | None = None
         self.fp16 = bool(fp16) and self.device.type == "cuda" and self.fmt in ("pt", "torchscript")
         self._in_dtype = torch.float32  # what an ONNX / OpenVINO graph takes
+        if str(ov_precision).lower() not in OV_PRECISIONS:
+            raise UserError(f"OpenVINO precision {ov_precision!r}; valid: {', '.join(OV_PRECISIONS)}")
+        self.ov_precision = str(ov_precision).lower()  # what OpenVINO computes in (f32 unless asked)
         meta = {}
         if self.pt:
             self.weights = self._load_pt(w)
@@ -184,21 +191,13 @@ class DetectBackend(nn.Module):
     def _load_openvino(self, path: Path) -> dict:
         import openvino as ov  # optional: only for OpenVINO weights
 
-        if path.is_dir():
-            xml = sorted(path.glob("*.xml"))
-            if not xml:
-                raise FileNotFoundError(f"weights {str(path)!r}: the folder holds no OpenVINO .xml model")
-            xml = xml[0]
-        else:
-            xml = path
-        if not xml.with_suffix(".bin").is_file():
-            raise FileNotFoundError(f"weights {str(xml)!r}: its weights file {xml.with_suffix('.bin').name} is missing")
+        xml = openvino_xml(path)
         core = ov.Core()
         ov_model = core.read_model(str(xml))
         inp = ov_model.inputs[0]
         self._in_dtype = _torch_dtype(str(inp.element_type))
         self._fixed_dims([d.get_length() if d.is_static else None for d in inp.partial_shape])
-        self.compiled = core.compile_model(ov_model, "CPU", {"INFERENCE_NUM_THREADS": str(torch.get_num_threads())})
+        self.compiled = compile_openvino(ov_model, precision=self.ov_precision, core=core)
         meta_file = xml.with_suffix(".yaml")
         if not meta_file.is_file():
             meta_file = next(iter(sorted(xml.parent.glob("*.yaml"))), meta_file)

@@ -125,9 +125,12 @@ class HiLo(nn.Module):
             xl = F.pad(xl, (0, 0, 0, pw, 0, ph))
         hg, wg = (h + ph) // ws, (w + pw) // ws
         win = xl.reshape(b, hg, ws, wg, ws, c).transpose(2, 3).reshape(b * hg * wg, ws * ws, c)
-        qkv = self.h_qkv(win).reshape(-1, ws * ws, 3, nh, hd).permute(2, 0, 3, 1, 4)  # 3, (B*win, nh, ws*ws, hd)
+        # q, k, v each (B*win, nh, ws*ws, hd): sliced off h_qkv's last dimension and reshaped one by one. (A 5-D
+        # permute of the stacked qkv indexed afterwards computes the same, but OpenVINO's CPU plugin miscomputes
+        # that graph in a fixed-size export with 4 heads: a relative error of ~1 in this branch.)
+        q, k, v = (t.reshape(-1, ws * ws, nh, hd).transpose(1, 2) for t in self.h_qkv(win).chunk(3, dim=-1))
         mask = _window_key_mask(h, w, ws, b, xl.device) if padded else None
-        o = self._sdpa(qkv[0], qkv[1], qkv[2], mask)  # (B*win, nh, ws*ws, hd)
+        o = self._sdpa(q, k, v, mask)  # (B*win, nh, ws*ws, hd)
         o = o.transpose(1, 2).reshape(b, hg, wg, ws, ws, self.h_dim).transpose(2, 3)
         o = o.reshape(b, hg * ws, wg * ws, self.h_dim)[:, :h, :w]
         return self.h_proj(o)
@@ -139,8 +142,8 @@ class HiLo(nn.Module):
         q = self.l_q(xl).reshape(b, h * w, nh, hd).transpose(1, 2)  # (B, nh, HW, hd)
         src = masked_avg_pool(x, self.ws) if self.ws > 1 else x
         src = src.flatten(2).transpose(1, 2)  # (B, h'w', C)
-        kv = self.l_kv(src).reshape(b, -1, 2, nh, hd).permute(2, 0, 3, 1, 4)  # 2, (B, nh, h'w', hd)
-        o = self._sdpa(q, kv[0], kv[1])  # (B, nh, HW, hd)
+        k, v = (t.reshape(b, -1, nh, hd).transpose(1, 2) for t in self.l_kv(src).chunk(2, dim=-1))  # (B, nh, h'w', hd)
+        o = self._sdpa(q, k, v)  # (B, nh, HW, hd)
         return self.l_proj(o.transpose(1, 2).reshape(b, h, w, self.l_dim))
 
 

@@ -28,6 +28,7 @@ import torch.nn as nn
 
 import export
 from models.yolo import Detect
+from utils.deploy.runtimes import compile_openvino, openvino_xml
 from utils.errors import UserError
 
 __all__ = ["RUNTIMES", "RUNTIME_LABELS", "ORT_LEVELS", "runtime_versions", "export_for_deploy", "OrtRunner",
@@ -169,20 +170,19 @@ class OrtRunner:
 
 class OpenVINORunner:
     """An OpenVINO model (an IR folder or .xml, or an .onnx file) compiled for the CPU with `threads` threads,
-    one stream and the LATENCY hint; `runner(runner.prepare(x))` returns the first output."""
+    one stream, the LATENCY hint and `precision` (f32 unless asked); `runner(runner.prepare(x))` returns the first
+    output."""
 
-    def __init__(self, path: str | Path, threads: int | None = None):
-        import openvino as ov  # optional: only for the OpenVINO runner
-
+    def __init__(self, path: str | Path, threads: int | None = None, precision: str = "f32"):
         path = Path(path)
-        model_file = next(path.glob("*.xml"), None) if path.is_dir() else path
-        if model_file is None or not model_file.is_file():
-            raise UserError(f"OpenVINO model {path}: no .xml in the folder / no such file")
-        self.path, self.threads = model_file, int(threads or torch.get_num_threads())
-        core = ov.Core()
-        config = {"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1", "INFERENCE_NUM_THREADS": str(self.threads),
-                  "INFERENCE_PRECISION_HINT": "f32"}
-        self.compiled = core.compile_model(str(model_file), "CPU", config)
+        try:
+            model_file = path if path.suffix == ".onnx" else openvino_xml(path)
+        except FileNotFoundError as e:
+            raise UserError(f"OpenVINO model {path}: {e}") from None
+        if not model_file.is_file():
+            raise UserError(f"OpenVINO model {path}: no such file")
+        self.path, self.threads, self.precision = model_file, int(threads or torch.get_num_threads()), precision
+        self.compiled = compile_openvino(model_file, self.threads, precision, latency=True)
         self.request = self.compiled.create_infer_request()
         shape = self.compiled.input(0).get_partial_shape()
         self.batch = shape[0].get_length() if shape[0].is_static else None
