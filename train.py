@@ -277,7 +277,8 @@ def _final(r: _Loop) -> tuple[tuple, dict[str, float]]:
 
 
 # ---- command line ---------------------------------------------------------------------------------------
-def parse_opt(known: bool = False) -> argparse.Namespace:
+def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options; `args` None reads sys.argv (scripts only), [] gives the defaults."""
     p = argparse.ArgumentParser(description="Train a YOLOv5 detector", allow_abbrev=False)
     p.add_argument("--weights", type=str, default="yolov5n.pt", help="initial weights path ('' to start fresh)")
     p.add_argument("--cfg", type=str, default="", help="model.yaml path or name, e.g. yolov5n_biformer.yaml")
@@ -311,7 +312,7 @@ def parse_opt(known: bool = False) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0, help="Global training seed")
     p.add_argument("--evolve", type=int, nargs="?", const=300, help="evolve hyperparameters for x generations")
     p.add_argument("--local_rank", "--local-rank", type=int, default=-1, help="set by torchrun; do not modify")
-    return p.parse_known_args()[0] if known else p.parse_args()
+    return p.parse_known_args(args)[0] if known else p.parse_args(args)
 
 
 def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> TrainResult:
@@ -323,12 +324,12 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> TrainRe
         raise UserError("--evolve cannot be combined with --resume (rerun --evolve with --name expN --exist-ok "
                         "to continue a search)")
     if opt.resume:
-        opt = resume_options(opt, parse_opt(True))
+        opt = resume_options(opt, parse_opt(args=[]))  # the run's own options over the defaults
     opts = TrainOptions.from_namespace(opt)
     opts.check(distributed=info.distributed)
     if opts.evolve:
         return _evolve(opts, info, callbacks)
-    if not opts.resume:
+    if not opts.resume and info.rank in (-1, 0):  # rank 0 claims the folder; the others get it broadcast below
         opts = opts.with_(save_dir=str(increment_path(Path(opts.project) / opts.name, exist_ok=opts.exist_ok)))
     device = select_device(opts.device)
     if info.distributed:
@@ -363,7 +364,7 @@ def run(callbacks: Callbacks | None = None, **kwargs) -> TrainResult:
     TrainResult (run folder, final results (P, R, mAP50, mAP50-95, box, obj, cls losses), the options it ran
     with, seconds per epoch, plug-in shares). `callbacks`: utils.training.callbacks.Callbacks with hooks to call (see
     that module for what each receives)."""
-    return main(apply_options(parse_opt(True), kwargs, "train.run"), callbacks)
+    return main(apply_options(parse_opt(args=[]), kwargs, "train.run"), callbacks)  # never the caller's sys.argv
 
 
 def cli() -> None:

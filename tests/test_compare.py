@@ -476,3 +476,47 @@ def test_report_environment_starts_no_process(monkeypatch):
     monkeypatch.setattr(subprocess, "Popen", forked)
     versions, dev = environment(torch.device("cpu"))
     assert dev.startswith("CPU: ") and "threads" in dev and versions["torch"] == torch.__version__
+
+
+def test_cli_resume_after_a_kill(tiny_data, tmp_path):
+    """What a user types: `python compare.py ...` killed (SIGKILL) while its second run trains, then
+    `python compare.py --resume JOB`: the finished run is reused, the killed one is trained again, the report is
+    written and the exit status is 0. A bare `--resume --project P` finds the same job. (train.run once read
+    compare's own sys.argv, so a resumed job's every run failed with '--resume: no checkpoint at JOB'.)"""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = Path(compare.__file__).resolve().parent
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    base = [sys.executable, str(root / "compare.py")]
+    job = tmp_path / "exp"
+    p = subprocess.Popen(base + ["--cfgs", *CFGS, "--data", str(tiny_data), "--epochs", "1", "--imgsz", str(IMGSZ),
+                                 "--batch-size", "2", "--seeds", "1", "--workers", "0", "--device", "cpu",
+                                 "--project", str(tmp_path), "--name", "exp", "--no-deploy-latency"],
+                         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                         start_new_session=True)
+    second = job / "yolov5n_biformer_seed0" / "train.log"
+    deadline = time.time() + 300
+    while not second.is_file() and p.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert second.is_file(), p.stderr.read().decode()[-2000:]
+    assert (job / "yolov5n_seed0" / "result.json").is_file() and not (job / "report.md").exists()
+
+    r = subprocess.run(base + ["--resume", str(job)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = (job / "report.md").read_text()
+    assert f"`python compare.py --resume {job}` reused 1 finished run(s) and ran 1" in report
+    rows = {row["model"]: row for row in _csv(job / "results.csv")}
+    assert set(rows) == {"yolov5n", "yolov5n_biformer"}
+    assert all(row["map_mean"] != "" and row["failed"] == "0" for row in rows.values()), rows
+
+    r = subprocess.run(base + ["--resume", "--project", str(tmp_path)], cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "reused 2 finished run(s) and ran 0" in (job / "report.md").read_text()
