@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 
@@ -20,18 +21,36 @@ def safe_name(name: object, max_len: int = 100) -> str:
 
 
 def increment_path(path: str | Path, exist_ok: bool = False, mkdir: bool = False) -> Path:
-    """runs/train/exp -> runs/train/exp2, exp3, ... unless `exist_ok`; never reuses an existing folder otherwise."""
+    """runs/train/exp -> runs/train/exp2, exp3, ... unless `exist_ok`; never reuses an existing folder otherwise.
+
+    A run folder (a path without a file suffix, or an existing folder) is claimed by creating it: the first free
+    name is made with mkdir(exist_ok=False), and on a clash with another process the next number is tried, so
+    processes asking at once never share a folder. It exists on return whatever `mkdir` says. A file path (with a
+    suffix) is only numbered past existing files; `mkdir` then makes the path itself as a folder, as YOLOv5's does.
+    """
     path = Path(path)
-    if path.exists() and not exist_ok:
-        stem = re.sub(r"\d+$", "", path.name) if path.is_dir() else path.stem
-        suffix = "" if path.is_dir() else path.suffix
-        n = 2
-        while (candidate := path.with_name(f"{stem}{n}{suffix}")).exists():
-            n += 1
-        path = candidate
-    if mkdir:
-        path.mkdir(parents=True, exist_ok=True)
-    return path
+    if exist_ok:
+        if mkdir:
+            path.mkdir(parents=True, exist_ok=True)
+        return path
+    is_dir = path.is_dir() or not path.suffix
+    stem = re.sub(r"\d+$", "", path.name) if is_dir else path.stem
+    suffix = "" if is_dir else path.suffix
+    candidates = itertools.chain([path], (path.with_name(f"{stem}{n}{suffix}") for n in itertools.count(2)))
+    for candidate in candidates:
+        if not is_dir:
+            if not candidate.exists():
+                if mkdir:
+                    candidate.mkdir(parents=True, exist_ok=True)
+                return candidate
+            continue
+        candidate.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            candidate.mkdir(exist_ok=False)  # atomic: exactly one process creates it
+        except FileExistsError:
+            continue
+        return candidate
+    raise AssertionError("unreachable")  # itertools.count never ends
 
 
 class UniqueStems:
