@@ -17,6 +17,8 @@ uninterrupted run would have done.
 from __future__ import annotations
 
 import argparse
+import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -159,10 +161,13 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
         lr = [x["lr"] for x in s.optimizer.param_groups]  # for the log
         s.scheduler.step()
         r.hook("on_train_epoch_end", epoch=epoch)
+        diverged = None
         if r.info.main:
             final_epoch = epoch + 1 == opt.epochs or stopper.possible_stop
             if not opt.noval or final_epoch:
                 results, p.maps = _validate(r, s.ema.ema, plots=False)
+            diverged = _divergence(r, epoch, results)
+        if r.info.main and diverged is None:
             shares = loader_share(s.ema.ema, s.val_loader, r.device, n_images=16)
             r.loggers.log_plugins(shares, s.ema.ema, s.plugin_optimizer.param_groups[0]["lr"]
                                   if s.plugin_optimizer else None)
@@ -177,7 +182,9 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
             r.hook("on_fit_epoch_end", vals, epoch, p.best_fitness, fi)
             stop = stop or r.callbacks.stop_training
         seconds.append(time.perf_counter() - t_epoch)
-        stop = ddp.broadcast_object(stop)
+        stop, diverged = ddp.broadcast_object((stop, diverged))  # every rank stops, or raises, together
+        if diverged:
+            raise FloatingPointError(diverged)
         if stop:
             break
     if r.info.main:
@@ -186,6 +193,23 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
         r.hook("on_train_end", r.ck.last, r.ck.best, epoch, results)
     r.hook("teardown")
     return results, seconds, shares
+
+
+def _divergence(r: _Loop, epoch: int, results: tuple) -> str | None:
+    """Why the training has diverged after `epoch` (NaN or inf in the model's or the EMA's weights, or in the
+    validation losses), or None. A diverged epoch writes no checkpoint: best.pt never holds non-finite weights."""
+    for what, model in (("EMA", r.setup.ema.ema), ("trained", de_parallel(r.setup.model))):
+        sd = model.state_dict()
+        bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            return (f"training diverged at epoch {epoch}: {len(bad)} of {len(sd)} weight tensors of the {what} model "
+                    f"hold NaN or inf (first: {bad[0]}); lower lr0 (now {r.hyp.lr0:g}). No checkpoint of this epoch "
+                    f"was written")
+    losses = [float(x) for x in results[4:7]]
+    if not all(math.isfinite(x) for x in losses):
+        return (f"training diverged at epoch {epoch}: validation losses box, obj, cls = {losses}; lower lr0 (now "
+                f"{r.hyp.lr0:g}). No checkpoint of this epoch was written")
+    return None
 
 
 def _fitness(results) -> float:
@@ -368,8 +392,13 @@ def run(callbacks: Callbacks | None = None, **kwargs) -> TrainResult:
 
 
 def cli() -> None:
-    """The command line: user errors end as one `ERROR: ...` line and exit status 2."""
-    cli_errors(main)(parse_opt())
+    """The command line: user errors end as one `ERROR: ...` line and exit status 2; a diverged training (a
+    non-finite loss, weights or validation losses) as one `ERROR: ...` line and exit status 1."""
+    try:
+        cli_errors(main)(parse_opt())
+    except FloatingPointError as e:
+        print(f"ERROR: {e}", file=sys.stderr)
+        sys.exit(1)
 
 
 if __name__ == "__main__":

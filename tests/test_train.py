@@ -287,3 +287,27 @@ def test_plugin_optimizer_switches_plugins_on_and_resumes(tmp_path, monkeypatch)
         torch.testing.assert_close(s_res["exp_avg_sq"], s_full["exp_avg_sq"], rtol=1e-5, atol=1e-9)
     for k, v in full["model"].items():
         torch.testing.assert_close(resumed["model"][k], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_diverged_training_fails_from_the_command_line(tmp_path):
+    """`python train.py --hyp h.yaml` with lr0: 100000: weights or validation losses turn NaN; the run ends with one
+    `ERROR: training diverged ...` line and exit status 1, and writes no checkpoint of a diverged epoch (no
+    best.pt with NaN in it). lr0: .inf is refused before training (exit 2). (It used to exit 0 with a NaN best.pt.)"""
+    import subprocess
+    import sys
+
+    hyp = yaml.safe_load((ROOT / "data" / "hyps" / "hyp.scratch-low.yaml").read_text())
+    cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(_data_yaml(tmp_path, 4)), "--epochs", "2",
+           "--imgsz", "64", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--project",
+           str(tmp_path / "runs"), "--noplots", "--noautoanchor", "--hyp", str(tmp_path / "h.yaml")]
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump({**hyp, "lr0": 100000.0}))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 1, r.stderr[-2000:]
+    assert re.search(r"^ERROR: training diverged at epoch 0: .*(NaN or inf|validation losses box, obj, cls = \[nan)"
+                     r".*lower lr0 \(now 100000\)", r.stderr, re.M), r.stderr[-2000:]
+    assert "Traceback" not in r.stderr
+    assert not list((tmp_path / "runs").rglob("*.pt"))
+
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump({**hyp, "lr0": float("inf")}))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "lr0=inf (valid: (0.0, inf))" in r.stderr, r.stderr[-2000:]

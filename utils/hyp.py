@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -71,8 +73,8 @@ class Hyp:
         bad = []
         for k, (lo, hi, lo_open) in _RANGES.items():
             v = getattr(self, k)
-            if not (lo < v if lo_open else lo <= v) or v > hi or v != v:
-                bad.append(f"{k}={v} (valid: {'(' if lo_open else '['}{lo}, {hi}])")
+            if not (lo < v if lo_open else lo <= v) or v > hi or not math.isfinite(v):  # inf and NaN never
+                bad.append(f"{k}={v} (valid: {'(' if lo_open else '['}{lo}, {hi}{')' if hi == _INF else ']'})")
         if bad:
             raise UserError(f"{source}: hyperparameter(s) out of range: {', '.join(bad)}")
 
