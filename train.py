@@ -17,6 +17,7 @@ uninterrupted run would have done.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import math
 import sys
 import time
@@ -353,16 +354,27 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> TrainRe
     opts.check(distributed=info.distributed)
     if opts.evolve:
         return _evolve(opts, info, callbacks)
+    claimed = None
     if not opts.resume and info.rank in (-1, 0):  # rank 0 claims the folder; the others get it broadcast below
-        opts = opts.with_(save_dir=str(increment_path(Path(opts.project) / opts.name, exist_ok=opts.exist_ok)))
-    device = select_device(opts.device)
-    if info.distributed:
-        device = ddp.init_distributed(info, device)
-        opts = opts.with_(save_dir=ddp.broadcast_object(opts.save_dir))  # every rank writes (rank 0) under one folder
+        claimed = increment_path(Path(opts.project) / opts.name, exist_ok=opts.exist_ok)
+        opts = opts.with_(save_dir=str(claimed))
     try:
+        device = select_device(opts.device)
+        if info.distributed:
+            device = ddp.init_distributed(info, device)
+            opts = opts.with_(save_dir=ddp.broadcast_object(opts.save_dir))  # every rank writes under one folder
         return train(load_hyp(opts.hyp), opts, device, callbacks)
+    except BaseException:
+        _drop_if_empty(claimed)  # a run that failed before writing anything leaves no folder behind
+        raise
     finally:
         ddp.cleanup()
+
+
+def _drop_if_empty(folder: Path | None) -> None:
+    if folder is not None:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # only succeeds on an empty folder
 
 
 def _evolve(opt: TrainOptions, info: ddp.DistInfo, callbacks: Callbacks | None) -> TrainResult:
