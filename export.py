@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import shutil
 import tempfile
 import time
 import warnings
@@ -42,6 +41,7 @@ from utils.cli import cli_errors
 from utils.data.augment import letterbox
 from utils.deploy.runtimes import compile_openvino, pin_f32
 from utils.errors import UserError
+from utils.files import atomic_output
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.paths import ROOT
 from utils.torch_utils import select_device
@@ -129,10 +129,11 @@ def export_torchscript(model, im, file: Path, meta: dict, optimize: bool) -> Pat
     finally:
         ctx.__exit__(None, None, None)
     extra = {"config.txt": json.dumps({"shape": list(im.shape), **meta})}
-    if optimize:
-        optimize_for_mobile(ts)._save_for_lite_interpreter(str(f), _extra_files=extra)
-    else:
-        ts.save(str(f), _extra_files=extra)
+    with atomic_output(f) as tmp:  # a killed export leaves the previous file, never half of one
+        if optimize:
+            optimize_for_mobile(ts)._save_for_lite_interpreter(str(tmp), _extra_files=extra)
+        else:
+            ts.save(str(tmp), _extra_files=extra)
     return f
 
 
@@ -140,6 +141,12 @@ def export_onnx(model, im, file: Path, meta: dict, opset: int, dynamic: bool, si
     import onnx  # optional: only for ONNX (and OpenVINO) exports
 
     f = file.with_suffix(".onnx")
+    with atomic_output(f) as tmp:  # a killed export leaves the previous file, never half of one
+        _write_onnx(onnx, model, im, tmp, meta, opset, dynamic, simplify)
+    return f
+
+
+def _write_onnx(onnx, model, im, f: Path, meta: dict, opset: int, dynamic: bool, simplify: bool) -> None:
     axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
     ctx = _quiet()
     try:
@@ -162,7 +169,6 @@ def export_onnx(model, im, file: Path, meta: dict, opset: int, dynamic: bool, si
         entry = model_onnx.metadata_props.add()
         entry.key, entry.value = k, str(v)
     onnx.save(model_onnx, str(f))
-    return f
 
 
 def export_openvino(model, im, file: Path, meta: dict, opset: int, dynamic: bool, half: bool,
@@ -171,17 +177,14 @@ def export_openvino(model, im, file: Path, meta: dict, opset: int, dynamic: bool
     import openvino as ov  # optional: only for --include openvino
 
     d = Path(str(file.with_suffix("")) + "_openvino_model")
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, atomic_output(d, folder=True) as out:  # the old folder stays until
         src = onnx_file or export_onnx(model, im, Path(tmp) / file.name, meta, opset, dynamic, simplify=False)
-        ov_model = ov.convert_model(str(src))
-        if d.exists():
-            shutil.rmtree(d)
-        d.mkdir(parents=True)
-        xml = d / file.with_suffix(".xml").name
+        ov_model = ov.convert_model(str(src))  # the new one is complete
+        xml = out / file.with_suffix(".xml").name
         ov.save_model(ov_model, str(xml), compress_to_fp16=half)
         pin_f32(xml)  # a plain compile_model runs it at f32 on a CPU with bf16 too
-    with open(d / file.with_suffix(".yaml").name, "w") as fh:
-        yaml.safe_dump(meta, fh, sort_keys=False)
+        with open(out / file.with_suffix(".yaml").name, "w") as fh:
+            yaml.safe_dump(meta, fh, sort_keys=False)
     return d
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+from pathlib import Path
 import warnings
 
 import cv2
@@ -228,3 +229,46 @@ def test_cli_errors_and_non_checkpoint_weights(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         export.cli(["--weights", str(tmp_path / "missing.pt"), "--include", "onnx"])
     assert e.value.code == 2 and "missing.pt" in capsys.readouterr().err
+
+
+def test_a_failed_reexport_keeps_the_previous_files(tmp_path, monkeypatch):
+    """Each writer fails (or is interrupted) midway through a re-export, after part of its output is on disk: the
+    previous export stays byte for byte, and no partial or temporary file is left beside it. (ONNX was written in
+    place and the OpenVINO folder deleted before saving, so a killed re-export lost the good one.)"""
+    import onnx
+
+    pt = _checkpoint("yolov5n.yaml", tmp_path / "best.pt")
+    files = export.run(weights=str(pt), imgsz=64, include=("torchscript", "onnx", "openvino"), check=False)
+
+    def snapshot():
+        out = {}
+        for p in sorted(tmp_path.rglob("*")):
+            if p.is_file():
+                out[str(p.relative_to(tmp_path))] = p.read_bytes()
+        return out
+
+    before = snapshot()
+    assert {"best.torchscript", "best.onnx", "best_openvino_model/best.xml"} <= set(before)
+
+    class _Trace:
+        def save(self, f, **kw):
+            Path(f).write_bytes(b"partial")
+            raise KeyboardInterrupt  # a Ctrl-C mid-write
+
+    def fail(*a, **k):
+        raise RuntimeError("disk full")
+
+    with monkeypatch.context() as m:
+        m.setattr(torch.jit, "trace", lambda *a, **k: _Trace())
+        with pytest.raises(KeyboardInterrupt):
+            export.run(weights=str(pt), imgsz=64, include=("torchscript",), check=False)
+    with monkeypatch.context() as m:
+        m.setattr(onnx.checker, "check_model", fail)  # after torch.onnx.export wrote the graph
+        with pytest.raises(RuntimeError, match="disk full"):
+            export.run(weights=str(pt), imgsz=64, include=("onnx",), check=False)
+    with monkeypatch.context() as m:
+        m.setattr(export, "pin_f32", fail)  # after ov.save_model wrote .xml and .bin
+        with pytest.raises(RuntimeError, match="disk full"):
+            export.run(weights=str(pt), imgsz=64, include=("openvino",), check=False)
+    assert snapshot() == before
+    assert files["openvino"].is_dir()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
 import yaml
 
-__all__ = ["atomic_write", "yaml_save"]
+__all__ = ["atomic_write", "atomic_output", "yaml_save"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bool = False) -> Path:
@@ -31,6 +33,34 @@ def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bo
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | Path, folder: bool = False) -> Iterator[Path]:
+    """A temporary name beside `path` to write a file (or, with `folder`, a folder) under; when the block ends
+    without an exception it is moved onto `path`, replacing what was there, else removed. A writer killed midway
+    leaves the previous `path` as it was (a folder is swapped in with two renames, so only a kill between those
+    two leaves it under its temporary name, `.NAME.old.*`, beside the new one)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    target = tmp if folder else tmp / path.name  # a file keeps its own name (suffix) inside the temporary folder
+    try:
+        yield target
+        if folder:
+            os.chmod(tmp, 0o755)  # mkdtemp creates 0700
+            old = None
+            if path.exists():
+                old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.old."))
+                os.replace(path, old / path.name)
+            os.replace(tmp, path)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(target, path)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def yaml_save(path: str | Path, d: dict) -> None:
