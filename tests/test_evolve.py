@@ -32,7 +32,7 @@ def test_mutation_respects_limits_and_selects_the_fittest():
     assert len({c.lr0 for c in children}) > 20  # mutated, differently per draw
 
 
-def test_evolve_two_generations(tmp_path):
+def test_evolve_two_generations(tmp_path, log):
     opt = train.run(**_opts(tmp_path, weights="yolov5n.pt", cfg="yolov5n_biformer.yaml", epochs=1, evolve=2,
                             name="evo"))
     d = tmp_path / "runs" / "evo"
@@ -52,5 +52,14 @@ def test_evolve_two_generations(tmp_path):
     # continuing the search in the same folder runs only the missing generations
     opt = train.run(**_opts(tmp_path, epochs=1, evolve=2, name="evo", exist_ok=True))
     assert ev.read_rows(d / "evolve.csv").shape[0] == 2
+    # a search killed while appending (half a row at the end): the row is skipped with a warning, its generation
+    # runs again, and the file is whole afterwards
+    text = (d / "evolve.csv").read_text()
+    (d / "evolve.csv").write_text(text[: len(text) - 60])
+    assert ev.read_rows(d / "evolve.csv").shape[0] == 1
+    assert any("line 3 is not a complete row" in m for m in log)
+    train.run(**_opts(tmp_path, epochs=1, evolve=2, name="evo", exist_ok=True))
+    lines = (d / "evolve.csv").read_text().splitlines()
+    assert len(lines) == 3 and all(len(x.split(",")) == len(ev.RESULT_KEYS) + len(ev.HYP_KEYS) for x in lines)
     with pytest.raises(UserError, match="--evolve cannot be combined with --resume"):
         train.run(**_opts(tmp_path, evolve=2, resume=str(d / "weights" / "last.pt")))

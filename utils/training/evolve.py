@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from utils.errors import UserError
+from utils.files import atomic_write
 from utils.hyp import Hyp
 from utils.log import LOGGER, colorstr
 from utils.metrics import fitness
@@ -44,10 +45,23 @@ HYP_KEYS = tuple(META)
 
 def read_rows(csv: Path) -> np.ndarray:
     """evolve.csv as an array (generations, len(RESULT_KEYS) + len(HYP_KEYS)); empty when there is none."""
-    csv = Path(csv)
+    csv, n = Path(csv), len(RESULT_KEYS) + len(HYP_KEYS)
     if not csv.is_file():
-        return np.zeros((0, len(RESULT_KEYS) + len(HYP_KEYS)))
-    return np.loadtxt(csv, ndmin=2, delimiter=",", skiprows=1)
+        return np.zeros((0, n))
+    rows = []
+    lines = csv.read_text(encoding="utf-8", errors="replace").splitlines()[1:]
+    for i, line in enumerate(lines, start=2):
+        if not line.strip():
+            continue
+        try:
+            row = [float(x) for x in line.split(",")]
+        except ValueError:
+            row = []
+        if len(row) != n:  # a row cut short by a kill or a full disk: that generation runs again
+            LOGGER.warning(f"WARNING: {csv} line {i} is not a complete row of {n} numbers; skipped")
+            continue
+        rows.append(row)
+    return np.array(rows, dtype=np.float64).reshape(-1, n)
 
 
 def mutate(hyp: Hyp, rows: np.ndarray, rng: np.random.Generator, parents: int = 5) -> Hyp:
@@ -76,9 +90,10 @@ def append_row(csv: Path, results, hyp: Hyp) -> None:
     csv = Path(csv)
     d = hyp.to_dict()
     vals = [float(x) for x in list(results)[:len(RESULT_KEYS)]] + [float(d[k]) for k in HYP_KEYS]
-    header = "" if csv.is_file() else ",".join(f"{k:>20s}" for k in RESULT_KEYS + HYP_KEYS) + "\n"
-    with open(csv, "a", encoding="utf-8") as f:
-        f.write(header + ",".join(f"{x:20.5g}" for x in vals) + "\n")
+    header = ",".join(f"{k:>20s}" for k in RESULT_KEYS + HYP_KEYS) + "\n"
+    body = "".join(",".join(f"{x:20.5g}" for x in r) + "\n" for r in read_rows(csv)) if csv.is_file() else ""
+    text = header + body + ",".join(f"{x:20.5g}" for x in vals) + "\n"
+    atomic_write(csv, lambda f: f.write(text.encode("utf-8")))  # never half a row, whenever it is killed
 
 
 def best_hyp(rows: np.ndarray) -> tuple[int, dict]:
