@@ -42,6 +42,7 @@ __all__ = ["DetectBackend", "DetectMultiBackend", "SUFFIXES", "weights_format"]
 SUFFIXES = {"pt": ".pt", "torchscript": ".torchscript", "onnx": ".onnx",
             "openvino": "a folder *_openvino_model (or its .xml)"}
 _META_KEYS = ("stride", "names", "imgsz", "batch", "dynamic")
+_STRIDES = (8, 16, 32, 64, 128)  # a detector's largest stride: P3 to P7 heads
 
 
 def weights_format(path: str | Path) -> str:
@@ -160,7 +161,10 @@ class DetectBackend(nn.Module):
                                 "or an fp32 export")
         self.ts = ts
         cfg = extra["config.txt"]
-        return json.loads(cfg) if cfg else {}  # a traced file runs at any size and batch: no fixed shape
+        try:
+            return json.loads(cfg) if cfg else {}  # a traced file runs at any size and batch: no fixed shape
+        except ValueError as e:
+            raise UserError(f"--weights {path}: its metadata config.txt is not JSON ({e})") from None
 
     def _load_onnx(self, path: Path) -> dict:
         import onnxruntime as ort  # optional: only for .onnx weights
@@ -202,8 +206,12 @@ class DetectBackend(nn.Module):
         if not meta_file.is_file():
             meta_file = next(iter(sorted(xml.parent.glob("*.yaml"))), meta_file)
         if meta_file.is_file():
-            with open(meta_file, encoding="utf-8") as f:
-                return yaml.safe_load(f) or {}
+            try:
+                with open(meta_file, encoding="utf-8") as f:
+                    return yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:  # a !!python tag or broken YAML: refused, never run
+                raise UserError(f"--weights {path}: its metadata {meta_file.name} is not plain YAML: "
+                                f"{' '.join(str(e).split())[:200]}") from None
         return {}
 
     def _fixed_dims(self, dims: list[int | None]) -> None:
@@ -216,20 +224,49 @@ class DetectBackend(nn.Module):
         self.fixed_shape = (h, w) if h is not None and w is not None else None
 
     def _apply_meta(self, meta: dict) -> None:
-        """stride, names and nc from the export's metadata (defaults, with a warning, where it has none)."""
-        self.stride = int(meta.get("stride", 32))
-        self.nl = max(1, round(math.log2(max(self.stride, 1))) - 2)  # 32: P3-P5 (3 levels), 64: P3-P6 (4)
+        """stride, names and nc from the export's metadata (defaults, with a warning, where it has none), checked
+        against the model's output: a value that cannot be the model's is a UserError naming it."""
+        if not isinstance(meta, dict):
+            raise UserError(f"--weights {self.weights}: its metadata is a {type(meta).__name__}, not a mapping")
+        stride = meta.get("stride", 32)
+        if isinstance(stride, bool) or not isinstance(stride, int) or stride not in _STRIDES:
+            raise UserError(f"--weights {self.weights}: metadata stride={stride!r}; valid: one of {list(_STRIDES)}")
+        self.stride = stride
+        self.nl = max(1, round(math.log2(self.stride)) - 2)  # 32: P3-P5 (3 levels), 64: P3-P6 (4)
+        nc = self._output_nc()
         names = meta.get("names")
         if names is None:
-            nc = self._output_nc()
             LOGGER.warning(f"WARNING: {self.weights} carries no class names (not written by export.py?); using "
                            f"class0..class{nc - 1} and stride {self.stride}")
             names = [f"class{i}" for i in range(nc)]
-        self.names = _names_list(names)
+        if not isinstance(names, (dict, list, tuple)):
+            raise UserError(f"--weights {self.weights}: metadata names={str(names)[:60]!r}; valid: a list or an "
+                            "{index: name} mapping")
+        try:
+            names = _names_list(names)
+        except (TypeError, ValueError):
+            raise UserError(f"--weights {self.weights}: metadata names has keys that are not class indices") from None
+        if len(names) > nc:
+            raise UserError(f"--weights {self.weights}: metadata names {len(names)} classes but the model outputs "
+                            f"{nc}; the metadata belongs to another model")
+        if len(names) < nc:
+            LOGGER.warning(f"WARNING: {self.weights}: metadata names {len(names)} classes but the model outputs {nc}; "
+                           f"the others are called class{len(names)}..class{nc - 1}")
+            names += [f"class{i}" for i in range(len(names), nc)]
+        self.names = names
         self.nc = len(self.names)
 
     def _output_nc(self) -> int:
-        """nc from the output's last dimension (5 + nc), by running a blank input."""
+        """nc from the output's last dimension (5 + nc): the graph's static shape where it has one, else by
+        running a blank input."""
+        if self.fmt == "onnx":
+            last = self.session.get_outputs()[0].shape[-1]
+            if isinstance(last, int):
+                return last - 5
+        elif self.fmt == "openvino":
+            last = self.compiled.output(0).get_partial_shape()[-1]
+            if last.is_static:
+                return last.get_length() - 5
         h, w = self.fixed_shape or (self.stride * 2, self.stride * 2)
         return int(self.forward(torch.zeros(self.fixed_batch or 1, 3, h, w, device=self.device))[0].shape[-1]) - 5
 

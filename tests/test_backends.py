@@ -189,3 +189,47 @@ def test_bad_weights_are_named(exports, tmp_path, capsys):
         with pytest.raises(SystemExit) as e:
             script.cli(["--weights", str(tmp_path / "model.h5"), "--project", str(tmp_path)])
         assert e.value.code == 2 and "unknown model format '.h5'" in capsys.readouterr().err
+
+
+def test_hostile_or_wrong_metadata_is_refused_or_padded(exports, tmp_path, log):
+    """Metadata is data, never code, and must fit the model: an OpenVINO .yaml with stride 0, a list or a
+    !!python tag, names for more classes than the output has, or a TorchScript config.txt that is not JSON are
+    refused with the file named; fewer names than classes are padded with a warning, and detect.py draws every
+    class (it raised IndexError on class 2 of a model whose metadata named 2)."""
+    import onnx
+
+    def ov_copy(name: str, text: str) -> Path:
+        d = tmp_path / f"{name}_openvino_model"
+        shutil.copytree(exports["openvino"], d)
+        next(d.glob("*.yaml")).write_text(text)
+        return d
+
+    cases = [("stride: 0\n", r"stride=0; valid: one of \[8, 16, 32, 64, 128\]"),
+             ("stride: [32]\n", r"stride=\[32\]"),
+             ("stride: !!python/object/apply:os.system ['touch pwned']\n", r"is not plain YAML"),
+             ("stride: 32\nnames: {0: a, 1: b}\nextra: [\n", r"is not plain YAML"),
+             ("stride: 32\nnames: person\n", r"names='person'; valid: a list"),
+             (f"stride: 32\nnames: {list(range(81))}\n", r"names 81 classes but the model outputs 80")]
+    for i, (text, match) in enumerate(cases):
+        with pytest.raises(UserError, match=match):
+            DetectBackend(ov_copy(f"bad{i}", text))
+    assert not (tmp_path / "pwned").exists()
+
+    m = onnx.load(str(exports["onnx"]))
+    for p in m.metadata_props:
+        if p.key == "names":
+            p.value = str({0: "person", 1: "bicycle"})
+    few = tmp_path / "few.onnx"
+    onnx.save(m, str(few))
+    log.clear()
+    b = DetectBackend(few)
+    assert b.nc == 80 and b.names[:3] == ["person", "bicycle", "class2"] and b.names[-1] == "class79"
+    assert any("metadata names 2 classes but the model outputs 80" in x for x in log)
+    _, dets = _detect(few, tmp_path / "detect", conf_thres=0.1)
+    assert any(int(c) >= 2 for r in dets for c in r.boxes[:, 5])  # a class beyond the named ones was drawn
+
+    ts = torch.jit.load(str(exports["torchscript"]))
+    bad_ts = tmp_path / "bad.torchscript"
+    ts.save(str(bad_ts), _extra_files={"config.txt": "{stride: 32"})
+    with pytest.raises(UserError, match=r"bad\.torchscript: its metadata config\.txt is not JSON"):
+        DetectBackend(bad_ts)
