@@ -215,6 +215,8 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
     t0 = time.time()
     dev = select_device(device)
     fmts = _check_options(include, dev, half, dynamic, optimize, int(opset), int(batch_size))
+    if isinstance(imgsz, (list, tuple)) and len(imgsz) not in (1, 2):
+        raise UserError(f"--imgsz {' '.join(map(str, imgsz))}: give one size or two (height width)")
     w = resolve_weights(weights[0] if isinstance(weights, (list, tuple)) else weights)
     if w.suffix != ".pt":
         raise UserError(f"--weights {w}: export reads a PyTorch checkpoint (.pt), got {w.suffix or 'no suffix'}")

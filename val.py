@@ -213,6 +213,8 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
                 exist_ok, half, augment=False):
     """Load the weights and build the loader (rectangular batches where the model takes any size):
     (model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device)."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise UserError(f"--batch-size {batch_size}: must be an integer >= 1")
     device = select_device(device)
     half &= device.type == "cuda"  # fp16 only on CUDA; the CPU runs fp32
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)

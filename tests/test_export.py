@@ -209,6 +209,7 @@ def test_simplify_and_fixed_size_graphs(tmp_path):
     ({"include": ["onnx"], "opset": 7}, "--opset 7 is outside the supported 11..20"),
     ({"include": ["onnx"], "batch_size": 0}, "--batch-size 0 must be >= 1"),
     ({"include": ["onnx"], "imgsz": 0}, "image sizes must be positive"),
+    ({"include": ["onnx"], "imgsz": [128, 96, 64]}, "--imgsz 128 96 64: give one size or two (height width)"),
     pytest.param({"include": ["torchscript"], "optimize": True}, "--optimize .* needs a PyTorch build with XNNPACK",
                  marks=pytest.mark.skipif(export.has_xnnpack(), reason="this torch has XNNPACK")),
 ])

@@ -161,6 +161,10 @@ def test_cli_errors(tiny_data, tmp_path, capsys):
     with pytest.raises(SystemExit):
         val.cli(["--task", "bogus", "--data", str(tiny_data)])
     assert "--task 'bogus'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:
+        val.cli(["--batch-size", "0", "--data", str(tiny_data), "--project", str(tmp_path / "bs0")])
+    assert e.value.code == 2 and "ERROR: --batch-size 0: must be an integer >= 1" in capsys.readouterr().err
+    assert not (tmp_path / "bs0").exists()  # refused before any run folder
 
 
 def test_speed_and_study_tasks(tiny_data, tmp_path, monkeypatch):
