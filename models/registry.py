@@ -11,12 +11,13 @@ outputs. Adding a block is one decorator; `parse_model` never grows.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 from typing import Callable
 
 import torch.nn as nn
-from utils.errors import UserError
+from utils.errors import UnknownName, UserError
 
 __all__ = [
     "LayerSpec", "ModuleEntry", "register", "register_module", "lookup", "known_modules",
@@ -72,8 +73,11 @@ def lookup(name: str) -> ModuleEntry:
     """The entry for a YAML module name; a KeyError that lists the known names otherwise."""
     try:
         return _REGISTRY[name]
-    except KeyError:
-        raise KeyError(f"unknown module {name!r} in model YAML; known modules: {', '.join(known_modules())}") from None
+    except (KeyError, TypeError):  # TypeError: an unhashable name (a list)
+        close = difflib.get_close_matches(str(name), known_modules(), n=3, cutoff=0.6)
+        hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+        raise UnknownName(f"unknown module {name!r} in model YAML{hint}; known modules: "
+                          f"{', '.join(known_modules())}") from None
 
 
 def known_modules() -> list[str]:

@@ -20,7 +20,8 @@ from models.config import load_model_config
 from models.fuse import fuse_model
 from models.registry import LayerSpec, detect_head, lookup, register
 from models.tracing import shapes_in_graph
-from utils.errors import UserError
+from utils.data.config import MAX_CLASSES
+from utils.errors import UnknownName, UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.torch_utils import model_info
 
@@ -123,6 +124,7 @@ def _parse_layers(d: dict, ch: list[int], verbose: bool) -> tuple[nn.Sequential,
     """parse_model's loop over the YAML rows."""
     base, seen = torch.initial_seed(), Counter()
     anchors, nc, gd, gw = d["anchors"], d["nc"], d["depth_multiple"], d["width_multiple"]
+    _check_model_numbers(nc, gd, gw)
     na = (len(anchors[0]) // 2) if isinstance(anchors, list) else anchors
     no = na * (nc + 5)
     if verbose:
@@ -135,16 +137,22 @@ def _parse_layers(d: dict, ch: list[int], verbose: bool) -> tuple[nn.Sequential,
         try:
             entry = lookup(name)
         except KeyError as e:  # name the row, keep the registry's list of known modules
-            raise KeyError(f"model YAML layer {i} {list(row)!r}: {e.args[0]}") from None
+            raise UnknownName(f"model YAML layer {i} {list(row)!r}: {e.args[0]}") from None
         where = f"model YAML layer {i} {list(row)!r}"
         for x in [f] if isinstance(f, int) else f if isinstance(f, (list, tuple)) else [None]:
             if not isinstance(x, int) or not (x == -1 or -max(i, 1) <= x < max(i, 1)):
                 valid = "-1 (the previous layer)" if i == 0 else f"-1 or a layer index 0..{i - 1} (or -{i}..-1)"
                 raise UserError(f"{where}: from index {x!r} is out of range; valid: {valid}")
         args = [_resolve_arg(a, d) for a in (args or [])]
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise UserError(f"{where}: number {n!r}; valid: an integer >= 1")
         n = n_ = max(round(n * gd), 1) if n > 1 else n
+        if n > MAX_REPEATS:
+            raise UserError(f"{where}: {n} repeats after depth_multiple {gd}; at most {MAX_REPEATS}")
         try:  # a channel rule's or constructor's error names the row it came from
             args, c2, n = entry.channels(LayerSpec(ch=ch, f=f, n=n, args=args, width_multiple=gw, no=no))
+            if not isinstance(c2, int) or not 1 <= c2 <= MAX_CHANNELS:
+                raise UserError(f"{c2} output channels (after width_multiple {gw}); valid: 1..{MAX_CHANNELS}")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_layer_seed(base, name, seen[name]))
                 m_ = nn.Sequential(*(entry.cls(*args) for _ in range(n))) if n > 1 else entry.cls(*args)
@@ -162,6 +170,19 @@ def _parse_layers(d: dict, ch: list[int], verbose: bool) -> tuple[nn.Sequential,
             ch = []
         ch.append(c2)
     return nn.Sequential(*layers), sorted(save)
+
+
+MAX_CHANNELS = 16_384  # YOLOv5x's widest layer has 1,280
+MAX_REPEATS = 100  # YOLOv5x's deepest C3 repeats 12 times
+
+
+def _check_model_numbers(nc, gd, gw) -> None:
+    """nc, depth_multiple and width_multiple of a model YAML: a UserError naming a value no model can have."""
+    if isinstance(nc, bool) or not isinstance(nc, int) or not 1 <= nc <= MAX_CLASSES:
+        raise UserError(f"model YAML nc: {nc!r}; valid: an integer 1..{MAX_CLASSES}")
+    for key, v in (("depth_multiple", gd), ("width_multiple", gw)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 100:
+            raise UserError(f"model YAML {key}: {v!r}; valid: a number in (0, 100]")
 
 
 def initialize_weights(model: nn.Module) -> None:

@@ -30,3 +30,46 @@ def _cfg(edit):
 def test_errors_name_the_row(edit, message):
     with pytest.raises(UserError, match=message):
         Model(_cfg(edit), verbose=False)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["backbone"].__setitem__(0, [-1, 1, "Conv", [10**9, 6, 2, 2]]),
+     r"layer 0 .*: 250000000 output channels \(after width_multiple 0.25\); valid: 1..16384"),
+    (lambda d: d["backbone"].__setitem__(0, [-1, 1, "Conv", [-64, 6, 2, 2]]),
+     r"layer 0 .*: -16 output channels"),
+    (lambda d: d.update(depth_multiple=10**6, scales={}), r"depth_multiple: 1000000; valid: a number in \(0, 100\]"),
+    (lambda d: d["backbone"].__setitem__(2, [-1, 10**6, "C3", [128]]), r"layer 2 .*: 330000 repeats .*at most 100"),
+    (lambda d: d["backbone"].__setitem__(2, [-1, 0, "C3", [128]]), r"layer 2 .*: number 0; valid: an integer >= 1"),
+    (lambda d: d.__setitem__("nc", 10**9), r"nc: 1000000000; valid: an integer 1..100000"),
+    (lambda d: d.update(width_multiple="wide", scales={}), r"width_multiple: 'wide'"),
+])
+def test_sizes_no_model_can_have_are_refused_at_once(edit, message):
+    """Channels, repeats and classes that no model can have are one-line errors before anything is allocated
+    (10^9 channels asked for 108 GB, depth x10^6 built modules for ever, nc 10^9 ran out of memory)."""
+    with pytest.raises(UserError, match=message):
+        Model(_cfg(edit), verbose=False)
+
+
+def test_unknown_module_is_a_user_error_with_close_matches(tmp_path):
+    """A typo in a module name: a one-line error from the command line (exit 2) that suggests the close names."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from models.yolo import parse_model
+    from tests.conftest import ROOT
+
+    d = _cfg(lambda d: d["backbone"].__setitem__(1, [-1, 1, "Cnov", [128, 3, 2]]))
+    with pytest.raises(KeyError, match=r"unknown module 'Cnov' in model YAML \(did you mean Conv"):
+        parse_model(d, ch=[3], verbose=False)  # still a KeyError for code that catches one
+    (tmp_path / "typo.yaml").write_text(yaml.safe_dump(d))
+    data = tmp_path / "nc1e9.yaml"
+    data.write_text(f"path: {tmp_path}\ntrain: images\nval: images\nnc: 1000000000\n")
+    for args, want in ((["--cfg", str(tmp_path / "typo.yaml"), "--weights", ""],
+                        "unknown module 'Cnov' in model YAML (did you mean Conv"),
+                       (["--data", str(data)], "'nc' must be an integer 1..100000, got 1000000000")):
+        r = subprocess.run([sys.executable, str(ROOT / "train.py"), *args, "--project", str(tmp_path / "runs"),
+                            "--epochs", "1", "--device", "cpu"], capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert r.stderr.strip().count("\n") == 0 and want in r.stderr, r.stderr

@@ -8,8 +8,16 @@ It is a ValueError, so `except ValueError` and code written against earlier vers
 
 from __future__ import annotations
 
-__all__ = ["UserError"]
+__all__ = ["UserError", "UnknownName"]
 
 
 class UserError(ValueError):
     """What the user gave cannot be used; the message names the value and what would be valid."""
+
+
+class UnknownName(UserError, KeyError):
+    """A name that is not in a registry (a model YAML's module): a UserError (one line on the command line) that
+    `except KeyError` also catches, as a lookup error."""
+
+    def __str__(self) -> str:  # KeyError's would quote the message
+        return str(self.args[0]) if self.args else ""

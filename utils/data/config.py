@@ -25,7 +25,9 @@ from utils.errors import UserError
 from utils.log import LOGGER
 from utils.paths import ROOT
 
-__all__ = ["DataConfig", "load_data_config", "resolve_data_yaml", "DATA_DIR"]
+__all__ = ["DataConfig", "load_data_config", "resolve_data_yaml", "DATA_DIR", "MAX_CLASSES"]
+
+MAX_CLASSES = 100_000  # LVIS has 1,203; more is a typo, and a detection head that wide would not fit in memory
 
 DATA_DIR = ROOT / "data"
 _SPLIT_HELP = "a split is a folder of images, a .txt file listing image paths, or a list of those"
@@ -82,8 +84,8 @@ def _read_yaml(file: Path) -> dict:
 
 def _parse_names(d: dict, where: str) -> list[str]:
     names, nc = d.get("names"), d.get("nc")
-    if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or nc < 1):
-        raise UserError(f"{where}: 'nc' must be a positive integer, got {nc!r}")
+    if nc is not None and (not isinstance(nc, int) or isinstance(nc, bool) or not 1 <= nc <= MAX_CLASSES):
+        raise UserError(f"{where}: 'nc' must be an integer 1..{MAX_CLASSES}, got {nc!r}")
     if names is None:
         if nc is None:
             raise UserError(f"{where}: 'names' is missing; give class names as a list or a dict {{id: name}}")
