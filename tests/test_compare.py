@@ -24,6 +24,7 @@ from utils.compare.memory import MemoryStat, peak_train_memory
 from utils.compare.report import ReportMeta, results_rows, seed_rows, table_lines, write_report
 from utils.compare.results import FailedRun, ModelResult, SeedResult
 from utils.compare.runs import RunRecord, fresh_run_dir, load_result, save_options, save_result, take_job_options
+from utils.errors import UserError
 from utils.flops import gflops
 
 CFGS = ["yolov5n.yaml", "yolov5n_biformer.yaml"]
@@ -402,6 +403,23 @@ def test_resume_takes_the_jobs_options_and_rejects_others(tmp_path):
         take_job_options(compare.parse_opt(args=["--resume", str(tmp_path / "x")]), tmp_path / "x", defaults)
     with pytest.raises(FileNotFoundError, match="missing: no such folder"):
         compare.run(resume=str(tmp_path / "missing"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: three\n", r"epochs: 'three' is not an integer"),
+    ("seeds: 1.5\n", r"seeds: 1.5 is not an integer"),
+    ("cfgs: yolov5n.yaml\n", r"cfgs: 'yolov5n.yaml' is not a list of model configs"),
+    ("augment: 'yes'\n", r"augment: 'yes' is not true or false"),
+    ("epochs: !!python/object/apply:os.system ['touch pwned']\n", r"not plain YAML"),
+])
+def test_resume_refuses_a_tampered_opt_yaml(text, message, tmp_path, monkeypatch):
+    """compare.py --resume reads opt.yaml as data of the types the options have: a value of another type (which
+    ran on as 'three' epochs, or cfgs read one character at a time) or a YAML tag is a one-line error."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "opt.yaml").write_text(text)
+    with pytest.raises(UserError, match=message):
+        compare.run(resume=str(tmp_path))
+    assert not (tmp_path / "pwned").exists()
 
 
 def test_latency_is_per_image_median_and_interleaved():

@@ -119,19 +119,49 @@ def save_options(opt, save_dir: Path) -> Path:
     return path
 
 
-def load_options(job_dir: Path, known: set[str]) -> dict:
-    """The options in `job_dir`/opt.yaml; a missing file or a key compare.py does not know is a ValueError."""
+def load_options(job_dir: Path, defaults: dict) -> dict:
+    """The options in `job_dir`/opt.yaml, each of its default's type (`defaults`: option -> default); a missing
+    file, YAML that is not plain data, a key compare.py does not know or a value of the wrong type is an error
+    naming it."""
     path = Path(job_dir) / OPTIONS_FILE
     if not path.is_file():
         raise FileNotFoundError(f"--resume {job_dir}: no {OPTIONS_FILE} there; give the folder of a compare.py job "
                                 "(runs/compare/expN) started by this version")
-    data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as e:  # a !!python tag or broken YAML: refused, never run
+        raise UserError(f"{path}: not plain YAML: {' '.join(str(e).split())[:200]}") from None
     if not isinstance(data, dict):
         raise UserError(f"{path}: expected a mapping of options, got {type(data).__name__}")
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - set(defaults))
     if unknown:
-        raise UserError(f"{path}: unknown options {unknown}; known: {sorted(known)}")
+        raise UserError(f"{path}: unknown options {unknown}; known: {sorted(defaults)}")
+    for k, v in data.items():
+        want = _option_type(k, defaults[k])
+        if not _is_option(v, want):
+            raise UserError(f"{path}: {k}: {v!r} is not {want}")
     return data
+
+
+def _option_type(key: str, default) -> str:
+    if key == "cfgs":
+        return "a list of model configs"
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(type(default),
+                                                                                             "of its default's type")
+
+
+def _is_option(v, want: str) -> bool:
+    if want == "a list of model configs":
+        return isinstance(v, list) and all(isinstance(x, str) and x for x in v)
+    if want == "true or false":
+        return isinstance(v, bool)
+    if want == "an integer":
+        return isinstance(v, int) and not isinstance(v, bool)
+    if want == "a number":
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+    if want == "a string":
+        return isinstance(v, str)
+    return True
 
 
 def resume_job_dir(resume: str | bool, project: str | Path) -> Path:
@@ -155,7 +185,7 @@ def take_job_options(opt, job: Path, defaults: dict) -> None:
     if given:
         flags = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in given.items())
         raise UserError(f"--resume {job} runs the job with the options in {Path(job) / OPTIONS_FILE}; drop {flags}")
-    for k, v in load_options(job, set(defaults) - {"resume"}).items():
+    for k, v in load_options(job, {k: v for k, v in defaults.items() if k != "resume"}).items():
         setattr(opt, k, v)
 
 
