@@ -348,6 +348,11 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
         raise UserError(f"--augment runs the model on rescaled inputs, and {' '.join(map(str, ws))} was exported "
                         f"for {fh}x{fw} images only; use the .pt or an export made with --dynamic")
     half = model.fp16
+    outside = sorted({int(c) for c in (classes or []) if not 0 <= int(c) < len(model.names)})
+    if outside:
+        LOGGER.warning(f"WARNING: --classes {' '.join(map(str, outside))}: the model has {len(model.names)} classes "
+                       f"(0..{len(model.names) - 1}); {'this class is' if len(outside) == 1 else 'these are'} never "
+                       "detected")
     dataset, webcam = _dataset(source, imgsz, stride, vid_stride, auto=model.fixed_shape is None)
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)

@@ -47,7 +47,7 @@ from utils.torch_utils import de_parallel, select_device
 from utils.training import evolve as ev
 from utils.training.callbacks import Callbacks
 from utils.training.image_weights import sample_image_indices
-from utils.training.loggers import TrainLoggers
+from utils.training.loggers import TrainLoggers, wanted_loggers
 from utils.training.optim import OPTIMIZERS, EarlyStopping, warmup
 from utils.training.options import TrainOptions, resume_options
 from utils.training.plots import plot_labels, plot_labels_correlogram, plot_results
@@ -352,6 +352,7 @@ def main(opt: argparse.Namespace, callbacks: Callbacks | None = None) -> TrainRe
         opt = resume_options(opt, parse_opt(args=[]))  # the run's own options over the defaults
     opts = TrainOptions.from_namespace(opt)
     opts.check(distributed=info.distributed)
+    wanted_loggers()  # a bad YOLO_LOGGERS fails now, not after the data set is read
     if opts.evolve:
         return _evolve(opts, info, callbacks)
     claimed = None

@@ -121,3 +121,15 @@ def test_optional_mlflow_and_wandb_when_installed(tmp_path, monkeypatch):
     assert names[-3:] == ["mlflow.log_artifact", "mlflow.end_run", "wandb.finish"]
     assert calls[-3][1].endswith("best.pt")
     assert not list((tmp_path / "runs" / "logged").glob("events.out.tfevents*"))  # TensorBoard left out
+
+
+def test_bad_yolo_loggers_is_an_error_naming_the_valid_ones(tmp_path, monkeypatch):
+    """YOLO_LOGGERS=bogus logged nothing and said nothing; now train refuses it before any work."""
+    import train
+    from tests.test_train import _opts
+
+    monkeypatch.setenv("YOLO_LOGGERS", "tensorbord")
+    with pytest.raises(UserError, match=r"YOLO_LOGGERS='tensorbord': unknown logger\(s\) \['tensorbord'\]; valid: "
+                                        r"a comma list of tensorboard, mlflow, wandb, or none"):
+        train.run(**_opts(tmp_path, epochs=1))
+    assert not (tmp_path / "runs").exists()

@@ -414,3 +414,12 @@ def test_parser_takes_no_abbreviations(capsys):
         with pytest.raises(SystemExit) as e:
             detect.parse_opt(argv)
         assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_classes_the_model_lacks_are_warned_about(tmp_path):
+    """--classes 500 on an 80-class model filtered every detection away without a word."""
+    _, records, text = _run(tmp_path, source=BUS, classes=[0, 500, -1], nosave=True)
+    assert "WARNING: --classes -1 500: the model has 80 classes (0..79); these are never detected" in text
+    assert all(int(c) == 0 for r in records for c in r.boxes[:, 5]) and len(records[0].boxes) > 0
+    _, _, text = _run(tmp_path, source=BUS, classes=[0, 5], nosave=True)
+    assert "--classes" not in text

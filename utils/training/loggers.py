@@ -21,12 +21,13 @@ import torch
 from torch import nn
 
 from models.common import Residual
+from utils.errors import UserError
 from utils.log import LOGGER, colorstr
 from utils.torch_utils import de_parallel
 from utils.training.callbacks import Callbacks
 from utils.training.run_files import RESULTS_KEYS
 
-__all__ = ["TrainLoggers", "gate_stats"]
+__all__ = ["TrainLoggers", "gate_stats", "wanted_loggers", "LOGGER_NAMES"]
 
 
 def gate_stats(model: nn.Module) -> dict[str, tuple[float, float]]:
@@ -39,9 +40,21 @@ def gate_stats(model: nn.Module) -> dict[str, tuple[float, float]]:
     return out
 
 
-def _wanted() -> set[str]:
-    v = os.environ.get("YOLO_LOGGERS", "tensorboard,mlflow,wandb").lower()
-    return set() if v.strip() == "none" else {x.strip() for x in v.split(",") if x.strip()}
+LOGGER_NAMES = ("tensorboard", "mlflow", "wandb")
+
+
+def wanted_loggers() -> set[str]:
+    """The loggers YOLO_LOGGERS asks for (default: all three, each where it is installed); a name that is none of
+    them is a UserError naming the valid ones, never silently no logging."""
+    v = os.environ.get("YOLO_LOGGERS", ",".join(LOGGER_NAMES)).lower()
+    if v.strip() == "none":
+        return set()
+    names = {x.strip() for x in v.split(",") if x.strip()}
+    bad = sorted(names - set(LOGGER_NAMES))
+    if bad:
+        raise UserError(f"YOLO_LOGGERS={os.environ.get('YOLO_LOGGERS')!r}: unknown logger(s) {bad}; valid: a comma "
+                        f"list of {', '.join(LOGGER_NAMES)}, or none")
+    return names
 
 
 def _optional(module: str):
@@ -63,7 +76,7 @@ class TrainLoggers:
         self.graph_imgsz = graph_imgsz
         self.model: nn.Module | None = None
         self.extra: dict[str, float] = {}
-        wanted = _wanted()
+        wanted = wanted_loggers()
         self.mlflow = _optional("mlflow") if "mlflow" in wanted else None
         self.wandb = _optional("wandb") if "wandb" in wanted else None
         SummaryWriter = getattr(_optional("torch.utils.tensorboard"), "SummaryWriter", None) \
