@@ -74,3 +74,22 @@ def test_missing_weights_in_a_folder_never_fall_back_to_the_bundled_file(tmp_pat
         resolve_weights("/no/such/dir/yolov5n.pt")
     with pytest.raises(FileNotFoundError):
         train.run(**_opts(tmp_path, weights=str(tmp_path / "yolov5n.pt")))
+
+
+def test_a_file_size_limit_during_a_checkpoint_write_is_one_line(tmp_path):
+    """`ulimit -f` (RLIMIT_FSIZE) reached while last.pt is written: one `ERROR: checkpoint ... could not be
+    written` line and exit status 2, no traceback (torch's writer raised a RuntimeError about a file position)."""
+    import resource
+
+    from tests.test_train import _data_yaml
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2_000_000, 2_000_000))
+
+    cmd = [sys.executable, str(ROOT / "train.py"), "--data", str(_data_yaml(tmp_path, 4)), "--epochs", "1",
+           "--imgsz", "64", "--batch-size", "2", "--workers", "0", "--device", "cpu", "--project",
+           str(tmp_path / "runs"), "--noplots", "--noautoanchor"]
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "ERROR: checkpoint " in r.stderr and "last.pt could not be written" in r.stderr
+    assert "file size limit (ulimit -f)" in r.stderr

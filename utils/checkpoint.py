@@ -226,7 +226,15 @@ def save_checkpoint(ckpt: dict, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     data = {"format": FORMAT, **ckpt}
-    return atomic_write(path, lambda f: torch.save(data, f), fsync=True)
+    try:
+        return atomic_write(path, lambda f: torch.save(data, f), fsync=True)
+    except (OSError, RuntimeError) as e:
+        # torch's zip writer reports a failed write (a full disk, `ulimit -f`) as a RuntimeError from its
+        # container code; any other RuntimeError is a bug and keeps its traceback
+        if isinstance(e, RuntimeError) and "inline_container" not in str(e):
+            raise
+        raise OSError(f"checkpoint {path} could not be written ({' '.join(str(e).split())[:160]}): the disk is "
+                      "full or a file size limit (ulimit -f) was reached; the previous file there is kept") from None
 
 
 def cast_state(state: dict, dtype: torch.dtype = torch.float32) -> dict:
