@@ -11,9 +11,8 @@ import re
 from copy import deepcopy
 from pathlib import Path
 
-import yaml
-
 from utils.errors import UserError
+from utils.files import read_yaml
 
 __all__ = ["CONFIG_DIR", "SCALED_NAME", "load_model_config", "resolve_config_path", "list_configs", "scale_of",
            "scaled_name"]
@@ -70,8 +69,7 @@ def load_model_config(cfg: str | Path | dict) -> dict:
         path, scale = Path(d.get("yaml_file", "model.yaml")), d.get("scale")
     else:
         path, scale = resolve_config_path(cfg)
-        with open(path, encoding="utf-8") as f:
-            d = yaml.safe_load(f)
+        d = read_yaml(path)
         if not isinstance(d, dict):
             raise UserError(f"{path}: a model YAML must be a mapping with backbone and head, got {type(d).__name__}")
         d["yaml_file"] = Path(cfg).name if scale else path.name

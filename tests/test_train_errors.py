@@ -93,3 +93,24 @@ def test_a_file_size_limit_during_a_checkpoint_write_is_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
     assert "ERROR: checkpoint " in r.stderr and "last.pt could not be written" in r.stderr
     assert "file size limit (ulimit -f)" in r.stderr
+
+
+@pytest.mark.parametrize("flag, text", [
+    ("--data", "path: !!python/object/apply:os.system ['touch {pwned}']\ntrain: a\nval: a\nnames: [x]\n"),
+    ("--hyp", "lr0: !!python/object/apply:os.system ['touch {pwned}']\n"),
+    ("--cfg", "nc: !!python/object/apply:os.system ['touch {pwned}']\nbackbone: []\nhead: []\n"),
+    ("--cfg", "nc: 80\nbackbone: [[-1, 1, Conv, [64, 6, 2, 2]]\nhead: []\n"),  # broken YAML
+])
+def test_yaml_files_are_plain_data(flag, text, tmp_path):
+    """A data, hyperparameter or model YAML with a Python tag is refused without running it, and any YAML that
+    does not parse, as one `ERROR: FILE: not plain YAML (...)` line (exit 2)."""
+    pwned = tmp_path / "pwned"
+    f = tmp_path / "x.yaml"
+    f.write_text(text.format(pwned=pwned))
+    extra = ["--weights", ""] if flag == "--cfg" else []
+    r = subprocess.run([sys.executable, str(ROOT / "train.py"), flag, str(f), *extra, "--epochs", "1",
+                        "--project", str(tmp_path / "runs"), "--device", "cpu"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert r.stderr.strip().count("\n") == 0 and f"ERROR: {f}: not plain YAML (" in r.stderr, r.stderr
+    assert not pwned.exists()

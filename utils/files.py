@@ -12,7 +12,7 @@ from typing import IO
 
 import yaml
 
-__all__ = ["atomic_write", "atomic_output", "yaml_save"]
+__all__ = ["atomic_write", "atomic_output", "read_yaml", "yaml_save"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bool = False) -> Path:
@@ -61,6 +61,18 @@ def atomic_output(path: str | Path, folder: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def read_yaml(path: str | Path):
+    """The plain data in a YAML file (yaml.safe_load: tags such as !!python/object are refused, never run); a file
+    that is not plain YAML is a one-line UserError naming it and where the parser stopped."""
+    from utils.errors import UserError  # lazy: utils.errors stays free of imports
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise UserError(f"{path}: not plain YAML ({' '.join(str(e).split())[:300]})") from None
 
 
 def yaml_save(path: str | Path, d: dict) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import math
-
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-import yaml
-
 from utils.errors import UserError
+from utils.files import read_yaml
 
 __all__ = ["Hyp", "load_hyp", "HYP_DIR"]
 
@@ -113,8 +111,7 @@ def load_hyp(hyp: str | Path | dict | Hyp | None = None) -> Hyp:
     if not path.is_file():
         have = ", ".join(p.name for p in sorted(HYP_DIR.glob("*.yaml")))
         raise FileNotFoundError(f"hyperparameter file {str(hyp)!r} not found; bundled: {have}")
-    with open(path, encoding="utf-8") as f:
-        d = yaml.safe_load(f) or {}
+    d = read_yaml(path) or {}
     if not isinstance(d, dict):
         raise UserError(f"{path}: expected a mapping of hyperparameters, got {type(d).__name__}")
     return Hyp.from_dict(d, source=str(path))

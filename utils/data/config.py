@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from utils.data.images import IMG_FORMATS
 from utils.errors import UserError
+from utils.files import read_yaml
 from utils.log import LOGGER
 from utils.paths import ROOT
 
@@ -71,11 +70,7 @@ def resolve_data_yaml(data: str | Path) -> Path:
 
 
 def _read_yaml(file: Path) -> dict:
-    with open(file, encoding="utf-8") as f:
-        try:
-            d = yaml.safe_load(f)
-        except yaml.YAMLError as e:
-            raise UserError(f"{file}: not valid YAML: {e}") from e
+    d = read_yaml(file)
     if not isinstance(d, dict):
         raise UserError(f"{file}: a data YAML must be a mapping with keys path, train, val, names; "
                          f"got {type(d).__name__}")

@@ -8,11 +8,10 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from utils.checkpoint import load_checkpoint, training_state
 from utils.checks import MAX_IMG_SIZE
 from utils.errors import UserError
+from utils.files import read_yaml
 from utils.training.run_files import latest_run
 
 __all__ = ["TrainOptions", "check_freeze", "resume_options"]
@@ -109,8 +108,7 @@ def resume_options(opt: argparse.Namespace, defaults: argparse.Namespace) -> arg
     d = state.opt if state else None
     opt_yaml = last.parent.parent / "opt.yaml"
     if opt_yaml.is_file():
-        with open(opt_yaml, encoding="utf-8") as f:
-            d = yaml.safe_load(f)
+        d = read_yaml(opt_yaml)
     if not d or state is None:
         raise UserError(f"--resume: {last} is not resumable (no training options or optimizer state; a finished "
                         f"run's checkpoints are stripped). Start a new run: python train.py --weights {last}")
