@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.common import Conv
+from models.blocks import Conv
 from models.registry import inserts_dim, register
 from utils.errors import UserError
 

@@ -16,7 +16,7 @@ import math
 import torch
 import torch.nn as nn
 
-from models.common import C3, Conv
+from models.blocks import C3, Conv
 from models.registry import register, scaled, scaled_repeated
 from utils.errors import UserError
 

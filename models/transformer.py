@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from models.common import C3, Conv
+from models.blocks import C3, Conv
 from models.registry import register, scaled_repeated
 from utils.errors import UserError
 

@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import yaml
 
+import models.blocks
 import models.common
 import models.ghost
 import models.transformer
@@ -192,8 +193,11 @@ def test_official_style_checkpoint_with_hub_blocks_loads(tmp_path, monkeypatch):
     models' blocks (C3TR with nn.Linear and nn.MultiheadAttention, Ghost blocks, nn.ZeroPad2d) by name."""
     torch.manual_seed(0)
     model = Model(_TINY, verbose=False).eval()
-    for cls in (models.transformer.C3TR, models.transformer.TransformerBlock, models.transformer.TransformerLayer,
-                models.ghost.GhostConv, models.ghost.GhostBottleneck, models.ghost.C3Ghost, models.ghost.DWConv):
+    blocks = (models.blocks.Conv, models.blocks.Bottleneck, models.blocks.C3, models.blocks.SPP, models.blocks.SPPF,
+              models.blocks.Concat)
+    for cls in blocks + (models.transformer.C3TR, models.transformer.TransformerBlock,
+                         models.transformer.TransformerLayer, models.ghost.GhostConv, models.ghost.GhostBottleneck,
+                         models.ghost.C3Ghost, models.ghost.DWConv):
         assert getattr(models.common, cls.__name__) is cls
         monkeypatch.setattr(cls, "__module__", "models.common")  # the names official YOLOv5 pickles them by
     path = tmp_path / "hub.pt"
