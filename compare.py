@@ -39,16 +39,14 @@ from tqdm import tqdm
 import train
 import val
 from models import load_model
+from models.attention.routing import bra_layers, visualize_routing
+from models.attention.share import first_images, mean_share, plugin_share
 from models.config import list_configs, resolve_config_path, scale_of, scaled_name
 from utils.cli import apply_options, cli_errors
 from utils.compare import memory
 from utils.compare.charts import plot_all
-from utils.compare.deploy import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
-from utils.compare.latency import measure_latency, prepare_for_timing
-from utils.compare.plugin_share import first_images, mean_share, plugin_share
 from utils.compare.report import ReportMeta, environment, results_rows, seed_rows, table_lines, write_csv, write_report
 from utils.compare.results import FailedRun, ModelResult, SeedResult, finished
-from utils.compare.routing import bra_layers, visualize_routing
 from utils.compare.runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,
                                 resume_job_dir, run_name, save_options, save_result, take_job_options)
 from utils.compare.sizes import build_size_gt, run_size_ap, size_counts
@@ -56,6 +54,8 @@ from utils.data.config import load_data_config
 from utils.data.dataset import create_dataloader
 from utils.data.images import list_image_files
 from utils.data.labels import LabelError, img2label_paths, read_label_file
+from utils.deploy.latency import measure_latency, prepare_for_timing
+from utils.deploy.runners import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
 from utils.errors import UserError
 from utils.flops import gflops
 from utils.log import LOGGER, setup_logging
@@ -129,7 +129,7 @@ def _share_batches(opt, val_split, n_images: int = 32) -> list:
 
 
 def _share(run_dir: Path, batches: list) -> float | None:
-    """Mean plug-in share (utils.compare.plugin_share) of the run's best.pt on `batches`; None without plug-ins."""
+    """Mean plug-in share (models.attention.share) of the run's best.pt on `batches`; None without plug-ins."""
     return mean_share(plugin_share(load_model(run_dir / "weights" / "best.pt", device="cpu"), batches))
 
 

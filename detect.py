@@ -36,12 +36,12 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from models.attention.routing import bra_layers, visualize_routing
 from models.backends import weights_format
 from models.ensemble import load_detector, weights_label
 from utils.boxes import scale_boxes
 from utils.checks import check_finite_outputs, check_img_size
 from utils.cli import cli_errors
-from utils.compare.routing import bra_layers, visualize_routing
 from utils.data.images import IMG_FORMATS
 from utils.data.labels import save_one_txt
 from utils.data.sources import LoadImages, LoadStreams, cv2_reason, is_stream_source

@@ -18,32 +18,22 @@ the same input as PyTorch and prints max |diff| / max |output|.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import json
-import tempfile
 import time
-import warnings
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 import torch.backends.xnnpack
-import yaml
-from torch.utils.mobile_optimizer import optimize_for_mobile
 
 import models
 from models import resolve_weights
-from models.tracing import fixed_shape_trace
 from models.yolo import Detect
 from utils.checks import check_finite, check_img_size
 from utils.cli import cli_errors
-from utils.data.augment import letterbox
-from utils.deploy.runtimes import compile_openvino, pin_f32
+from utils.deploy.writers import (export_metadata, export_onnx, export_openvino, export_torchscript, probe_image,
+                                  run_exported)
 from utils.errors import UserError
-from utils.files import atomic_output
 from utils.log import LOGGER, colorstr, setup_logging
-from utils.paths import ROOT
 from utils.torch_utils import select_device
 
 __all__ = ["FORMATS", "run", "export_formats", "parse_opt", "main", "cli"]
@@ -101,109 +91,9 @@ def has_xnnpack() -> bool:
     return bool(torch.backends.xnnpack.enabled)
 
 
-def _metadata(model, imgsz: list[int], batch_size: int, dynamic: bool) -> dict:
-    names = model.names if isinstance(model.names, dict) else dict(enumerate(model.names))
-    return {"description": "YOLOv5 with efficient attention in the neck", "stride": int(model.stride.max()),
-            "names": names, "imgsz": list(imgsz), "batch": batch_size, "dynamic": bool(dynamic)}
-
-
 def _size_mb(path: Path) -> float:
     files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
     return sum(p.stat().st_size for p in files) / 2**20
-
-
-def _quiet():
-    """The TorchScript-based exporters warn about every Python shape branch they freeze; those are taken care of
-    (the plug-ins pad in the graph when traced), so the warnings would only bury the summary."""
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore")
-    return ctx
-
-
-def export_torchscript(model, im, file: Path, meta: dict, optimize: bool) -> Path:
-    f = file.with_suffix(".torchscript")
-    ctx = _quiet()
-    try:
-        ts = torch.jit.trace(model, im, strict=False, check_trace=False)
-    finally:
-        ctx.__exit__(None, None, None)
-    extra = {"config.txt": json.dumps({"shape": list(im.shape), **meta})}
-    with atomic_output(f) as tmp:  # a killed export leaves the previous file, never half of one
-        if optimize:
-            optimize_for_mobile(ts)._save_for_lite_interpreter(str(tmp), _extra_files=extra)
-        else:
-            ts.save(str(tmp), _extra_files=extra)
-    return f
-
-
-def export_onnx(model, im, file: Path, meta: dict, opset: int, dynamic: bool, simplify: bool) -> Path:
-    import onnx  # optional: only for ONNX (and OpenVINO) exports
-
-    f = file.with_suffix(".onnx")
-    with atomic_output(f) as tmp:  # a killed export leaves the previous file, never half of one
-        _write_onnx(onnx, model, im, tmp, meta, opset, dynamic, simplify)
-    return f
-
-
-def _write_onnx(onnx, model, im, f: Path, meta: dict, opset: int, dynamic: bool, simplify: bool) -> None:
-    axes = {"images": {0: "batch", 2: "height", 3: "width"}, "output0": {0: "batch", 1: "anchors"}}
-    ctx = _quiet()
-    try:
-        with contextlib.nullcontext() if dynamic else fixed_shape_trace():  # a fixed size: no any-size steps
-            torch.onnx.export(model.cpu() if dynamic else model, im.cpu() if dynamic else im, str(f), dynamo=False,
-                              verbose=False, opset_version=opset, do_constant_folding=True, input_names=["images"],
-                              output_names=["output0"], dynamic_axes=axes if dynamic else None)
-    finally:
-        ctx.__exit__(None, None, None)
-    model_onnx = onnx.load(str(f))
-    onnx.checker.check_model(model_onnx)
-    if simplify:
-        try:
-            import onnxslim  # optional: only for --simplify
-        except ImportError as e:
-            raise UserError(f"--simplify needs the package 'onnxslim' (pip install -r requirements.txt): {e}")
-        model_onnx = onnxslim.slim(model_onnx)
-        onnx.checker.check_model(model_onnx)
-    for k, v in meta.items():
-        entry = model_onnx.metadata_props.add()
-        entry.key, entry.value = k, str(v)
-    onnx.save(model_onnx, str(f))
-
-
-def export_openvino(model, im, file: Path, meta: dict, opset: int, dynamic: bool, half: bool,
-                    onnx_file: Path | None) -> Path:
-    """OpenVINO IR converted from the ONNX graph (exported to a temporary file when --include has no onnx)."""
-    import openvino as ov  # optional: only for --include openvino
-
-    d = Path(str(file.with_suffix("")) + "_openvino_model")
-    with tempfile.TemporaryDirectory() as tmp, atomic_output(d, folder=True) as out:  # the old folder stays until
-        src = onnx_file or export_onnx(model, im, Path(tmp) / file.name, meta, opset, dynamic, simplify=False)
-        ov_model = ov.convert_model(str(src))  # the new one is complete
-        xml = out / file.with_suffix(".xml").name
-        ov.save_model(ov_model, str(xml), compress_to_fp16=half)
-        pin_f32(xml)  # a plain compile_model runs it at f32 on a CPU with bf16 too
-        with open(out / file.with_suffix(".yaml").name, "w") as fh:
-            yaml.safe_dump(meta, fh, sort_keys=False)
-    return d
-
-
-def _run_exported(fmt: str, path: Path, im: torch.Tensor) -> np.ndarray:
-    """The exported file's output on `im` (its own runtime, CPU for ONNX Runtime and OpenVINO)."""
-    x = im.float().cpu().numpy() if fmt != "torchscript" else im
-    if fmt == "torchscript":
-        ts = torch.jit.load(str(path), map_location=im.device)
-        with torch.no_grad():
-            y = ts(im)
-        return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
-    if fmt == "onnx":
-        import onnxruntime as ort  # optional: only to check an ONNX export
-
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float16 if im.dtype == torch.float16
-                                                                     else np.float32)})[0].astype(np.float32)
-    compiled = compile_openvino(path)  # f32, as val.py and detect.py run it
-    return np.asarray(compiled(x)[0], dtype=np.float32)
 
 
 def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
@@ -236,13 +126,13 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
         for _ in range(2):  # dry runs
             y = model(im)
     shape = tuple(y[0].shape)
-    meta = _metadata(model, imgsz, batch_size, dynamic)
+    meta = export_metadata(model, imgsz, batch_size, dynamic)
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {w} with output shape {shape} "
                 f"({_size_mb(w):.1f} MB)")
 
     written, rows = {}, []
     # a real image for the checks: the bundled bus photo when present, letterboxed to imgsz
-    probe = _probe_image(imgsz, batch_size, dev, im.dtype)
+    probe = probe_image(imgsz, batch_size, dev, im.dtype)
     with torch.no_grad():
         ref = model(probe)[0].float().cpu().numpy()
     for fmt in fmts:
@@ -258,25 +148,13 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
         written[fmt] = f
         diff = ""
         if check and not (optimize and fmt == "torchscript"):
-            out = _run_exported(fmt, f, probe)
+            out = run_exported(fmt, f, probe)
             diff = f"{np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12):.1e}"
         rows.append((fmt, f, _size_mb(f), time.time() - t, diff))
         LOGGER.info(f"{prefix} export success ({time.time() - t:.1f}s), saved as {f} ({_size_mb(f):.1f} MB)"
                     + (f", max |diff| / max |output| against PyTorch {diff}" if diff else ""))
     _summary(rows, w, imgsz, time.time() - t0)
     return written
-
-
-def _probe_image(imgsz: list[int], batch_size: int, device, dtype) -> torch.Tensor:
-    """The bundled bus.jpg letterboxed to imgsz (repeated over the batch); noise if the photo is missing."""
-    path = ROOT / "data" / "images" / "bus.jpg"
-    img = cv2.imread(str(path)) if path.is_file() else None
-    if img is None:
-        x = torch.rand(1, 3, *imgsz, generator=torch.Generator().manual_seed(0))
-    else:
-        img = letterbox(img, tuple(imgsz), auto=False)[0]
-        x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
-    return x.repeat(batch_size, 1, 1, 1).to(device, dtype)
 
 
 def _summary(rows, w: Path, imgsz: list[int], seconds: float) -> None:

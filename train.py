@@ -31,10 +31,10 @@ from tqdm import tqdm
 
 import val as validate
 from models import load_model
+from models.attention.share import loader_share
 from utils import distributed as ddp
 from utils.checkpoint import strip_optimizer, training_checkpoint
 from utils.cli import apply_options, cli_errors
-from utils.compare.plugin_share import loader_share
 from utils.data.augment import multi_scale
 from utils.errors import UserError
 from utils.files import yaml_save
@@ -70,7 +70,7 @@ class TrainResult:
     opt: TrainOptions  # the options it ran with (AutoBatch resolved, save_dir set)
     epoch_seconds: list[float] = field(default_factory=list)  # wall time of each epoch the loop ran, validation
     # and checkpoint saving included (a resumed run: the epochs after the resume)
-    plugin_share: dict[str, float] = field(default_factory=dict)  # {layer: share} of best.pt (utils.compare.plugin_share)
+    plugin_share: dict[str, float] = field(default_factory=dict)  # {layer: share} of best.pt (models.attention.share)
 
     @property
     def best(self) -> Path:

@@ -94,7 +94,7 @@ def _one(name: str, fmt: str | None, weights: Path, imgsz: int, batch_size: int,
     """Export and validate one format; any Exception becomes the row's error (Ctrl-C and exits go through)."""
     import export
     import val
-    from utils.compare.deploy import short_error
+    from utils.deploy.runners import short_error
 
     row = BenchRow(name)
     try:
@@ -148,8 +148,8 @@ def run(weights="yolov5n.pt", imgsz: int = 640, batch_size: int = 1, data: str =
 
 
 def _environment(dev, torch) -> str:
-    from utils.compare.deploy import runtime_versions
     from utils.compare.report import environment
+    from utils.deploy.runners import runtime_versions
 
     v = runtime_versions()
     return (f"{environment(dev)[1]}, torch {torch.__version__}, onnxruntime {v['onnxruntime']}, openvino "

@@ -8,11 +8,11 @@
 For each image size: every config is built (random initialisation, seed 0) with its Residual gates set to
 `--gamma` (they start at zero; a zero gate must not let any runtime drop the plug-in), BatchNorm fused, and
 exported as export.py does (fp32, batch 1, fixed size, opset 17). Then, for each thread count, every (model,
-runtime) pair is timed in one `utils.compare.latency.measure_latency` call: `--warmup` untimed calls each, then
+runtime) pair is timed in one `utils.deploy.latency.measure_latency` call: `--warmup` untimed calls each, then
 `--rounds` rounds in which every pair runs once, the order rotated each round; the figures are the median ms
 and the fastest call's ms (on a shared machine a call is only ever slowed down). PyTorch runs eager under
 `torch.inference_mode()` with `torch.set_num_threads(threads)`; ONNX Runtime and
-OpenVINO get `threads` intra-op threads (utils.compare.deploy). GFLOPs: utils.flops (the model summary's count, one
+OpenVINO get `threads` intra-op threads (utils.deploy.runners). GFLOPs: utils.flops (the model summary's count, one
 forward at that size, BatchNorm not fused).
 
 Target (the export issue): for BRA and HiLo, the latency overhead over the baseline in ONNX Runtime is at most
@@ -101,8 +101,8 @@ def _onnx_nodes(path: Path, layers: list[int]) -> tuple[int, int]:
 
 def export_model(name: str, model: nn.Module, imgsz: int, out_dir: Path, variants: list[str]):
     """(the fused PyTorch model, format -> exported path or the exception its export raised)."""
-    from utils.compare.deploy import export_for_deploy
-    from utils.compare.latency import prepare_for_timing
+    from utils.deploy.latency import prepare_for_timing
+    from utils.deploy.runners import export_for_deploy
 
     fused = prepare_for_timing(model)
     fmts = ["onnx"] + (["openvino"] if "openvino" in variants else [])
@@ -117,7 +117,7 @@ def export_model(name: str, model: nn.Module, imgsz: int, out_dir: Path, variant
 
 def open_runners(fused: nn.Module, files: dict, variants: list[str], threads: int):
     """variant -> runner (the fused PyTorch model for 'pytorch'), and variant -> why it has none."""
-    from utils.compare.deploy import OpenVINORunner, OrtRunner, short_error
+    from utils.deploy.runners import OpenVINORunner, OrtRunner, short_error
 
     runners, errors = {}, {}
     for v in variants:
@@ -165,7 +165,7 @@ def profile_ort(models: dict[str, tuple[Path, list[int]]], threads: int, runs: i
     ReorderOutput of its NCHWc convolutions, and Transposes outside any layer), 'ops' and 'plugin_ops' (by
     operator type), 'nodes' (the counts), 'file' (the JSON trace).
     """
-    from utils.compare.deploy import OrtRunner
+    from utils.deploy.runners import OrtRunner
 
     out_dir.mkdir(parents=True, exist_ok=True)
     sess = {n: OrtRunner(f, threads, level=level, profile=out_dir / f.stem) for n, (f, _) in models.items()}
@@ -206,7 +206,7 @@ def run(cfgs=DEFAULT_CFGS, imgsz=(320, 640), threads=(1,), rounds: int = 15, war
     csv_path when given). The first cfg is the baseline."""
     import tempfile
 
-    from utils.compare.latency import measure_latency
+    from utils.deploy.latency import measure_latency
     from utils.flops import gflops
 
     variants = list(dict.fromkeys(variants))
@@ -398,7 +398,7 @@ def parse_opt(argv=None) -> argparse.Namespace:
 
 
 def main(argv=None) -> list[dict]:
-    from utils.compare.deploy import runtime_versions
+    from utils.deploy.runners import runtime_versions
 
     opt = parse_opt(argv)
     v = runtime_versions()

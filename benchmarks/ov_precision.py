@@ -34,6 +34,7 @@ from models.backends import DetectBackend
 from models.yolo import Model
 from utils.checkpoint import save_checkpoint
 from utils.deploy.runtimes import compile_openvino, compiled_precision
+from utils.deploy.writers import probe_image
 from utils.log import setup_logging
 from utils.paths import ROOT
 
@@ -42,7 +43,7 @@ MODES = ("f32", "plain", "plain-unpinned", "bf16")
 
 
 def _inputs(imgsz: int) -> torch.Tensor:
-    return export._probe_image([imgsz, imgsz], 1, torch.device("cpu"), torch.float32)
+    return probe_image([imgsz, imgsz], 1, torch.device("cpu"), torch.float32)
 
 
 def _checkpoint(cfg: str, folder: Path) -> Path:

@@ -7,7 +7,7 @@ mAP50-95 per setting, seed and config, with the baseline trained on the same see
 Each run is `train.py --weights yolov5n.pt --cfg CFG --data coco128.yaml --epochs E --imgsz 320 --batch-size 16
 --seed S --noplots` with the hyp file's `plugin_lr` set to the setting (0: the plug-ins train with the recipe's
 SGD, as before). A plug-in's share is rms(gamma * block(x)) / rms(x) of the final best.pt on 32 val images
-(utils/compare/plugin_share.py); "min share" is the smallest over the runs' plug-in layers. "paired delta" is the mean
+(models/attention/share.py); "min share" is the smallest over the runs' plug-in layers. "paired delta" is the mean
 over seeds of (run's mAP50-95 - baseline's mAP50-95 with the same seed). Runs go `--jobs` at a time, each with
 `--threads` torch threads; every finished run is appended to `--out` (a CSV) and skipped when the script is run
 again with the same file, so an interrupted sweep continues where it stopped.

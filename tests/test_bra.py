@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from benchmarks.naive_bra import NaiveBRA, hand_flops, padding_free_bra
 from models.attention.bra import BiLevelRoutingAttention, region_rect
-from utils.compare.routing import RoutingRecord, recording_routing
+from models.attention.routing import RoutingRecord, recording_routing
 
 TOL = dict(atol=1e-5, rtol=1e-5)
 

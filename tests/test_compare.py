@@ -19,11 +19,11 @@ import compare
 from models.yolo import Model
 from tests.helpers import Sleeper
 from utils.compare.charts import plot_size_ap
-from utils.compare.latency import LatencyStat, measure_latency
 from utils.compare.memory import MemoryStat, peak_train_memory
 from utils.compare.report import ReportMeta, results_rows, seed_rows, table_lines, write_report
 from utils.compare.results import FailedRun, ModelResult, SeedResult
 from utils.compare.runs import RunRecord, fresh_run_dir, load_result, save_options, save_result, take_job_options
+from utils.deploy.latency import LatencyStat, measure_latency
 from utils.errors import UserError
 from utils.flops import gflops
 

@@ -1,4 +1,4 @@
-"""Deployed latency (utils.compare.deploy, compare.py's ORT / OV columns) and `python benchmarks.py` (benchmarks.deploy)
+"""Deployed latency (utils.deploy.runners, compare.py's ORT / OV columns) and `python benchmarks.py` (benchmarks.deploy)
 on tiny settings: a 64x64 input, 4 images."""
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from models.yolo import Model
 from tests.conftest import open_residuals
 from tests.helpers import Sleeper
 from utils.checkpoint import save_checkpoint
-from utils.compare import deploy
-from utils.compare.latency import measure_latency
 from utils.compare.report import ReportMeta, results_rows, table_lines, write_report
 from utils.compare.results import ModelResult, SeedResult
+from utils.deploy import runners as deploy
+from utils.deploy.latency import measure_latency
 
 IMGSZ = 64
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,19 +85,17 @@ def _model(name: str, cfg: str, best: Path) -> ModelResult:
 def test_compare_deploy_columns_and_a_failed_export(tmp_path, monkeypatch):
     """compare's latency step on two tiny models: ORT and OV figures beside PyTorch's, equal outputs; then the
     plug-in model's OpenVINO conversion made to fail: n/a with the reason, the rest measured."""
-    import export
-
     base = _model("yolov5n", "yolov5n.yaml", _checkpoint("yolov5n.yaml", tmp_path / "a" / "weights" / "best.pt"))
     bra = _model("yolov5n_biformer", "yolov5n_biformer.yaml",
                  _checkpoint("yolov5n_biformer.yaml", tmp_path / "b" / "weights" / "best.pt"))
-    real = export.export_openvino
+    real = deploy.export_openvino
 
     def flaky_openvino(model, im, file, *a, **k):
         if "biformer" in Path(file).stem:
             raise RuntimeError("Check 'shape' failed: conversion refused | node X")
         return real(model, im, file, *a, **k)
 
-    monkeypatch.setattr(export, "export_openvino", flaky_openvino)
+    monkeypatch.setattr(deploy, "export_openvino", flaky_openvino)
     opt = SimpleNamespace(imgsz=IMGSZ, no_deploy_latency=False)
     bar = SimpleNamespace(set_description=lambda s: None, update=lambda n=1: None)
     compare._latency(opt, [base, bra], torch.device("cpu"), bar)

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import ast
 import json
-from pathlib import Path
 import warnings
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -23,6 +23,7 @@ from models.tracing import fixed_shape_trace
 from models.yolo import Model
 from utils.checkpoint import save_checkpoint
 from utils.data.augment import letterbox
+from utils.deploy import writers
 from utils.deploy.runtimes import compile_openvino, is_pinned_f32
 from utils.errors import UserError
 from utils.paths import ROOT
@@ -268,7 +269,7 @@ def test_a_failed_reexport_keeps_the_previous_files(tmp_path, monkeypatch):
         with pytest.raises(RuntimeError, match="disk full"):
             export.run(weights=str(pt), imgsz=64, include=("onnx",), check=False)
     with monkeypatch.context() as m:
-        m.setattr(export, "pin_f32", fail)  # after ov.save_model wrote .xml and .bin
+        m.setattr(writers, "pin_f32", fail)  # after ov.save_model wrote .xml and .bin
         with pytest.raises(RuntimeError, match="disk full"):
             export.run(weights=str(pt), imgsz=64, include=("openvino",), check=False)
     assert snapshot() == before

@@ -20,6 +20,7 @@ from models.backends import DetectBackend
 from models.yolo import Model
 from utils.checkpoint import save_checkpoint
 from utils.deploy.runtimes import compile_openvino, compiled_precision, is_pinned_f32, openvino_config
+from utils.deploy.writers import run_exported
 from utils.errors import UserError
 
 ov = pytest.importorskip("openvino")
@@ -104,7 +105,7 @@ def test_every_path_compiles_at_f32(ov_export, compiles, tmp_path):
     _assert_all_f32(compiles, 2)
 
     compiles.clear()  # export.py's own check of the file it wrote
-    export._run_exported("openvino", folder, torch.rand(1, 3, IMGSZ, IMGSZ))
+    run_exported("openvino", folder, torch.rand(1, 3, IMGSZ, IMGSZ))
     _assert_all_f32(compiles)
 
     compiles.clear()  # detect.py and val.py (benchmarks.py validates through val.run)
@@ -128,7 +129,7 @@ def test_every_path_compiles_at_f32(ov_export, compiles, tmp_path):
     _assert_all_f32(compiles)
 
     compiles.clear()  # compare's deployed latency and benchmarks/deploy_latency.py
-    from utils.compare.deploy import OpenVINORunner
+    from utils.deploy.runners import OpenVINORunner
     runner = OpenVINORunner(folder, threads=1)
     assert runner(runner.prepare(torch.rand(1, 3, IMGSZ, IMGSZ))).shape[0] == 1
     _assert_all_f32(compiles)

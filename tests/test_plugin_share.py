@@ -1,9 +1,9 @@
-"""utils.compare.plugin_share against the share computed by hand from the Residual's parts."""
+"""models.attention.share against the share computed by hand from the Residual's parts."""
 
 import torch
 
+from models.attention.share import mean_share, plugin_share
 from models.yolo import Model
-from utils.compare.plugin_share import mean_share, plugin_share
 
 
 def _by_hand(model, imgs, layer):

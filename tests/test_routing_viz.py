@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from models import resolve_weights
+from models.attention.routing import (GAP, HEADER_H, SHADE_BGR, bra_layers, fit_photo, recording_routing,
+                                      visualize_routing)
 from models.yolo import Model
 from utils.checkpoint import load_checkpoint
-from utils.compare.routing import GAP, HEADER_H, SHADE_BGR, bra_layers, fit_photo, recording_routing, visualize_routing
 from utils.data.augment import letterbox
 from utils.transfer import transfer_weights
 

@@ -25,7 +25,7 @@ from utils.training.run_files import ResultsLog
 __all__ = ["ReportMeta", "environment", "results_rows", "seed_rows", "write_csv", "table_lines",
            "write_report", "read_results_csv", "DEPLOY_COLUMNS", "deploy_note_lines"]
 
-# deployed runtime -> (results.csv column stem, table column); the runtimes of utils.compare.deploy.RUNTIMES
+# deployed runtime -> (results.csv column stem, table column); the runtimes of utils.deploy.runners.RUNTIMES
 DEPLOY_COLUMNS = {"onnxruntime": ("latency_ort_b1", "ms/img ORT b1"), "openvino": ("latency_openvino_b1",
                                                                                    "ms/img OV b1")}
 
@@ -278,7 +278,7 @@ _HOW_TO_READ = """\
   averaged over seeds; the models train one after another in this process, so they share the machine alike.
 - **plug-in share**: how much the attention plug-ins add to the features they sit on, rms(gamma * block(x)) /
   rms(x) for `x + gamma * block(x)`, averaged over the model's plug-in layers and seeds, measured with each
-  seed's `best.pt` on the first 32 validation images (`utils/compare/plugin_share.py`). gamma starts at zero, so a
+  seed's `best.pt` on the first 32 validation images (`models/attention/share.py`). gamma starts at zero, so a
   share near 0% means fine-tuning has not yet switched the plug-ins on: the model still predicts what the
   baseline predicts, and its mAP difference says nothing about the attention. `-`: no Residual-wrapped plug-in.
 - Tiny data and few epochs make mAP noisy: read a `*` on a small data set as a hint, and confirm on your data

@@ -9,9 +9,9 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.compare.latency import LatencyStat
 from utils.compare.memory import MemoryStat
 from utils.compare.stats import Summary, Verdict, paired_diff, summarize, verdict
+from utils.deploy.latency import LatencyStat
 
 __all__ = ["SeedResult", "FailedRun", "ModelResult", "finished", "baseline", "model_verdict", "paired_delta",
            "share_cell"]
@@ -29,7 +29,7 @@ class SeedResult:
     maps: list[float]  # mAP50-95 per class (nc,), as val.run returns it
     epoch_s: float  # seconds per training epoch
     run_dir: Path
-    share: float | None = None  # mean plug-in share of best.pt (utils.compare.plugin_share); None without plug-ins
+    share: float | None = None  # mean plug-in share of best.pt (models.attention.share); None without plug-ins
     ap_all: float | None = None  # COCOeval AP50-95 over all sizes (utils.compare.sizes); None: not scored
     ap_small: float | None = None  # COCO AP_small; None also where the split has no small object (COCO's -1)
     ap_medium: float | None = None
@@ -63,7 +63,7 @@ class ModelResult:
     seeds: list[SeedResult] = field(default_factory=list)  # the finished runs
     latency: dict[int, LatencyStat] = field(default_factory=dict)  # batch size -> ms per image
     memory: MemoryStat | None = None
-    # deployed CPU runtimes at batch 1 (utils.compare.deploy.RUNTIMES): runtime -> ms per image, or runtime -> why none
+    # deployed CPU runtimes at batch 1 (utils.deploy.runners.RUNTIMES): runtime -> ms per image, or runtime -> why none
     deploy_latency: dict[str, LatencyStat] = field(default_factory=dict)
     deploy_errors: dict[str, str] = field(default_factory=dict)
     failures: list[FailedRun] = field(default_factory=list)

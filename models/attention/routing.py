@@ -5,7 +5,7 @@ n_win x n_win regions of the layer (on the letterboxed network input, mapped bac
 the query's region outlined in yellow, and the top-k regions it routes to shaded red, more opaque for a
 larger routing weight. Queries are the centres of the most confident detections and any chosen points.
 
-    from utils.compare.routing import visualize_routing
+    from models.attention.routing import visualize_routing
     visualize_routing(model, ["data/images/bus.jpg"], "runs/detect/exp/routing", query_points=[(400, 500)])
 """
 

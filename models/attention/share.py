@@ -15,7 +15,7 @@ from collections.abc import Iterable
 import torch
 from torch import nn
 
-from models.common import Residual
+from models.blocks import Residual
 from utils.log import LOGGER
 
 __all__ = ["plugin_share", "mean_share", "first_images", "share_line", "loader_share"]

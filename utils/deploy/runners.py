@@ -1,10 +1,10 @@
 """A model as it is deployed on the CPU: exported in memory to ONNX / OpenVINO and run by ONNX Runtime / OpenVINO.
 
 Used by compare.py (deployed latency columns), benchmarks/deploy.py (`python benchmarks.py`) and
-benchmarks/deploy_latency.py. The export is export.py's own (`export.export_onnx`, `export.export_openvino`):
+benchmarks/deploy_latency.py. The export is export.py's own (utils.deploy.writers' `export_onnx`, `export_openvino`):
 fp32, a fixed input size and batch, Detect's single decoded output, ONNX opset 17.
 
-Runners (`OrtRunner`, `OpenVINORunner`) time like a PyTorch model in `utils.compare.latency.measure_latency`: each has
+Runners (`OrtRunner`, `OpenVINORunner`) time like a PyTorch model in `utils.deploy.latency.measure_latency`: each has
 `batch` (the fixed batch size it was exported for), `prepare(x)` (the torch input as the runtime takes it,
 made once before the timed calls) and `__call__(prepared)`. Threads: both runtimes get `threads` intra-op
 threads (default: torch.get_num_threads(), so all three runtimes use the same count) and no inter-op pool;
@@ -26,9 +26,9 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-import export
 from models.yolo import Detect
 from utils.deploy.runtimes import compile_openvino, openvino_xml
+from utils.deploy.writers import export_metadata, export_onnx, export_openvino
 from utils.errors import UserError
 
 __all__ = ["RUNTIMES", "RUNTIME_LABELS", "ORT_LEVELS", "runtime_versions", "export_for_deploy", "OrtRunner",
@@ -105,20 +105,19 @@ def export_for_deploy(model: nn.Module, imgsz: int | Sequence[int], out_dir: str
     out_dir.mkdir(parents=True, exist_ok=True)
     m = _export_copy(model)
     im = torch.zeros(batch, 3, h, w)
-    names = getattr(m, "names", None) or [str(i) for i in range(getattr(m.model[-1], "nc", 0))]
-    meta = {"description": "YOLOv5 with efficient attention in the neck", "stride": int(m.stride.max()),
-            "names": names if isinstance(names, dict) else dict(enumerate(names)), "imgsz": [h, w],
-            "batch": batch, "dynamic": False}
+    if not getattr(m, "names", None):
+        m.names = [str(i) for i in range(getattr(m.model[-1], "nc", 0))]
+    meta = export_metadata(m, [h, w], batch, dynamic=False)
     file = out_dir / f"{name}.pt"  # only its stem and folder are used
     written: dict[str, Path | BaseException] = {}
     with torch.no_grad(), _quiet_export():
         for fmt in formats:
             try:
                 if fmt == "onnx":
-                    written[fmt] = export.export_onnx(m, im, file, meta, opset, False, simplify)
+                    written[fmt] = export_onnx(m, im, file, meta, opset, False, simplify)
                 else:
                     onnx_file = written.get("onnx")
-                    written[fmt] = export.export_openvino(m, im, file, meta, opset, False, False,
+                    written[fmt] = export_openvino(m, im, file, meta, opset, False, False,
                                                           onnx_file if isinstance(onnx_file, Path) else None)
             except Exception as e:  # noqa: BLE001  (a format that fails is reported, the others go on)
                 written[fmt] = e

@@ -5,7 +5,7 @@ Latency (`measure_latency`): each model is timed on a fixed random batch in eval
 interleaved round-robin (model A, B, C, then B, C, A, ...), so a slow spell of a shared machine hits every
 model alike. The figure is the median over `repeats` timed calls of (call time / batch size), in ms per image;
 on CUDA the clock waits for the device (`torch.cuda.synchronize`). Besides PyTorch modules, `models` may hold
-runners of other runtimes (utils.compare.deploy: ONNX Runtime, OpenVINO), timed in the same rounds: a runner has
+runners of other runtimes (utils.deploy.runners: ONNX Runtime, OpenVINO), timed in the same rounds: a runner has
 `prepare(x)` (its input, made once before the timed calls), `__call__` and `batch`, the one batch size it was
 exported for (it is left out of the others).
 
