@@ -16,6 +16,34 @@ if str(ROOT) not in sys.path:
 
 SHARED = ROOT.parent / "shared"
 
+# Test files that load ONNX Runtime or OpenVINO into the test process (tests elsewhere that do carry
+# @pytest.mark.runtime). A process that has their native thread pools loaded can die with SIGSEGV when it later
+# starts a process (a DataLoader worker, a subprocess): the serial suite did, in a later test that started one. So
+# these run last, marked `runtime`: marked tests first, then these files in the order listed.
+RUNTIME_FILES = ("test_deploy.py", "test_backends.py", "test_export.py", "test_openvino_f32.py", "test_hub.py",
+                 "test_ensemble_tta.py")
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "runtime: loads ONNX Runtime or OpenVINO into the test process (run last)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test of RUNTIME_FILES marked `runtime` and moved after all others (stable otherwise), so that no test
+    forks a process that ONNX Runtime or OpenVINO were loaded into, serially or under pytest-xdist."""
+    rank = {name: i for i, name in enumerate(RUNTIME_FILES)}
+
+    def key(item):
+        name = Path(str(item.fspath)).name
+        if name in rank:
+            return (1, 1 + rank[name])
+        return (1, 0) if item.get_closest_marker("runtime") else (0, 0)
+
+    for item in items:
+        if Path(str(item.fspath)).name in rank:
+            item.add_marker(pytest.mark.runtime)
+    items[:] = sorted(items, key=key)  # sorted() is stable: the order inside each group is kept
+
 
 @pytest.fixture(autouse=True)
 def _few_threads():

@@ -42,6 +42,7 @@ def tiny_data(tmp_path_factory, coco128_dir=Path(__file__).resolve().parent.pare
     return d / "tiny.yaml"
 
 
+@pytest.mark.runtime  # its deployed-latency step loads ONNX Runtime and OpenVINO
 def test_compare_job_end_to_end(tiny_data, tmp_path_factory, tmp_path, monkeypatch, capsys):
     """One tiny compare run (one test, so that pytest-xdist runs it once), then every check on its output; then
     the same job with one run made to fail, and its --resume, which must end where the first job ended."""
