@@ -13,18 +13,35 @@ from models.yolo import Model
 from tests.conftest import open_residuals
 
 
-class Sleeper(nn.Module):
-    """A 'model' whose forward takes `ms` milliseconds per call and logs (its name, the batch size, the input's
-    type name)."""
+class FakeClock:
+    """A clock that only the stand-in models move: `time()` is what utils.deploy.latency reads (patch its time_sync
+    with it), `advance(ms)` what a call costs. Latency tests then assert exact figures, whatever the machine's load."""
 
-    def __init__(self, name: str, ms: float, log: list):
+    def __init__(self):
+        self.now = 0.0
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, ms: float) -> None:
+        self.now += ms / 1000
+
+
+class Sleeper(nn.Module):
+    """A 'model' whose forward takes `ms` milliseconds per call (on `clock` when given, else really sleeping) and
+    logs (its name, the batch size, the input's type name)."""
+
+    def __init__(self, name: str, ms: float, log: list, clock: FakeClock | None = None):
         super().__init__()
         self.w = nn.Parameter(torch.zeros(1))
-        self.name, self.ms, self.log = name, ms, log
+        self.name, self.ms, self.log, self.clock = name, ms, log, clock
 
     def forward(self, x):
         self.log.append((self.name, x.shape[0], type(x).__name__))
-        time.sleep(self.ms / 1000)
+        if self.clock is not None:
+            self.clock.advance(self.ms)
+        else:
+            time.sleep(self.ms / 1000)
         return x
 
 

@@ -17,7 +17,7 @@ import yaml
 
 import compare
 from models.yolo import Model
-from tests.helpers import Sleeper
+from tests.helpers import FakeClock, Sleeper
 from utils.compare.charts import plot_size_ap
 from utils.compare.memory import MemoryStat, peak_train_memory
 from utils.compare.report import ReportMeta, results_rows, seed_rows, table_lines, write_report
@@ -423,13 +423,17 @@ def test_resume_refuses_a_tampered_opt_yaml(text, message, tmp_path, monkeypatch
     assert not (tmp_path / "pwned").exists()
 
 
-def test_latency_is_per_image_median_and_interleaved():
-    log = []
-    models = {"a": Sleeper("a", 20, log), "b": Sleeper("b", 40, log), "c": Sleeper("c", 10, log)}
+def test_latency_is_per_image_median_and_interleaved(monkeypatch):
+    """On a fake clock that only the stand-ins move (no timed assertion on the real, shared machine)."""
+    from utils.deploy import latency
+
+    log, clock = [], FakeClock()
+    monkeypatch.setattr(latency, "time_sync", clock.time)
+    models = {"a": Sleeper("a", 20, log, clock), "b": Sleeper("b", 40, log, clock), "c": Sleeper("c", 10, log, clock)}
     out = measure_latency(models, imgsz=8, batch_sizes=(1, 4), warmup=1, repeats={1: 5, 4: 3})
     for name, ms in (("a", 20), ("b", 40), ("c", 10)):
-        assert out[name][1].median_ms == pytest.approx(ms, rel=0.5, abs=3)
-        assert out[name][4].median_ms == pytest.approx(ms / 4, rel=0.5, abs=1.5)  # per image at batch 4
+        assert out[name][1].median_ms == pytest.approx(ms)
+        assert out[name][4].median_ms == pytest.approx(ms / 4)  # per image at batch 4
         assert out[name][1].n == 5 and out[name][4].n == 3
     timed_b1 = [n for n, bs, _ in log if bs == 1][3:]  # after the warm-up round
     assert timed_b1[:9] == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]  # round-robin, rotated each round

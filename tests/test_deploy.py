@@ -4,7 +4,6 @@ on tiny settings: a 64x64 input, 4 images."""
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -17,7 +16,7 @@ import yaml
 import compare
 from models.yolo import Model
 from tests.conftest import open_residuals
-from tests.helpers import Sleeper
+from tests.helpers import FakeClock, Sleeper
 from utils.checkpoint import save_checkpoint
 from utils.compare.report import ReportMeta, results_rows, table_lines, write_report
 from utils.compare.results import ModelResult, SeedResult
@@ -29,28 +28,34 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 class _Runner:
-    """A runner of another runtime that sleeps `ms` per call, exported for batch 1."""
+    """A runner of another runtime that takes `ms` per call on `clock`, exported for batch 1."""
 
     batch = 1
 
-    def __init__(self, name: str, ms: float, log: list):
-        self.name, self.ms, self.log = name, ms, log
+    def __init__(self, name: str, ms: float, log: list, clock: FakeClock):
+        self.name, self.ms, self.log, self.clock = name, ms, log, clock
 
     def prepare(self, x: torch.Tensor) -> np.ndarray:
         return x.numpy()
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self.log.append((self.name, x.shape[0], type(x).__name__))
-        time.sleep(self.ms / 1000)
+        self.clock.advance(self.ms)
         return x
 
 
-def test_runners_are_timed_in_the_pytorch_rounds():
-    log = []
-    models = {"a": Sleeper("a", 20, log), "a@ort": _Runner("a@ort", 10, log), "b@ov": _Runner("b@ov", 5, log)}
+def test_runners_are_timed_in_the_pytorch_rounds(monkeypatch):
+    """On a fake clock that only the stand-ins move: exact figures, whatever the machine's load."""
+    from utils.deploy import latency
+
+    log, clock = [], FakeClock()
+    monkeypatch.setattr(latency, "time_sync", clock.time)
+    models = {"a": Sleeper("a", 20, log, clock), "a@ort": _Runner("a@ort", 10, log, clock),
+              "b@ov": _Runner("b@ov", 5, log, clock)}
     out = measure_latency(models, imgsz=8, batch_sizes=(1, 4), warmup=1, repeats={1: 4, 4: 2})
-    assert out["a@ort"][1].median_ms == pytest.approx(10, rel=0.5, abs=3) and set(out["a@ort"]) == {1}
-    assert out["b@ov"][1].median_ms == pytest.approx(5, rel=0.5, abs=3) and out["b@ov"][1].n == 4
+    assert out["a@ort"][1].median_ms == pytest.approx(10) and set(out["a@ort"]) == {1}
+    assert out["b@ov"][1].median_ms == pytest.approx(5) and out["b@ov"][1].n == 4
+    assert out["a"][1].median_ms == pytest.approx(20)
     assert set(out["a"]) == {1, 4}  # the runners have batch 1 only: left out of batch 4
     b1 = [n for n, bs, _ in log if bs == 1][3:]  # after the warm-up
     assert b1[:6] == ["a", "a@ort", "b@ov", "a@ort", "b@ov", "a"]  # one rotating round for all of them
