@@ -8,11 +8,11 @@
 Modules per input shape (N, C, H, W), 8 heads each; a naive reference carries its fast module's weights (the same
 numbers: tests/test_bra.py, tests/test_hilo.py and tests/test_slide.py check each fast module against it):
   * bra:         models.attention.bra.BiLevelRoutingAttention with the detector's settings (n_win=7, topk=4,
-                 identity kv, 3x3 LePE, qkvo); bra-naive: benchmarks.naive_bra (expand + gather, explicit softmax);
-  * hilo:        models.attention.hilo.HiLo (window 2, alpha 0.5); hilo-naive: benchmarks.naive_hilo (explicit
+                 identity kv, 3x3 LePE, qkvo); bra-naive: models.attention.reference.bra (expand + gather, explicit softmax);
+  * hilo:        models.attention.hilo.HiLo (window 2, alpha 0.5); hilo-naive: models.attention.reference.hilo (explicit
                  softmax over every query-key pair, as the LITv2 code);
   * slide:       models.attention.slide.SlideAttention (3x3); slide-fused: the same after `fuse()`;
-                 slide-naive: benchmarks.naive_slide (neighbourhoods copied out with F.unfold; the learnable
+                 slide-naive: models.attention.reference.slide (neighbourhoods copied out with F.unfold; the learnable
                  path, zero in a fresh module, skipped);
   * full:        a qkv linear, `F.scaled_dot_product_attention` over all H*W tokens, an output linear.
 
@@ -46,11 +46,11 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.naive_bra import NaiveBRA  # noqa: E402
-from benchmarks.naive_hilo import NaiveHiLo  # noqa: E402
-from benchmarks.naive_slide import NaiveSlide  # noqa: E402
 from models.attention.bra import BiLevelRoutingAttention  # noqa: E402
 from models.attention.hilo import HiLo  # noqa: E402
+from models.attention.reference.bra import NaiveBRA  # noqa: E402
+from models.attention.reference.hilo import NaiveHiLo  # noqa: E402
+from models.attention.reference.slide import NaiveSlide  # noqa: E402
 from models.attention.slide import SlideAttention  # noqa: E402
 from utils.flops import count_flops  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""BiLevelRoutingAttention against its naive references in benchmarks/naive_bra.py: option-by-option equality with
+"""BiLevelRoutingAttention against its naive references in models/attention/reference/bra.py: option-by-option equality with
 NaiveBRA (outputs, input and parameter gradients), padding masking against the padding-free loop reference (the
 same), tiny/odd/non-square sizes, dtypes, the routing read through a hook on `router`, FLOPs."""
 
@@ -8,8 +8,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.naive_bra import NaiveBRA, hand_flops, padding_free_bra
 from models.attention.bra import BiLevelRoutingAttention, region_rect
+from models.attention.reference.bra import NaiveBRA, hand_flops, padding_free_bra
 from models.attention.routing import RoutingRecord, recording_routing
 
 TOL = dict(atol=1e-5, rtol=1e-5)

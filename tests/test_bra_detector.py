@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from benchmarks.naive_bra import hand_flops
 from models import load_model
 from models.attention.bra import BiLevelRoutingAttention
+from models.attention.reference.bra import hand_flops
 from models.yolo import Model
 from utils.checkpoint import save_checkpoint
 from utils.flops import count_flops

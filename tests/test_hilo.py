@@ -1,4 +1,4 @@
-"""HiLo attention against its two naive references in benchmarks/naive_hilo.py (outputs, input and parameter
+"""HiLo attention against its two naive references in models/attention/reference/hilo.py (outputs, input and parameter
 gradients) and in the detector."""
 
 from __future__ import annotations
@@ -7,8 +7,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.naive_hilo import NaiveHiLo, masked_hilo
 from models.attention.hilo import HiLo, masked_avg_pool
+from models.attention.reference.hilo import NaiveHiLo, masked_hilo
 from models.yolo import Model
 
 from .conftest import check_plugin_config

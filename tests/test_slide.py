@@ -1,4 +1,4 @@
-"""Slide attention against its naive reference in benchmarks/naive_slide.py (an explicit unfold-based neighbourhood
+"""Slide attention against its naive reference in models/attention/reference/slide.py (an explicit unfold-based neighbourhood
 attention; outputs, input and parameter gradients), fuse(), and in the detector."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from benchmarks.naive_slide import NaiveSlide
+from models.attention.reference.slide import NaiveSlide
 from models.attention.slide import SlideAttention, shift_kernels
 from models.yolo import Model
 
