@@ -31,7 +31,7 @@ import models
 from models import WEIGHTS_DIR, resolve_weights
 from models.tta import augmented_forward
 from utils.checks import check_finite
-from utils.deploy.runtimes import OV_PRECISIONS, compile_openvino, openvino_xml
+from utils.deploy.runtimes import OV_PRECISIONS, compile_openvino, openvino_xml, ort_session
 from utils.errors import UserError
 from utils.log import LOGGER
 from utils.torch_utils import select_device
@@ -167,15 +167,8 @@ class DetectBackend(nn.Module):
             raise UserError(f"--weights {path}: its metadata config.txt is not JSON ({e})") from None
 
     def _load_onnx(self, path: Path) -> dict:
-        import onnxruntime as ort  # optional: only for .onnx weights
-
-        providers = ["CPUExecutionProvider"]
-        if self.device.type == "cuda" and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
         try:
-            so = ort.SessionOptions()  # as many threads as PyTorch uses, so timings compare
-            so.intra_op_num_threads = torch.get_num_threads()
-            sess = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+            sess = ort_session(path, cuda=self.device.type == "cuda")  # PyTorch's thread count, so timings compare
         except Exception as e:  # onnxruntime raises its own exception types for a file it cannot parse
             raise UserError(f"--weights {path}: ONNX Runtime cannot load it: {e}") from None
         inp = sess.get_inputs()[0]

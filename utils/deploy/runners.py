@@ -27,7 +27,7 @@ import torch
 import torch.nn as nn
 
 from models.yolo import Detect
-from utils.deploy.runtimes import compile_openvino, openvino_xml
+from utils.deploy.runtimes import ORT_LEVELS, compile_openvino, openvino_xml, ort_session
 from utils.deploy.writers import export_metadata, export_onnx, export_openvino
 from utils.errors import UserError
 
@@ -37,7 +37,6 @@ __all__ = ["RUNTIMES", "RUNTIME_LABELS", "ORT_LEVELS", "runtime_versions", "expo
 RUNTIMES = ("onnxruntime", "openvino")  # the deployed CPU runtimes, each with the format it runs
 RUNTIME_FORMAT = {"onnxruntime": "onnx", "openvino": "openvino"}
 RUNTIME_LABELS = {"onnxruntime": "ORT", "openvino": "OV"}
-ORT_LEVELS = ("disable", "basic", "extended", "all")  # onnxruntime.GraphOptimizationLevel, by name
 
 
 def short_error(e: BaseException, limit: int = 200) -> str:
@@ -133,26 +132,9 @@ class OrtRunner:
 
     def __init__(self, path: str | Path, threads: int | None = None, level: str = "all",
                  profile: str | Path | None = None, optimized_model: str | Path | None = None):
-        import onnxruntime as ort  # optional: only for the ONNX Runtime runner
-
-        if level not in ORT_LEVELS:
-            raise UserError(f"ONNX Runtime graph optimisation level {level!r}; valid: {', '.join(ORT_LEVELS)}")
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads or torch.get_num_threads())
-        so.inter_op_num_threads = 1
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.graph_optimization_level = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-                                       "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-                                       "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                                       "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
-        so.log_severity_level = 3
-        if profile:
-            so.enable_profiling = True
-            so.profile_file_prefix = str(profile)
-        if optimized_model:
-            so.optimized_model_filepath = str(optimized_model)
-        self.path, self.threads, self.level = Path(path), so.intra_op_num_threads, level
-        self.session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        self.session = ort_session(path, threads, level, sequential=True, profile=profile,
+                                   optimized_model=optimized_model)
+        self.path, self.threads, self.level = Path(path), int(threads or torch.get_num_threads()), level
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self.batch = inp.shape[0] if isinstance(inp.shape[0], int) else None

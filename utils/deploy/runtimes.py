@@ -1,4 +1,5 @@
-"""OpenVINO opened in one place, at f32 unless the caller asks for less.
+"""The runtimes opened in one place each: ONNX Runtime sessions (`ort_session`) and OpenVINO, at f32 unless the
+caller asks for less (`compile_openvino`).
 
 Why f32 is pinned: OpenVINO's CPU plugin runs an f32 model in bf16 on a CPU with native bf16 (Intel Sapphire
 Rapids and later, AMD Zen 4 and later) unless INFERENCE_PRECISION_HINT says f32. The same file then gives other
@@ -25,13 +26,47 @@ import torch
 
 from utils.errors import UserError
 
-__all__ = ["OV_PRECISIONS", "PRECISE_ATTRIBUTE", "openvino_xml", "openvino_config", "compile_openvino", "pin_f32",
+__all__ = ["ORT_LEVELS", "ort_session", "OV_PRECISIONS", "PRECISE_ATTRIBUTE", "openvino_xml", "openvino_config", "compile_openvino", "pin_f32",
            "is_pinned_f32", "compiled_precision"]
 
+ORT_LEVELS = ("disable", "basic", "extended", "all")  # onnxruntime.GraphOptimizationLevel, by name
 OV_PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may ask for
 PRECISE_ATTRIBUTE = "precise"  # the IR name of ov::DisablePrecisionConversion (read back as DisablePrecisionConversion_0)
 _RT_KEY = "DisablePrecisionConversion_0"  # its key in a node's rt_info once read
 _HINT_PATH = ["runtime_options", "INFERENCE_PRECISION_HINT"]
+
+
+def ort_session(path: str | Path, threads: int | None = None, level: str = "all", cuda: bool = False,
+                sequential: bool = False, profile: str | Path | None = None,
+                optimized_model: str | Path | None = None):
+    """An ONNX Runtime session on `path`: `threads` intra-op threads (default: PyTorch's count, so runtimes
+    compare), graph optimisation `level` ('disable', 'basic', 'extended', 'all': ORT's default), the CUDA provider
+    first when `cuda` and ORT has it, one inter-op thread and sequential execution with `sequential` (as the timing
+    runners use), ORT's JSON operator profile under the prefix `profile`, the optimised graph saved to
+    `optimized_model`."""
+    import onnxruntime as ort  # optional: only for ONNX models
+
+    if level not in ORT_LEVELS:
+        raise UserError(f"ONNX Runtime graph optimisation level {level!r}; valid: {', '.join(ORT_LEVELS)}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads or torch.get_num_threads())
+    so.graph_optimization_level = {"disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+                                   "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+                                   "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                   "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}[level]
+    so.log_severity_level = 3
+    if sequential:
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    if profile:
+        so.enable_profiling = True
+        so.profile_file_prefix = str(profile)
+    if optimized_model:
+        so.optimized_model_filepath = str(optimized_model)
+    providers = ["CPUExecutionProvider"]
+    if cuda and "CUDAExecutionProvider" in ort.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    return ort.InferenceSession(str(path), sess_options=so, providers=providers)
 
 
 def openvino_xml(path: str | Path) -> Path:

@@ -20,7 +20,7 @@ from torch.utils.mobile_optimizer import optimize_for_mobile
 
 from models.tracing import fixed_shape_trace
 from utils.data.augment import letterbox
-from utils.deploy.runtimes import compile_openvino, pin_f32
+from utils.deploy.runtimes import compile_openvino, ort_session, pin_f32
 from utils.errors import UserError
 from utils.files import atomic_output
 from utils.paths import ROOT
@@ -121,9 +121,7 @@ def run_exported(fmt: str, path: Path, im: torch.Tensor) -> np.ndarray:
             y = ts(im)
         return (y[0] if isinstance(y, (list, tuple)) else y).float().cpu().numpy()
     if fmt == "onnx":
-        import onnxruntime as ort  # optional: only to check an ONNX export
-
-        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        sess = ort_session(path)
         return sess.run(None, {sess.get_inputs()[0].name: x.astype(np.float16 if im.dtype == torch.float16
                                                                      else np.float32)})[0].astype(np.float32)
     compiled = compile_openvino(path)  # f32, as val.py and detect.py run it
