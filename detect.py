@@ -45,6 +45,7 @@ from utils.cli import cli_errors
 from utils.data.images import IMG_FORMATS
 from utils.data.labels import save_one_txt
 from utils.data.sources import LoadImages, LoadStreams, cv2_reason, is_stream_source
+from utils.deploy.runtimes import OV_PRECISIONS
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
@@ -242,11 +243,11 @@ class _VideoBar:
         self.bar = self.path = None
 
 
-def _load_model(w, device, half: bool, imgsz):
+def _load_model(w, device, half: bool, imgsz, ov_precision: str = "f32"):
     """(model, stride, imgsz (h, w)) of `w`: a .pt checkpoint, whose weights must be finite, or an export
     (models.backends.DetectBackend); a list of several: their ensemble (models.ensemble.Ensemble). An export of
     fixed size runs at its own size; a warning says when --imgsz differs."""
-    model = load_detector(w, device=device, fp16=half)
+    model = load_detector(w, device=device, fp16=half, ov_precision=ov_precision)
     w = weights_label(w)
     stride = model.stride
     imgsz = list(imgsz) * (2 if len(imgsz) == 1 else 1)
@@ -313,7 +314,7 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
         agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False, line_thickness=3,
         hide_labels=False, hide_conf=False, half=False, vid_stride=1,
         visualize_routing=False, augment=False, visualize=False, view_img=False,
-        save_csv=False) -> tuple[Path, list[Detections]]:
+        save_csv=False, ov_precision="f32") -> tuple[Path, list[Detections]]:
     """Detect; returns (run folder, detections of every image / frame in original pixels; for streams the
     first MAX_STREAM_RECORDS frames). `visualize_routing` also draws, for models with BiLevelRoutingAttention,
     the regions each of the most confident detections routes to, into <run folder>/routing (a .pt checkpoint
@@ -342,7 +343,8 @@ def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), con
         fmt = next(f for f in fmts if f in ("onnx", "openvino"))
         LOGGER.warning(f"WARNING: --half applies to .pt and TorchScript weights; the {fmt} model runs in the "
                        "precision it was exported in")
-    model, stride, imgsz = _load_model(w, device, half, [imgsz] if isinstance(imgsz, int) else list(imgsz))
+    model, stride, imgsz = _load_model(w, device, half, [imgsz] if isinstance(imgsz, int) else list(imgsz),
+                                       ov_precision)
     if augment and model.fixed_shape is not None:
         fh, fw = model.fixed_shape
         raise UserError(f"--augment runs the model on rescaled inputs, and {' '.join(map(str, ws))} was exported "
@@ -451,6 +453,9 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--hide-labels", default=False, action="store_true", help="hide labels")
     p.add_argument("--hide-conf", default=False, action="store_true", help="hide confidences")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    p.add_argument("--ov-precision", default="f32", choices=OV_PRECISIONS,
+                   help="what an OpenVINO model computes in: f32 (default, on every CPU), or bf16 / f16 where the "
+                        "CPU has them")
     p.add_argument("--vid-stride", type=int, default=1, help="video frame-rate stride")
     p.add_argument("--visualize-routing", action="store_true",
                    help="draw where BiLevelRoutingAttention routes the most confident detections")

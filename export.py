@@ -30,8 +30,10 @@ from models import resolve_weights
 from models.yolo import Detect
 from utils.checks import check_finite, check_img_size
 from utils.cli import cli_errors
-from utils.deploy.writers import (export_metadata, export_onnx, export_openvino, export_torchscript, probe_image,
-                                  run_exported)
+from utils.data.config import load_data_config
+from utils.data.images import list_image_files
+from utils.deploy.writers import (calibration_batches, export_metadata, export_onnx, export_openvino,
+                                  export_torchscript, probe_image, run_exported)
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.torch_utils import select_device
@@ -51,7 +53,7 @@ def export_formats() -> list[tuple[str, str]]:
 
 
 def _check_options(include, device: torch.device, half: bool, dynamic: bool, optimize: bool, opset: int,
-                   batch_size: int) -> list[str]:
+                   batch_size: int, int8: bool = False) -> list[str]:
     """The lower-cased formats to write; raises UserError on a format or option combination that cannot work."""
     if isinstance(include, str):
         include = [include]
@@ -63,8 +65,21 @@ def _check_options(include, device: torch.device, half: bool, dynamic: bool, opt
             raise UserError(f"--include {f!r} is not supported{extra}; valid formats: {', '.join(FORMATS)}")
     if not fmts:
         raise UserError(f"--include names no format; valid formats: {', '.join(FORMATS)}")
-    if half and device.type == "cpu":
-        raise UserError("--half exports need a CUDA device (--device 0): fp16 is not run on the CPU")
+    fmts = list(dict.fromkeys(fmts))
+    if half and device.type == "cpu" and fmts != ["openvino"]:
+        raise UserError("--half on the CPU applies to OpenVINO only (--include openvino: weights stored in fp16); "
+                        f"an fp16 {', '.join(f for f in fmts if f != 'openvino')} export needs a CUDA device "
+                        "(--device 0)")
+    if int8 and fmts != ["openvino"]:
+        raise UserError("--int8 applies to OpenVINO only (--include openvino: NNCF post-training quantization); "
+                        f"got --include {' '.join(fmts)}")
+    if int8 and half:
+        raise UserError("--int8 and --half cannot be combined: choose one")
+    if int8:
+        try:
+            __import__("nncf")
+        except ImportError as e:
+            raise UserError(f"--int8 needs the package 'nncf' (pip install -r requirements.txt): {e}") from None
     if half and dynamic:
         raise UserError("--half and --dynamic cannot be combined (as in YOLOv5): choose one")
     if optimize and device.type != "cpu":
@@ -97,14 +112,15 @@ def _size_mb(path: Path) -> float:
 
 
 def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
-        half=False, inplace=False, optimize=False, dynamic=False, simplify=False, opset=17, check=True):
+        half=False, inplace=False, optimize=False, dynamic=False, simplify=False, opset=17, check=True, int8=False,
+        data="coco128.yaml"):
     """Export `weights` to each format in `include`; returns {format: path written}.
 
     imgsz is (h, w) or one size for both; `check` runs each file once against PyTorch and logs the difference.
     """
     t0 = time.time()
     dev = select_device(device)
-    fmts = _check_options(include, dev, half, dynamic, optimize, int(opset), int(batch_size))
+    fmts = _check_options(include, dev, half, dynamic, optimize, int(opset), int(batch_size), int8)
     if isinstance(imgsz, (list, tuple)) and len(imgsz) not in (1, 2):
         raise UserError(f"--imgsz {' '.join(map(str, imgsz))}: give one size or two (height width)")
     w = resolve_weights(weights[0] if isinstance(weights, (list, tuple)) else weights)
@@ -120,8 +136,9 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
         if isinstance(m, Detect):
             m.inplace, m.export = inplace, True  # one output: the decoded tensor
     im = torch.zeros(batch_size, 3, *imgsz, device=dev)
-    if half:
+    if half and dev.type == "cuda":  # on the CPU --half is OpenVINO's: an fp32 graph, its weights stored in fp16
         im, model = im.half(), model.half()
+    calibration = _calibration(data, imgsz, batch_size) if int8 else None
     with torch.no_grad():
         for _ in range(2):  # dry runs
             y = model(im)
@@ -144,7 +161,7 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
         elif fmt == "onnx":
             f = export_onnx(model, im, w, meta, int(opset), dynamic, simplify)
         else:
-            f = export_openvino(model, im, w, meta, int(opset), dynamic, half, written.get("onnx"))
+            f = export_openvino(model, im, w, meta, int(opset), dynamic, half, written.get("onnx"), calibration)
         written[fmt] = f
         diff = ""
         if check and not (optimize and fmt == "torchscript"):
@@ -155,6 +172,14 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
                     + (f", max |diff| / max |output| against PyTorch {diff}" if diff else ""))
     _summary(rows, w, imgsz, time.time() - t0)
     return written
+
+
+def _calibration(data, imgsz: list[int], batch_size: int) -> list[np.ndarray]:
+    """--int8's calibration batches: up to 300 images of --data's train split (as YOLOv5's export), letterboxed."""
+    cfg = load_data_config(data)
+    files = list_image_files(cfg.train)
+    LOGGER.info(f"{colorstr('int8:')} calibrating on {min(len(files), 300)} images of {data}'s train split")
+    return calibration_batches(files, imgsz, batch_size)
 
 
 def _summary(rows, w: Path, imgsz: list[int], seconds: float) -> None:
@@ -169,12 +194,15 @@ def _summary(rows, w: Path, imgsz: list[int], seconds: float) -> None:
 
 def parse_opt(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    p.add_argument("--data", type=str, default=None, help="accepted for YOLOv5 compatibility; names come from the weights")
+    p.add_argument("--data", type=str, default="coco128.yaml",
+                   help="--int8: dataset.yaml whose train images calibrate the quantization (names come from the weights)")
     p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt", help="model.pt path")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image (h, w)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size")
     p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
-    p.add_argument("--half", action="store_true", help="FP16 half-precision export (CUDA only)")
+    p.add_argument("--half", action="store_true",
+                   help="FP16 half-precision export (CUDA; on the CPU OpenVINO only: weights stored in fp16)")
+    p.add_argument("--int8", action="store_true", help="OpenVINO: int8 post-training quantization with NNCF (--data)")
     p.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     p.add_argument("--optimize", action="store_true", help="TorchScript: optimize for mobile")
     p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: dynamic batch, height and width")
@@ -186,9 +214,7 @@ def parse_opt(argv=None) -> argparse.Namespace:
 
 def main(opt: argparse.Namespace) -> dict:
     setup_logging()
-    kw = vars(opt).copy()
-    kw.pop("data", None)
-    return run(**kw)
+    return run(**vars(opt))
 
 
 def cli(argv: list[str] | None = None) -> None:

@@ -44,6 +44,7 @@ from utils.coco_eval import COCO80_TO_91, coco_detections, coco_map, image_ids, 
 from utils.data.config import DataConfig, load_data_config
 from utils.data.dataset import create_dataloader
 from utils.data.labels import save_one_txt
+from utils.deploy.runtimes import OV_PRECISIONS
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, match_predictions, pr_curves
@@ -106,7 +107,7 @@ def _data_info(data, single_cls: bool, model) -> tuple[object, int, list[str]]:
     return data, nc, names
 
 
-def _load(weights, device, half: bool, imgsz: int, batch_size: int, augment: bool = False):
+def _load(weights, device, half: bool, imgsz: int, batch_size: int, augment: bool = False, ov_precision: str = "f32"):
     """(model, checked image size, batch size, rect allowed): a .pt checkpoint or an exported model
     (models.backends.DetectBackend), or the ensemble of several (models.ensemble.Ensemble). A fixed-size export
     is validated at its own size (square only, as val.py letterboxes to --imgsz x --imgsz) and batch; a warning
@@ -115,7 +116,7 @@ def _load(weights, device, half: bool, imgsz: int, batch_size: int, augment: boo
     if not ws:
         raise UserError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt, or "
                         "an export: .torchscript, .onnx, *_openvino_model)")
-    model = load_detector(ws, device=device, fp16=half)
+    model = load_detector(ws, device=device, fp16=half, ov_precision=ov_precision)
     w = weights_label(ws)
     if augment and model.fixed_shape is not None:
         fh, fw = model.fixed_shape
@@ -210,7 +211,7 @@ def _coco_annotation_file(data, split: str) -> Path | None:
 
 
 def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
-                exist_ok, half, augment=False):
+                exist_ok, half, augment=False, ov_precision="f32"):
     """Load the weights and build the loader (rectangular batches where the model takes any size):
     (model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
@@ -219,7 +220,7 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
     half &= device.type == "cuda"  # fp16 only on CUDA; the CPU runs fp32
     save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
     (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    model, imgsz, batch_size, any_size = _load(weights, device, half, imgsz, batch_size, augment)
+    model, imgsz, batch_size, any_size = _load(weights, device, half, imgsz, batch_size, augment, ov_precision)
     half = model.fp16  # .pt and TorchScript on CUDA; ONNX and OpenVINO take the dtype their graph declares
     data, nc, names = _data_info(data, single_cls, model)
     ncm = model.nc
@@ -241,7 +242,7 @@ def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_
 def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, max_det=300,
         task="val", device="", workers=8, single_cls=False, verbose=False, save_txt=False, save_conf=False,
         save_json=False, project=ROOT / "runs/val", name="exp", exist_ok=False, half=True, model=None,
-        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None, augment=False):
+        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None, augment=False, ov_precision="f32"):
     """Validate; returns a ValResult, a 3-tuple that unpacks as YOLOv5's `results, maps, times = val.run(...)`:
 
         results  Metrics(mp, mr, map50, map, box, obj, cls), a 7-tuple: mean P and R, mAP50, mAP50-95 (with
@@ -265,7 +266,7 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
     else:
         model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device = _standalone(
             data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
-            exist_ok, half, augment)
+            exist_ok, half, augment, ov_precision)
         if not model.pt:
             compute_loss = None  # an export returns the decoded predictions only: no raw maps for a loss
     model.eval()
@@ -401,6 +402,9 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
+    p.add_argument("--ov-precision", default="f32", choices=OV_PRECISIONS,
+                   help="what an OpenVINO model computes in: f32 (default, on every CPU), or bf16 / f16 where the "
+                        "CPU has them")
     p.add_argument("--augment", action="store_true", help="augmented inference (TTA: 3 scales, one mirrored)")
     return p.parse_args(argv)
 

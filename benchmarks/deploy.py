@@ -6,6 +6,11 @@
     python benchmarks.py --weights yolov5n.pt --pt-only                          # PyTorch only
     python benchmarks.py --weights yolov5n.pt --hard-fail                        # exit 1 if a format fails
     python benchmarks.py --weights yolov5n.pt --hard-fail 0.25                   # ... or scores below 0.25
+    python benchmarks.py --weights best.pt --include openvino openvino-fp16 openvino-bf16 openvino-int8  # precisions
+
+OpenVINO at lower precision on request: `openvino-fp16` (export --half: weights stored in fp16), `openvino-bf16`
+(the fp32 export run with INFERENCE_PRECISION_HINT bf16; a row with its reason on a CPU without bf16) and
+`openvino-int8` (export --int8: NNCF post-training quantization calibrated on --data's train images).
 
 For each format (PyTorch, TorchScript, ONNX, OpenVINO): export.run writes the file beside the weights (fp32, or
 fp16 with --half on CUDA; fixed --imgsz and --batch-size), then `val.run(weights=file, task='speed')` scores it on
@@ -37,8 +42,11 @@ from utils.log import LOGGER, setup_logging  # noqa: E402
 __all__ = ["FORMATS", "BenchRow", "BenchmarkFailure", "run", "table_lines", "parse_opt", "main", "cli"]
 
 # (name in the table, export.py's --include name; None: the .pt itself)
-FORMATS = (("PyTorch", None), ("TorchScript", "torchscript"), ("ONNX", "onnx"), ("OpenVINO", "openvino"))
-_KEYS = {"pytorch": 0, "torchscript": 1, "onnx": 2, "openvino": 3}
+FORMATS = (("PyTorch", None), ("TorchScript", "torchscript"), ("ONNX", "onnx"), ("OpenVINO", "openvino"),
+           ("OpenVINO fp16", "openvino-fp16"), ("OpenVINO bf16", "openvino-bf16"), ("OpenVINO int8", "openvino-int8"))
+_KEYS = {"pytorch": 0, "torchscript": 1, "onnx": 2, "openvino": 3, "openvino-fp16": 4, "openvino-bf16": 5,
+         "openvino-int8": 6}
+DEFAULT = 4  # without --include: the first four (fp32); the OpenVINO precisions on request
 
 
 class BenchmarkFailure(RuntimeError):
@@ -70,12 +78,18 @@ def _formats(include, pt_only: bool) -> list[tuple[str, str | None]]:
     if pt_only:
         return [FORMATS[0]]
     if not include:
-        return list(FORMATS)
+        return list(FORMATS[:DEFAULT])
     keys = [str(k).lower().lstrip(".") for k in ([include] if isinstance(include, str) else include)]
     bad = [k for k in keys if k not in _KEYS]
     if bad:
         raise UserError(f"--include {' '.join(bad)}: not a format; valid: {', '.join(_KEYS)}")
     return [FORMATS[i] for i in sorted({_KEYS[k] for k in keys})]
+
+
+def _cpu_has_bf16() -> bool:
+    import openvino as ov
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def _floor(hard_fail) -> float | None:
@@ -97,15 +111,19 @@ def _one(name: str, fmt: str | None, weights: Path, imgsz: int, batch_size: int,
     from utils.deploy.runners import short_error
 
     row = BenchRow(name)
+    base, _, precision = (fmt or "").partition("-")  # openvino-fp16 / -bf16 / -int8: OpenVINO at that precision
     try:
-        f = weights if fmt is None else Path(export.run(weights=str(weights), imgsz=(imgsz, imgsz),
-                                                        batch_size=batch_size, device=device, include=(fmt,),
-                                                        half=half)[fmt])
+        if precision == "bf16" and not _cpu_has_bf16():
+            raise RuntimeError("this CPU has no bf16 (OpenVINO would run the model at f32)")
+        f = weights if fmt is None else Path(export.run(
+            weights=str(weights), imgsz=(imgsz, imgsz), batch_size=batch_size, device=device, include=(base,),
+            half=half or precision == "fp16", int8=precision == "int8", data=data)[base])
         row.file, row.size_mb = f, _size_mb(f)
         if not test:
             res, _, times = val.run(data=data, weights=str(f), batch_size=batch_size, imgsz=imgsz, task="speed",
                                     device=device, workers=workers, half=half, plots=False, project=project,
-                                    name=name.lower(), exist_ok=True)
+                                    name=name.lower().replace(" ", "_"), exist_ok=True,
+                                    ov_precision="bf16" if precision == "bf16" else "f32")
             row.map, row.ms = float(res[3]), float(times[1])
     except Exception as e:  # noqa: BLE001  (a failed format is a row; --hard-fail decides the exit status)
         row.error = short_error(e, 300)

@@ -85,12 +85,14 @@ class Ensemble(nn.ModuleList):
         return f"stride={self.stride}, nc={self.nc}, fixed_shape={self.fixed_shape}"
 
 
-def load_detector(weights, device: str | torch.device = "cpu", fp16: bool = False) -> DetectBackend | Ensemble:
-    """The DetectBackend of one weights file, or the Ensemble of several (a list or tuple of paths)."""
+def load_detector(weights, device: str | torch.device = "cpu", fp16: bool = False,
+                  ov_precision: str = "f32") -> DetectBackend | Ensemble:
+    """The DetectBackend of one weights file, or the Ensemble of several (a list or tuple of paths); OpenVINO
+    members compute at `ov_precision` (f32 unless asked)."""
     ws = list(weights) if isinstance(weights, (list, tuple)) else [weights]
     if len(ws) <= 1:
-        return DetectBackend(ws[0] if ws else None, device=device, fp16=fp16)
-    return Ensemble([DetectBackend(w, device=device, fp16=fp16) for w in ws])
+        return DetectBackend(ws[0] if ws else None, device=device, fp16=fp16, ov_precision=ov_precision)
+    return Ensemble([DetectBackend(w, device=device, fp16=fp16, ov_precision=ov_precision) for w in ws])
 
 
 def weights_label(weights) -> str:

@@ -20,8 +20,8 @@ SHARED = ROOT.parent / "shared"
 # @pytest.mark.runtime). A process that has their native thread pools loaded can die with SIGSEGV when it later
 # starts a process (a DataLoader worker, a subprocess): the serial suite did, in a later test that started one. So
 # these run last, marked `runtime`: marked tests first, then these files in the order listed.
-RUNTIME_FILES = ("test_deploy.py", "test_backends.py", "test_export.py", "test_openvino_f32.py", "test_hub.py",
-                 "test_ensemble_tta.py")
+RUNTIME_FILES = ("test_deploy.py", "test_backends.py", "test_export.py", "test_openvino_f32.py", "test_precision.py",
+                 "test_hub.py", "test_ensemble_tta.py")
 
 
 def pytest_configure(config):

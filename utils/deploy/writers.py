@@ -25,8 +25,8 @@ from utils.errors import UserError
 from utils.files import atomic_output
 from utils.paths import ROOT
 
-__all__ = ["export_metadata", "quiet", "export_torchscript", "export_onnx", "export_openvino", "run_exported",
-           "probe_image"]
+__all__ = ["export_metadata", "quiet", "export_torchscript", "export_onnx", "export_openvino", "quantize_int8",
+           "calibration_batches", "run_exported", "probe_image"]
 
 
 def export_metadata(model, imgsz: list[int], batch_size: int, dynamic: bool) -> dict:
@@ -96,20 +96,60 @@ def _write_onnx(onnx, model, im, f: Path, meta: dict, opset: int, dynamic: bool,
 
 
 def export_openvino(model, im, file: Path, meta: dict, opset: int, dynamic: bool, half: bool,
-                    onnx_file: Path | None) -> Path:
-    """OpenVINO IR converted from the ONNX graph (exported to a temporary file when --include has no onnx)."""
+                    onnx_file: Path | None, calibration: list[np.ndarray] | None = None) -> Path:
+    """OpenVINO IR converted from the ONNX graph (exported to a temporary file when --include has no onnx).
+
+    `half`: weights stored in fp16 (OpenVINO's compress_to_fp16; the model still computes at f32 unless the runtime
+    is asked for less). `calibration`: input batches for NNCF's post-training int8 quantization (weights and
+    activations of convolutions and matrix products in int8), written to *_int8_openvino_model. Either way the
+    model is pinned to f32 wherever it is not quantized (see utils.deploy.runtimes)."""
     import openvino as ov  # optional: only for --include openvino
 
-    d = Path(str(file.with_suffix("")) + "_openvino_model")
+    tag = "_int8" if calibration is not None else ""
+    d = Path(str(file.with_suffix("")) + f"{tag}_openvino_model")
     with tempfile.TemporaryDirectory() as tmp, atomic_output(d, folder=True) as out:  # the old folder stays until
         src = onnx_file or export_onnx(model, im, Path(tmp) / file.name, meta, opset, dynamic, simplify=False)
         ov_model = ov.convert_model(str(src))  # the new one is complete
+        if calibration is not None:
+            ov_model = quantize_int8(ov_model, calibration)
         xml = out / file.with_suffix(".xml").name
         ov.save_model(ov_model, str(xml), compress_to_fp16=half)
         pin_f32(xml)  # a plain compile_model runs it at f32 on a CPU with bf16 too
         with open(out / file.with_suffix(".yaml").name, "w") as fh:
             yaml.safe_dump(meta, fh, sort_keys=False)
     return d
+
+
+def quantize_int8(ov_model, calibration: list[np.ndarray]):
+    """NNCF post-training quantization of an OpenVINO model on `calibration` batches (the mixed preset: symmetric
+    weights, asymmetric activations), as YOLOv5's export --int8 does."""
+    try:
+        import nncf  # optional: only for --int8
+    except ImportError as e:
+        raise UserError(f"--int8 needs the package 'nncf' (pip install -r requirements.txt): {e}") from None
+    if not calibration:
+        raise UserError("--int8: no calibration images (the --data split is empty)")
+    return nncf.quantize(ov_model, nncf.Dataset(calibration), preset=nncf.QuantizationPreset.MIXED,
+                         subset_size=len(calibration))
+
+
+def calibration_batches(files: list[str], imgsz: list[int], batch_size: int, n: int = 300) -> list[np.ndarray]:
+    """Up to `n` images of `files` (evenly spread over the list), letterboxed to imgsz (h, w) as detect.py does,
+    float 0..1 NCHW, grouped in batches of `batch_size` (the last one filled with repeats)."""
+    step = max(1, len(files) // n)
+    ims = []
+    for f in files[::step][:n]:
+        img = cv2.imread(str(f))
+        if img is None:
+            continue  # unreadable: left out of the calibration
+        img = letterbox(img, tuple(imgsz), auto=False)[0]
+        ims.append(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255)
+    batches = []
+    for i in range(0, len(ims), batch_size):
+        chunk = ims[i:i + batch_size]
+        chunk += [chunk[-1]] * (batch_size - len(chunk))
+        batches.append(np.stack(chunk))
+    return batches
 
 
 def run_exported(fmt: str, path: Path, im: torch.Tensor) -> np.ndarray:
