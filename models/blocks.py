@@ -225,9 +225,9 @@ class Residual(nn.Module):
     the residual-with-layer-scale form attention takes inside transformer blocks (BiFormer, CaiT's LayerScale).
     """
 
-    def __init__(self, c: int, block: str, *args):
+    def __init__(self, c: int, block: str, *args, **kwargs):
         super().__init__()
-        self.m = lookup(block).cls(c, *args)
+        self.m = lookup(block).cls(c, *args, **kwargs)  # keyword arguments from the YAML go to the block
         self.gamma = nn.Parameter(torch.zeros(c))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

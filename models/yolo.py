@@ -94,6 +94,23 @@ def _resolve_arg(a, d: dict):
     return a
 
 
+def _split_kwargs(args, where: str) -> tuple[list, dict]:
+    """A row's args as (positional, keyword): a mapping, alone or last in the list, names keyword arguments, e.g.
+    `[-1, 1, Residual, [BiLevelRoutingAttention, {topk: 8}]]` or `[-1, 1, HiLo, {window_size: 4}]`."""
+    if args is None:
+        return [], {}
+    if isinstance(args, dict):
+        args = [args]
+    if not isinstance(args, (list, tuple)):
+        raise UserError(f"{where}: args must be a list (or a mapping of keyword arguments), got {args!r}")
+    args = list(args)
+    kwargs = args.pop() if args and isinstance(args[-1], dict) else {}
+    bad = [k for k in kwargs if not (isinstance(k, str) and k.isidentifier())]
+    if bad or any(isinstance(a, dict) for a in args):
+        raise UserError(f"{where}: keyword arguments go in one mapping at the end of args, with names as keys")
+    return args, dict(kwargs)
+
+
 def _layer_seed(base: int, name: str, occurrence: int) -> int:
     """The seed of the `occurrence`-th layer of type `name`, derived from the seed of torch's default generator."""
     return int(np.random.SeedSequence([base, zlib.crc32(name.encode()), occurrence]).generate_state(1, np.uint64)[0])
@@ -143,7 +160,8 @@ def _parse_layers(d: dict, ch: list[int], verbose: bool) -> tuple[nn.Sequential,
             if not isinstance(x, int) or not (x == -1 or -max(i, 1) <= x < max(i, 1)):
                 valid = "-1 (the previous layer)" if i == 0 else f"-1 or a layer index 0..{i - 1} (or -{i}..-1)"
                 raise UserError(f"{where}: from index {x!r} is out of range; valid: {valid}")
-        args = [_resolve_arg(a, d) for a in (args or [])]
+        args, kwargs = _split_kwargs(args, where)
+        args = [_resolve_arg(a, d) for a in args]
         if isinstance(n, bool) or not isinstance(n, int) or n < 1:
             raise UserError(f"{where}: number {n!r}; valid: an integer >= 1")
         n = n_ = max(round(n * gd), 1) if n > 1 else n
@@ -155,7 +173,8 @@ def _parse_layers(d: dict, ch: list[int], verbose: bool) -> tuple[nn.Sequential,
                 raise UserError(f"{c2} output channels (after width_multiple {gw}); valid: 1..{MAX_CHANNELS}")
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(_layer_seed(base, name, seen[name]))
-                m_ = nn.Sequential(*(entry.cls(*args) for _ in range(n))) if n > 1 else entry.cls(*args)
+                m_ = (nn.Sequential(*(entry.cls(*args, **kwargs) for _ in range(n))) if n > 1
+                      else entry.cls(*args, **kwargs))
         except (TypeError, ValueError, IndexError) as e:  # UserError is a ValueError
             raise UserError(f"{where}: {type(e).__name__ + ': ' if not isinstance(e, UserError) else ''}{e}") \
                 from e

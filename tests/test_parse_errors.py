@@ -73,3 +73,42 @@ def test_unknown_module_is_a_user_error_with_close_matches(tmp_path):
                             "--epochs", "1", "--device", "cpu"], capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
         assert r.stderr.strip().count("\n") == 0 and want in r.stderr, r.stderr
+
+
+def test_plugin_arguments_by_name(tmp_path):
+    """A plug-in's arguments may be named in a mapping at the end of its args (BRA's topk was the 10th positional
+    argument): the same module as the positional form, carried through a checkpoint; a wrong name is a one-line
+    error naming the row."""
+    import torch
+
+    from models import load_model
+    from models.attention.bra import BiLevelRoutingAttention
+    from models.attention.hilo import HiLo
+    from utils.checkpoint import save_checkpoint
+
+    named = load_model_config("yolov5n_biformer.yaml")
+    named["head"][10] = [-1, 1, "Residual", ["BiLevelRoutingAttention", {"topk": 8, "side_dwconv": 5}]]
+    named["head"][14] = [-1, 1, "HiLo", {"window_size": 4}]
+    positional = load_model_config("yolov5n_biformer.yaml")
+    positional["head"][10] = [-1, 1, "Residual", ["BiLevelRoutingAttention", 7, 8, None, None, 4, 4, None,
+                                                 "identity", 8, "qkvo", False, False, False, 5]]
+    positional["head"][14] = [-1, 1, "HiLo", [8, False, None, 0.0, 0.0, 4]]
+    torch.manual_seed(0)
+    a = Model(named, verbose=False)
+    torch.manual_seed(0)
+    b = Model(positional, verbose=False)
+    bra = a.model[20].m
+    assert isinstance(bra, BiLevelRoutingAttention) and bra.topk == 8 and isinstance(a.model[24], HiLo)
+    assert a.model[24].ws == 4
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(a.state_dict()[k], b.state_dict()[k]) for k in a.state_dict())
+    pt = save_checkpoint({"model": a.state_dict(), "yaml": a.yaml, "names": [str(i) for i in range(80)]},
+                         tmp_path / "named.pt")
+    assert load_model(pt).model[20].m.topk == 8
+    for row, match in (([-1, 1, "Residual", ["BiLevelRoutingAttention", {"top_k": 8}]], r"layer 20 .*top_k"),
+                       ([-1, 1, "Residual", ["BiLevelRoutingAttention", {"topk": 8}, 3]], r"layer 20 .*one mapping"),
+                       ([-1, 1, "Residual", ["BiLevelRoutingAttention", {8: 8}]], r"layer 20 .*names as keys")):
+        d = load_model_config("yolov5n_biformer.yaml")
+        d["head"][10] = row
+        with pytest.raises(UserError, match=match):
+            Model(d, verbose=False)
