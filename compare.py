@@ -54,8 +54,8 @@ from utils.data.config import load_data_config
 from utils.data.dataset import create_dataloader
 from utils.data.images import list_image_files
 from utils.data.labels import LabelError, img2label_paths, read_label_file
-from utils.deploy.latency import measure_latency, prepare_for_timing
-from utils.deploy.runners import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
+from utils.deploy.runners import runtime_versions
+from utils.deploy.timing import time_checkpoints
 from utils.errors import UserError
 from utils.flops import gflops
 from utils.log import LOGGER, setup_logging
@@ -133,26 +133,6 @@ def _share(run_dir: Path, batches: list) -> float | None:
     return mean_share(plugin_share(load_model(run_dir / "weights" / "best.pt", device="cpu"), batches))
 
 
-def _deploy_runners(opt, nets: dict, models, folder: str, bar) -> dict:
-    """ONNX Runtime and OpenVINO runners (CPU, batch 1, fp32, exported into `folder`) of every model, keyed
-    'name@runtime'; a runtime that is missing, or an export or load that fails, is recorded in the model's
-    deploy_errors instead (the job goes on)."""
-
-
-    versions = runtime_versions()
-    runners = {}
-    for m in models:
-        bar.set_description(f"exporting {m.name}")
-        try:
-            d = deploy_runners(nets[m.name], opt.imgsz, folder, m.name, RUNTIMES, torch.get_num_threads(), versions)
-        except Exception as e:  # noqa: BLE001  (deployed latency is extra: never the job's end)
-            m.deploy_errors = {rt: f"export failed: {short_error(e)}" for rt in RUNTIMES}
-            continue
-        m.deploy_errors = dict(d.errors)
-        runners.update({f"{m.name}@{rt}": r for rt, r in d.runners.items()})
-    return runners
-
-
 def _timing(opt, models, device, bar, nc: int) -> None:
     """Latency (interleaved, one process) and peak training memory of every model, into `models`."""
     # memory first: each measurement forks a process, and a fork once ONNX Runtime's and OpenVINO's native thread
@@ -170,31 +150,16 @@ def _timing(opt, models, device, bar, nc: int) -> None:
 def _latency(opt, models, device, bar) -> None:
     """PyTorch latency at batch 1 and 32 of every model's best.pt (seed 0) into `m.latency`; unless
     --no-deploy-latency, also the ONNX Runtime and OpenVINO CPU latency at batch 1 (`m.deploy_latency`, or the
-    reason in `m.deploy_errors`), timed in the same rotating rounds as the PyTorch batch-1 figures."""
-    half = device.type == "cuda"
-    nets = {m.name: prepare_for_timing(load_model(m.seeds[0].run_dir / "weights" / "best.pt"), device, half)
-            for m in models}
-    repeats = {1: 50, 32: 10} if device.type == "cuda" else {1: 10, 32: 2}
-    with temp_deploy_dir() as folder:
-        runners = {} if opt.no_deploy_latency else _deploy_runners(opt, nets, models, folder, bar)
-        bar.set_description("timing latency b1/b32")
-        try:
-            lat = measure_latency({**nets, **runners}, opt.imgsz, (1, 32), warmup=2 if device.type == "cuda" else 1,
-                                  repeats=repeats)
-        except Exception as e:  # noqa: BLE001  (a runtime that fails while timed: PyTorch's figures alone)
-            if not runners:
-                raise
-            why = f"failed while timed: {short_error(e)}"
-            for m in models:
-                m.deploy_errors.update({rt.split("@")[1]: why for rt in runners if rt.startswith(f"{m.name}@")})
-            lat = measure_latency(nets, opt.imgsz, (1, 32), warmup=2 if device.type == "cuda" else 1,
-                                  repeats=repeats)
-        del runners
-    del nets
+    reason in `m.deploy_errors`), timed in the same rotating rounds as the PyTorch batch-1 figures
+    (utils.deploy.timing). In this process: timed in a spawned process instead, every figure came out 4-5x slow
+    (benchmarks/README.md); what this process starts afterwards is spawned, not forked (utils.data.dataset)."""
+    bar.set_description("timing latency b1/b32")
+    weights = {m.name: str(m.seeds[0].run_dir / "weights" / "best.pt") for m in models}
+    t = time_checkpoints(weights, opt.imgsz, str(device), not opt.no_deploy_latency, torch.get_num_threads())
     for m in models:
-        m.latency = dict(lat[m.name])
-        m.deploy_latency = {k.split("@", 1)[1]: v[1] for k, v in lat.items()
-                            if k.startswith(f"{m.name}@") and 1 in v}
+        m.latency = t.latency[m.name]
+        m.deploy_latency = t.deploy_latency[m.name]
+        m.deploy_errors = t.deploy_errors[m.name]
 
 
 def _routing(opt, models, save_dir: Path, bar) -> list[Path]:
@@ -319,7 +284,7 @@ def _deploy_line(opt, versions: dict, device) -> str:
 
     if opt.no_deploy_latency:
         return "not measured (--no-deploy-latency)."
-    rv = runtime_versions()
+    rv = runtime_versions(load=False)  # the metadata: the runtimes stay out of this process
     versions.update(rv)
     where = (" PyTorch ran on the GPU, these on the CPU: compare each with the baseline in its own column."
              if device.type == "cuda" else "")

@@ -14,6 +14,7 @@ OpenVINO runs one stream with the LATENCY hint.
 from __future__ import annotations
 
 import contextlib
+import importlib.metadata
 import io
 import logging
 import tempfile
@@ -46,13 +47,17 @@ def short_error(e: BaseException, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def runtime_versions() -> dict[str, str]:
-    """runtime -> version, or 'missing (ImportError: ...)' where the package cannot be imported."""
+def runtime_versions(load: bool = True) -> dict[str, str]:
+    """runtime -> version, or 'missing (...)' where the package cannot be imported. With `load` False the versions
+    are read from the installed packages' metadata, without loading the runtimes into this process."""
     out = {}
     for name in RUNTIMES:
         try:
-            mod = __import__(name)
-            out[name] = str(getattr(mod, "__version__", "?")).split("-")[0]
+            if load:
+                mod = __import__(name)
+                out[name] = str(getattr(mod, "__version__", "?")).split("-")[0]
+            else:
+                out[name] = importlib.metadata.version(name).split("-")[0]
         except Exception as e:  # noqa: BLE001  (a broken install reads as missing, with its reason)
             out[name] = f"missing ({short_error(e)})"
     return out
