@@ -152,7 +152,8 @@ def _latency(opt, models, device, bar) -> None:
     --no-deploy-latency, also the ONNX Runtime and OpenVINO CPU latency at batch 1 (`m.deploy_latency`, or the
     reason in `m.deploy_errors`), timed in the same rotating rounds as the PyTorch batch-1 figures
     (utils.deploy.timing). In this process: timed in a spawned process instead, every figure came out 4-5x slow
-    (benchmarks/README.md); what this process starts afterwards is spawned, not forked (utils.data.dataset)."""
+    (benchmarks/README.md, "Deployed latency in a process of its own"); what this process starts afterwards is
+    spawned, not forked (utils.data.dataset)."""
     bar.set_description("timing latency b1/b32")
     weights = {m.name: str(m.seeds[0].run_dir / "weights" / "best.pt") for m in models}
     t = time_checkpoints(weights, opt.imgsz, str(device), not opt.no_deploy_latency, torch.get_num_threads())

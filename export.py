@@ -195,7 +195,8 @@ def _summary(rows, w: Path, imgsz: list[int], seconds: float) -> None:
 def parse_opt(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--data", type=str, default="coco128.yaml",
-                   help="--int8: dataset.yaml whose train images calibrate the quantization (names come from the weights)")
+                   help="--int8: dataset.yaml whose train images calibrate the quantization (names come from the "
+                        "weights)")
     p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt", help="model.pt path")
     p.add_argument("--imgsz", "--img", "--img-size", nargs="+", type=int, default=[640], help="image (h, w)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size")

@@ -8,7 +8,8 @@
 Modules per input shape (N, C, H, W), 8 heads each; a naive reference carries its fast module's weights (the same
 numbers: tests/test_bra.py, tests/test_hilo.py and tests/test_slide.py check each fast module against it):
   * bra:         models.attention.bra.BiLevelRoutingAttention with the detector's settings (n_win=7, topk=4,
-                 identity kv, 3x3 LePE, qkvo); bra-naive: models.attention.reference.bra (expand + gather, explicit softmax);
+                 identity kv, 3x3 LePE, qkvo); bra-naive: models.attention.reference.bra (expand + gather,
+                 explicit softmax);
   * hilo:        models.attention.hilo.HiLo (window 2, alpha 0.5); hilo-naive: models.attention.reference.hilo (explicit
                  softmax over every query-key pair, as the LITv2 code);
   * slide:       models.attention.slide.SlideAttention (3x3); slide-fused: the same after `fuse()`;

@@ -86,12 +86,6 @@ def _formats(include, pt_only: bool) -> list[tuple[str, str | None]]:
     return [FORMATS[i] for i in sorted({_KEYS[k] for k in keys})]
 
 
-def _cpu_has_bf16() -> bool:
-    import openvino as ov
-
-    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-
-
 def _floor(hard_fail) -> float | None:
     """--hard-fail's mAP50-95 floor (None for a plain flag)."""
     if isinstance(hard_fail, bool) or hard_fail is None:
@@ -109,11 +103,12 @@ def _one(name: str, fmt: str | None, weights: Path, imgsz: int, batch_size: int,
     import export
     import val
     from utils.deploy.runners import short_error
+    from utils.deploy.runtimes import cpu_has_bf16
 
     row = BenchRow(name)
     base, _, precision = (fmt or "").partition("-")  # openvino-fp16 / -bf16 / -int8: OpenVINO at that precision
     try:
-        if precision == "bf16" and not _cpu_has_bf16():
+        if precision == "bf16" and not cpu_has_bf16():
             raise RuntimeError("this CPU has no bf16 (OpenVINO would run the model at f32)")
         f = weights if fmt is None else Path(export.run(
             weights=str(weights), imgsz=(imgsz, imgsz), batch_size=batch_size, device=device, include=(base,),

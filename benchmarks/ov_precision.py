@@ -33,7 +33,7 @@ from models import load_model
 from models.backends import DetectBackend
 from models.yolo import Model
 from utils.checkpoint import save_checkpoint
-from utils.deploy.runtimes import compile_openvino, compiled_precision
+from utils.deploy.runtimes import compile_openvino, compiled_precision, unpin
 from utils.deploy.writers import probe_image
 from utils.log import setup_logging
 from utils.paths import ROOT
@@ -73,11 +73,7 @@ def measure(weights: Path, imgsz: int) -> dict[str, tuple[float, str]]:
     folder = export.run(weights=str(weights), imgsz=imgsz, include=("openvino",), check=False)["openvino"]
     xml = next(folder.glob("*.xml"))
     core = ov.Core()
-    unpinned = core.read_model(str(xml))
-    for op in unpinned.get_ops():
-        rt = op.get_rt_info()
-        if "DisablePrecisionConversion_0" in rt:
-            del rt["DisablePrecisionConversion_0"]
+    unpinned = unpin(core.read_model(str(xml)))
     compiled = {"f32": compile_openvino(folder), "plain": core.compile_model(str(xml), "CPU"),
                 "plain-unpinned": core.compile_model(unpinned, "CPU"),
                 "bf16": compile_openvino(folder, precision="bf16")}
@@ -102,8 +98,8 @@ def main(argv=None) -> None:
     print(f"| model | {' | '.join(MODES)} |\n|---|{'---|' * len(MODES)}")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        if opt.weights:
-            weights = [Path(w) for w in opt.weights]
+        if opt.weights:  # copies, so the exports land in the temporary folder, not beside the user's files
+            weights = [Path(shutil.copy(w, tmp / Path(w).name)) for w in opt.weights]
         else:
             shutil.copy(ROOT / "weights" / "yolov5n.pt", tmp / "yolov5n.pt")
             weights = [tmp / "yolov5n.pt"] + [_checkpoint(c, tmp) for c in CONFIGS]

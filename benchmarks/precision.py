@@ -18,15 +18,18 @@ import tempfile
 from pathlib import Path
 
 from benchmarks.deploy import run as bench
+from utils.files import read_yaml
 from utils.log import setup_logging
 
 VARIANTS = (("f32", "OpenVINO"), ("fp16", "OpenVINO fp16"), ("bf16", "OpenVINO bf16"), ("int8", "OpenVINO int8"))
 
 
 def job_weights(job: Path) -> list[Path]:
-    """The seed-0 best.pt of every model in a compare.py job folder, in the job's order."""
-    return sorted(job.glob("*_seed0/weights/best.pt"), key=lambda p: (not p.parent.parent.name.startswith("yolov5n_seed"),
-                                                                     p.parent.parent.name))
+    """The seed-0 best.pt of every model in a compare.py job folder, in the job's order (its opt.yaml, baseline
+    first); a model whose seed 0 did not finish is left out."""
+    cfgs = (read_yaml(job / "opt.yaml") or {}).get("cfgs") or []
+    runs = [job / f"{Path(c).stem}_seed0" / "weights" / "best.pt" for c in cfgs]
+    return [w for w in runs if w.is_file()]
 
 
 def measure(weights: Path, imgsz: int, data: str, workers: int) -> dict[str, tuple]:
@@ -52,8 +55,8 @@ def main(argv=None) -> None:
     weights = (job_weights(opt.job) if opt.job else []) + list(opt.weights)
     if not weights:
         p.error("give --job or --weights")
-    out = ["| model | f32 mAP50-95 | fp16 | bf16 | int8 | f32 ms | fp16 ms | bf16 ms | int8 ms | MB f32 / fp16 / int8 |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| model | f32 mAP50-95 | fp16 | bf16 | int8 | f32 ms | fp16 ms | bf16 ms | int8 ms "
+           "| MB f32 / fp16 / int8 |", "|---|---|---|---|---|---|---|---|---|---|"]
     for w in weights:
         r = measure(w, opt.imgsz, opt.data, opt.workers)
         m32 = r["f32"][0]

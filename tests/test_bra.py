@@ -1,6 +1,6 @@
-"""BiLevelRoutingAttention against its naive references in models/attention/reference/bra.py: option-by-option equality with
-NaiveBRA (outputs, input and parameter gradients), padding masking against the padding-free loop reference (the
-same), tiny/odd/non-square sizes, dtypes, the routing read through a hook on `router`, FLOPs."""
+"""BiLevelRoutingAttention against its naive references in models/attention/reference/bra.py: option-by-option
+equality with NaiveBRA (outputs, input and parameter gradients), padding masking against the padding-free loop
+reference (the same), tiny/odd/non-square sizes, dtypes, the routing read through a hook on `router`, FLOPs."""
 
 from __future__ import annotations
 

@@ -19,7 +19,8 @@ import val
 from models.backends import DetectBackend
 from models.yolo import Model
 from utils.checkpoint import save_checkpoint
-from utils.deploy.runtimes import compile_openvino, compiled_precision, is_pinned_f32, openvino_config
+from utils.deploy.runtimes import (compile_openvino, compiled_precision, cpu_has_bf16, is_pinned_f32, openvino_config,
+                                   unpin)
 from utils.deploy.writers import run_exported
 from utils.errors import UserError
 
@@ -83,9 +84,7 @@ def test_pin_is_honoured_and_changes_no_output(ov_export, tmp_path):
     core = ov.Core()
     pinned = core.read_model(str(ov_export["openvino"] / "best.xml"))
     ov.save_model(pinned, str(tmp_path / "p.xml"), compress_to_fp16=True)
-    unpinned = pinned.clone()
-    for op in unpinned.get_ops():
-        del op.get_rt_info()["DisablePrecisionConversion_0"]
+    unpinned = unpin(pinned.clone())
     ov.save_model(unpinned, str(tmp_path / "u.xml"), compress_to_fp16=True)
     types = lambda f: {str(op.get_element_type()) for op in core.read_model(str(f)).get_ops()  # noqa: E731
                        if op.get_type_name() == "Constant" and op.get_output_partial_shape(0).rank.get_length() == 4}
@@ -143,8 +142,7 @@ def test_lower_precision_only_on_request(ov_export, compiles):
     model, config, _ = compiles[-1]
     assert config["INFERENCE_PRECISION_HINT"] == "bf16"
     assert not any("DisablePrecisionConversion_0" in op.get_rt_info() for op in model.get_ops())
-    has_bf16 = "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
-    assert compiled_precision(compiled) == ("bf16" if has_bf16 else "f32")
+    assert compiled_precision(compiled) == ("bf16" if cpu_has_bf16() else "f32")
     assert is_pinned_f32(ov.Core().read_model(str(folder / "best.xml")))
     assert DetectBackend(folder, ov_precision="bf16").ov_precision == "bf16"
     with pytest.raises(UserError, match=r"OpenVINO precision 'fp8'; valid: f32, bf16, f16"):

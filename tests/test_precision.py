@@ -43,9 +43,9 @@ def tiny(tmp_path_factory) -> Path:
 
 def _constants(xml: Path) -> collections.Counter:
     """Element types of the IR's weight constants (rank >= 2)."""
-    m = ov.Core().read_model(str(xml))
-    return collections.Counter(str(op.get_element_type()) for op in m.get_ops()
-                               if op.get_type_name() == "Constant" and op.get_output_partial_shape(0).rank.get_length() >= 2)
+    ops = ov.Core().read_model(str(xml)).get_ops()
+    return collections.Counter(str(op.get_element_type()) for op in ops if op.get_type_name() == "Constant"
+                               and op.get_output_partial_shape(0).rank.get_length() >= 2)
 
 
 def _map(weights: Path, data: Path, project: Path) -> float:

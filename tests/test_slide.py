@@ -1,5 +1,5 @@
-"""Slide attention against its naive reference in models/attention/reference/slide.py (an explicit unfold-based neighbourhood
-attention; outputs, input and parameter gradients), fuse(), and in the detector."""
+"""Slide attention against its naive reference in models/attention/reference/slide.py (an explicit unfold-based
+neighbourhood attention; outputs, input and parameter gradients), fuse(), and in the detector."""
 
 from __future__ import annotations
 

@@ -12,6 +12,8 @@ from typing import IO
 
 import yaml
 
+from utils.errors import UserError
+
 __all__ = ["atomic_write", "atomic_output", "read_yaml", "yaml_save"]
 
 
@@ -66,8 +68,6 @@ def atomic_output(path: str | Path, folder: bool = False) -> Iterator[Path]:
 def read_yaml(path: str | Path):
     """The plain data in a YAML file (yaml.safe_load: tags such as !!python/object are refused, never run); a file
     that is not plain YAML is a one-line UserError naming it and where the parser stopped."""
-    from utils.errors import UserError  # lazy: utils.errors stays free of imports
-
     try:
         with open(path, encoding="utf-8") as f:
             return yaml.safe_load(f)

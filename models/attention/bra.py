@@ -137,7 +137,8 @@ class BiLevelRoutingAttention(nn.Module):
     Shapes: the padded map (Hp, Wp) = H, W rounded up to multiples of n_win; a region holds h x w = Hp/n_win x
     Wp/n_win tokens and a query attends to topk * (keys per region) tokens. The routing step is the submodule
     `router` (forward returns (weight, index), each Tensor[N, n_win^2, topk]); the module keeps no routing after
-    forward, and a reader such as models/attention/routing.py registers a forward hook on `router` for as long as it needs.
+    forward, and a reader such as models/attention/routing.py registers a forward hook on `router` for as long as it
+    needs.
 
     Padding. With mask_padding=False (default) the padded zeros behave as in the original code: they enter the
     region means, become keys/values (equal to the projection biases), and LePE reads them; at 20x20 with

@@ -26,12 +26,12 @@ import torch
 
 from utils.errors import UserError
 
-__all__ = ["ORT_LEVELS", "ort_session", "OV_PRECISIONS", "PRECISE_ATTRIBUTE", "openvino_xml", "openvino_config", "compile_openvino", "pin_f32",
-           "is_pinned_f32", "compiled_precision"]
+__all__ = ["ORT_LEVELS", "ort_session", "OV_PRECISIONS", "PRECISE_ATTRIBUTE", "openvino_xml", "openvino_config",
+           "compile_openvino", "pin_f32", "unpin", "is_pinned_f32", "compiled_precision", "cpu_has_bf16"]
 
 ORT_LEVELS = ("disable", "basic", "extended", "all")  # onnxruntime.GraphOptimizationLevel, by name
 OV_PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may ask for
-PRECISE_ATTRIBUTE = "precise"  # the IR name of ov::DisablePrecisionConversion (read back as DisablePrecisionConversion_0)
+PRECISE_ATTRIBUTE = "precise"  # the IR name of ov::DisablePrecisionConversion (read back as ..._0)
 _RT_KEY = "DisablePrecisionConversion_0"  # its key in a node's rt_info once read
 _HINT_PATH = ["runtime_options", "INFERENCE_PRECISION_HINT"]
 
@@ -114,13 +114,25 @@ def compile_openvino(model, threads: int | None = None, precision: str = "f32", 
         p = Path(model)
         model = core.read_model(str(p if p.suffix == ".onnx" else openvino_xml(p)))
     if precision != "f32":
-        model = model.clone()
-        for op in model.get_ops():
-            rt = op.get_rt_info()
-            if _RT_KEY in rt:
-                del rt[_RT_KEY]
+        model = unpin(model.clone())
         model.set_rt_info(precision, _HINT_PATH)
     return core.compile_model(model, "CPU", openvino_config(threads, precision, latency))
+
+
+def unpin(model):
+    """`model` (an openvino.Model, changed in place and returned) without pin_f32's per-operation marks."""
+    for op in model.get_ops():
+        rt = op.get_rt_info()
+        if _RT_KEY in rt:
+            del rt[_RT_KEY]
+    return model
+
+
+def cpu_has_bf16() -> bool:
+    """Whether OpenVINO's CPU plugin can run bf16 on this CPU (BF16 among its optimization capabilities)."""
+    import openvino as ov  # optional: only for OpenVINO models
+
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def compiled_precision(compiled) -> str:

@@ -1,15 +1,11 @@
 """compare.py's latency step: PyTorch at batch 1 and 32, and the deployed ONNX Runtime / OpenVINO runners at batch
-1, timed in the same rotating rounds, for every model's checkpoint (`time_checkpoints`).
-
-`in_child_process` runs a function in a freshly spawned interpreter. It is not used for the timing: measured there
-(benchmarks/README.md), with the runtimes loaded every figure came out 4-5x slower than in the calling process,
-PyTorch's included.
+1, timed in the same rotating rounds, for every model's checkpoint (`time_checkpoints`). It runs in the calling
+process: timed in a spawned process instead, every figure came out 4-5x slow once the runtimes were loaded
+(benchmarks/README.md, "Deployed latency in a process of its own").
 """
 
 from __future__ import annotations
 
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 import torch
@@ -18,7 +14,7 @@ from models import load_model
 from utils.deploy.latency import LatencyStat, measure_latency, prepare_for_timing
 from utils.deploy.runners import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
 
-__all__ = ["Timings", "time_checkpoints", "in_child_process"]
+__all__ = ["Timings", "time_checkpoints"]
 
 
 @dataclass
@@ -70,10 +66,3 @@ def time_checkpoints(weights: dict[str, str], imgsz: int, device: str, deploy: b
         out.latency[n] = dict(lat[n])
         out.deploy_latency[n] = {k.split("@", 1)[1]: v[1] for k, v in lat.items() if k.startswith(f"{n}@") and 1 in v}
     return out
-
-
-def in_child_process(fn, *args, **kwargs):
-    """fn(*args, **kwargs) in a freshly spawned interpreter (never a fork of this process); its return value, or
-    its exception, as if called here."""
-    with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as ex:
-        return ex.submit(fn, *args, **kwargs).result()
