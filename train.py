@@ -34,6 +34,7 @@ from models import load_model
 from models.attention.share import loader_share
 from utils import distributed as ddp
 from utils.checkpoint import strip_optimizer, training_checkpoint
+from utils.checks import non_finite_tensors
 from utils.cli import apply_options, cli_errors
 from utils.data.augment import multi_scale
 from utils.errors import UserError
@@ -200,12 +201,11 @@ def _divergence(r: _Loop, epoch: int, results: tuple) -> str | None:
     """Why the training has diverged after `epoch` (NaN or inf in the model's or the EMA's weights, or in the
     validation losses), or None. A diverged epoch writes no checkpoint: best.pt never holds non-finite weights."""
     for what, model in (("EMA", r.setup.ema.ema), ("trained", de_parallel(r.setup.model))):
-        sd = model.state_dict()
-        bad = [k for k, v in sd.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        bad = non_finite_tensors(model)
         if bad:
-            return (f"training diverged at epoch {epoch}: {len(bad)} of {len(sd)} weight tensors of the {what} model "
-                    f"hold NaN or inf (first: {bad[0]}); lower lr0 (now {r.hyp.lr0:g}). No checkpoint of this epoch "
-                    f"was written")
+            return (f"training diverged at epoch {epoch}: {len(bad)} of {len(model.state_dict())} weight tensors of "
+                    f"the {what} model hold NaN or inf (first: {bad[0]}); lower lr0 (now {r.hyp.lr0:g}). No "
+                    "checkpoint of this epoch was written")
     losses = [float(x) for x in results[4:7]]
     if not all(math.isfinite(x) for x in losses):
         return (f"training diverged at epoch {epoch}: validation losses box, obj, cls = {losses}; lower lr0 (now "
@@ -379,7 +379,8 @@ def _drop_if_empty(folder: Path | None) -> None:
 
 
 def _evolve(opt: TrainOptions, info: ddp.DistInfo, callbacks: Callbacks | None) -> TrainResult:
-    """--evolve N (utils/training/evolve.py): into runs/evolve/expN; the result's `results` are the fittest generation's."""
+    """--evolve N (utils/training/evolve.py): into runs/evolve/expN; the result's `results` are the fittest
+    generation's."""
     if info.distributed:
         raise UserError("--evolve runs in one process: start it with python, not torchrun")
     project = str(ROOT / "runs" / "evolve") if Path(opt.project) == ROOT / "runs" / "train" else opt.project

@@ -31,7 +31,7 @@ import models
 from models import WEIGHTS_DIR, resolve_weights
 from models.tta import augmented_forward
 from utils.checks import check_finite
-from utils.deploy.runtimes import OV_PRECISIONS, compile_openvino, openvino_xml, ort_session
+from utils.deploy.runtimes import check_precision, compile_openvino, openvino_xml, ort_session
 from utils.errors import UserError
 from utils.log import LOGGER
 from utils.torch_utils import select_device
@@ -115,9 +115,7 @@ class DetectBackend(nn.Module):
         self.fixed_batch: int | None = None
         self.fp16 = bool(fp16) and self.device.type == "cuda" and self.fmt in ("pt", "torchscript")
         self._in_dtype = torch.float32  # what an ONNX / OpenVINO graph takes
-        if str(ov_precision).lower() not in OV_PRECISIONS:
-            raise UserError(f"OpenVINO precision {ov_precision!r}; valid: {', '.join(OV_PRECISIONS)}")
-        self.ov_precision = str(ov_precision).lower()  # what OpenVINO computes in (f32 unless asked)
+        self.ov_precision = check_precision(ov_precision)  # what OpenVINO computes in (f32 unless asked)
         meta = {}
         if self.pt:
             self.weights = self._load_pt(w)

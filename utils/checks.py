@@ -12,7 +12,7 @@ from utils.checkpoint import CheckpointError
 from utils.errors import UserError
 from utils.log import LOGGER
 
-__all__ = ["MAX_IMG_SIZE", "check_img_size", "check_finite", "check_finite_outputs"]
+__all__ = ["MAX_IMG_SIZE", "check_img_size", "check_finite", "check_finite_outputs", "non_finite_tensors"]
 
 MAX_IMG_SIZE = 8192  # --imgsz bound: an 8192x8192 input already needs tens of GB of activations in yolov5n
 
@@ -37,9 +37,14 @@ def check_img_size(imgsz: int | list[int] | tuple[int, ...], s: int = 32, floor:
     return new
 
 
+def non_finite_tensors(model: torch.nn.Module) -> list[str]:
+    """Names of the model's parameters and buffers that hold NaN or inf."""
+    return [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+
+
 def check_finite(model: torch.nn.Module, weights: str | Path) -> None:
     """Raise a CheckpointError naming `weights` when the model's parameters or buffers hold NaN or inf."""
-    bad = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    bad = non_finite_tensors(model)
     if bad:
         raise CheckpointError(f"{weights}: {len(bad)} weight tensors hold NaN or inf values (first: {bad[0]}); the "
                               f"training that wrote it diverged. Use an earlier checkpoint")

@@ -27,7 +27,8 @@ import torch
 from utils.errors import UserError
 
 __all__ = ["ORT_LEVELS", "ort_session", "OV_PRECISIONS", "PRECISE_ATTRIBUTE", "openvino_xml", "openvino_config",
-           "compile_openvino", "pin_f32", "unpin", "is_pinned_f32", "compiled_precision", "cpu_has_bf16"]
+           "check_precision", "compile_openvino", "pin_f32", "unpin", "is_pinned_f32", "compiled_precision",
+           "cpu_has_bf16"]
 
 ORT_LEVELS = ("disable", "basic", "extended", "all")  # onnxruntime.GraphOptimizationLevel, by name
 OV_PRECISIONS = ("f32", "bf16", "f16")  # INFERENCE_PRECISION_HINT values a caller may ask for
@@ -84,7 +85,8 @@ def openvino_xml(path: str | Path) -> Path:
     return path
 
 
-def _check_precision(precision: str) -> str:
+def check_precision(precision: str) -> str:
+    """`precision` lower-cased if OpenVINO can be asked for it (OV_PRECISIONS); a UserError naming the valid ones."""
     p = str(precision).lower()
     if p not in OV_PRECISIONS:
         raise UserError(f"OpenVINO precision {precision!r}; valid: {', '.join(OV_PRECISIONS)}")
@@ -95,7 +97,7 @@ def openvino_config(threads: int | None = None, precision: str = "f32", latency:
     """The CPU plugin's compile options: `threads` intra-op threads (default: PyTorch's count, so runtimes compare),
     the precision hint, and with `latency` one stream under the LATENCY hint (as the timing runners use)."""
     cfg = {"INFERENCE_NUM_THREADS": str(int(threads or torch.get_num_threads())),
-           "INFERENCE_PRECISION_HINT": _check_precision(precision)}
+           "INFERENCE_PRECISION_HINT": check_precision(precision)}
     if latency:
         cfg.update({"PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1"})
     return cfg
@@ -108,7 +110,7 @@ def compile_openvino(model, threads: int | None = None, precision: str = "f32", 
     file is untouched); the CPU plugin falls back to f32 where the CPU lacks the lower precision."""
     import openvino as ov  # optional: only for OpenVINO models
 
-    precision = _check_precision(precision)
+    precision = check_precision(precision)
     core = core or ov.Core()
     if isinstance(model, (str, Path)):
         p = Path(model)

@@ -20,6 +20,7 @@ from torch.utils.mobile_optimizer import optimize_for_mobile
 
 from models.tracing import fixed_shape_trace
 from utils.data.augment import letterbox
+from utils.data.images import imread_bgr
 from utils.deploy.runtimes import compile_openvino, ort_session, pin_f32
 from utils.errors import UserError
 from utils.files import atomic_output
@@ -139,11 +140,9 @@ def calibration_batches(files: list[str], imgsz: list[int], batch_size: int, n: 
     step = max(1, len(files) // n)
     ims = []
     for f in files[::step][:n]:
-        img = cv2.imread(str(f))
-        if img is None:
-            continue  # unreadable: left out of the calibration
-        img = letterbox(img, tuple(imgsz), auto=False)[0]
-        ims.append(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255)
+        img = imread_bgr(f)  # EXIF-rotated, too large or undecodable: None, left out of the calibration
+        if img is not None:
+            ims.append(_letterboxed(img, imgsz))
     batches = []
     for i in range(0, len(ims), batch_size):
         chunk = ims[i:i + batch_size]
@@ -175,6 +174,11 @@ def probe_image(imgsz: list[int], batch_size: int, device, dtype) -> torch.Tenso
     if img is None:
         x = torch.rand(1, 3, *imgsz, generator=torch.Generator().manual_seed(0))
     else:
-        img = letterbox(img, tuple(imgsz), auto=False)[0]
-        x = torch.from_numpy(np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1))).float()[None] / 255
+        x = torch.from_numpy(_letterboxed(img, imgsz))[None]
     return x.repeat(batch_size, 1, 1, 1).to(device, dtype)
+
+
+def _letterboxed(img: np.ndarray, imgsz: list[int]) -> np.ndarray:
+    """A BGR image letterboxed to imgsz (h, w) as detect.py does: float32 RGB (3, h, w) in 0..1."""
+    img = letterbox(img, tuple(imgsz), auto=False)[0]
+    return np.ascontiguousarray(img[:, :, ::-1].transpose(2, 0, 1), dtype=np.float32) / 255
