@@ -1,9 +1,9 @@
 """Speed, memory and FLOPs of the attention plug-ins against their naive references and plain full attention.
 
-    python benchmarks/bench_attention.py                          # every shape and module, CPU, fp32
-    python benchmarks/bench_attention.py --quick --threads 1      # (1,256,40,40) and (8,256,40,40) only
-    python benchmarks/bench_attention.py --modules bra bra-naive full
-    python benchmarks/bench_attention.py --device cuda --batch 16
+    python -m benchmarks.bench_attention                          # every shape and module, CPU, fp32
+    python -m benchmarks.bench_attention --quick --threads 1      # (1,256,40,40) and (8,256,40,40) only
+    python -m benchmarks.bench_attention --modules bra bra-naive full
+    python -m benchmarks.bench_attention --device cuda --batch 16
 
 Modules per input shape (N, C, H, W), 8 heads each; a naive reference carries its fast module's weights (the same
 numbers: tests/test_bra.py, tests/test_hilo.py and tests/test_slide.py check each fast module against it):
@@ -44,8 +44,6 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
 
 from models.attention.bra import BiLevelRoutingAttention  # noqa: E402
 from models.attention.hilo import HiLo  # noqa: E402

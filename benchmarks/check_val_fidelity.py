@@ -1,7 +1,7 @@
 """Check that val.py reproduces official YOLOv5's numbers for yolov5n on the bundled COCO128.
 
-    python benchmarks/check_val_fidelity.py            # 640 and 320 (about 1-2 min each on a shared CPU)
-    python benchmarks/check_val_fidelity.py --imgsz 320
+    python -m benchmarks.check_val_fidelity            # 640 and 320 (about 1-2 min each on a shared CPU)
+    python -m benchmarks.check_val_fidelity --imgsz 320
 
 The reference values are what official YOLOv5 (v7.0 val.py) prints for
 `python val.py --weights yolov5n.pt --data coco128.yaml --imgsz N` on this data. Exit status 1 on a mismatch.
@@ -15,8 +15,6 @@ import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 REFERENCE = {  # imgsz -> (P, R, mAP50, mAP50-95); None where the reference was not given
     640: (0.572, 0.508, 0.560, 0.361),

@@ -33,8 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
 
 from utils.errors import UserError  # noqa: E402
 from utils.log import LOGGER, setup_logging  # noqa: E402

@@ -1,9 +1,9 @@
 """Deployed CPU latency of the plug-in models against the baseline: PyTorch, ONNX Runtime and OpenVINO, interleaved.
 
-    python benchmarks/deploy_latency.py                                   # n, BRA, HiLo, Slide at 320 and 640, 1 thread
-    python benchmarks/deploy_latency.py --threads 1 2 --rounds 20
-    python benchmarks/deploy_latency.py --variants ort ort-basic ort-extended ort-slim --imgsz 320
-    python benchmarks/deploy_latency.py --profile runs/deploy_profile     # + ONNX Runtime's operator profile
+    python -m benchmarks.deploy_latency                                   # n, BRA, HiLo, Slide at 320 and 640, 1 thread
+    python -m benchmarks.deploy_latency --threads 1 2 --rounds 20
+    python -m benchmarks.deploy_latency --variants ort ort-basic ort-extended ort-slim --imgsz 320
+    python -m benchmarks.deploy_latency --profile runs/deploy_profile     # + ONNX Runtime's operator profile
 
 For each image size: every config is built (random initialisation, seed 0) with its Residual gates set to
 `--gamma` (they start at zero; a zero gate must not let any runtime drop the plug-in), BatchNorm fused, and
@@ -33,21 +33,17 @@ from __future__ import annotations
 import argparse
 import csv
 import datetime
-import json
 import os
 import platform
 import sys
-from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # run as a script from anywhere
-    sys.path.insert(0, str(ROOT))
+import torch
+import torch.nn as nn
 
-import torch  # noqa: E402
-import torch.nn as nn  # noqa: E402
-
-from utils.errors import UserError  # noqa: E402
+from benchmarks.ort_profile import add_kernel_overheads, print_profile, ratio
+from utils.errors import UserError
 
 DEFAULT_CFGS = ("yolov5n.yaml", "yolov5n_biformer.yaml", "yolov5n_hilo.yaml", "yolov5n_slide.yaml")
 TARGET = 1.25
@@ -136,80 +132,33 @@ def open_runners(fused: nn.Module, files: dict, variants: list[str], threads: in
     return runners, errors
 
 
-def _node_minima(events: list[dict], warmup: int) -> dict[str, tuple[str, float]]:
-    """ONNX Runtime profile events -> node name -> (operator type, its shortest kernel µs over the calls after
-    the first `warmup`). On a shared machine a preempted kernel only ever takes longer, so the per-node minimum
-    is the least disturbed estimate of what each node costs."""
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("name") == "model_run")[warmup:]
-    best: dict[str, tuple[str, float]] = {}
-    for e in events:
-        name = e.get("name", "")
-        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
-            continue
-        if not any(t0 <= e["ts"] <= t1 for t0, t1 in runs):
-            continue
-        node = name[: -len("_kernel_time")]
-        op, us = e.get("args", {}).get("op_name", "?"), float(e["dur"])
-        if node not in best or us < best[node][1]:
-            best[node] = (op, us)
-    return best
+@dataclass(frozen=True)
+class LatencyOptions:
+    """What one benchmark run times; the defaults and help texts are the command line's."""
+
+    cfgs: tuple = DEFAULT_CFGS  # baseline first
+    imgsz: tuple = (320, 640)
+    threads: tuple = (1,)
+    rounds: int = 15
+    warmup: int = 3
+    variants: tuple = DEFAULT_VARIANTS
+    gamma: float = 0.1
+    out_dir: str | None = None
+    profile: str | None = None
+    profile_runs: int = 10
+    csv: str | None = None
 
 
-def profile_ort(models: dict[str, tuple[Path, list[int]]], threads: int, runs: int, out_dir: Path,
-                level: str = "all", warmup: int = 2) -> dict[str, dict]:
-    """ONNX Runtime's profile of every model, the calls interleaved (order rotated each round) like the timings.
-
-    models: name -> (ONNX file, plug-in layer indices). Returns name -> kernel µs per call, each node counted at
-    its shortest time over the `runs` profiled calls (`_node_minima`): 'total', 'plugin' (the nodes of the
-    plug-in layers, /model.{i}/...), 'layout' (the layout changes ONNX Runtime inserts itself: ReorderInput /
-    ReorderOutput of its NCHWc convolutions, and Transposes outside any layer), 'ops' and 'plugin_ops' (by
-    operator type), 'nodes' (the counts), 'file' (the JSON trace).
-    """
-    from utils.deploy.runners import OrtRunner
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    sess = {n: OrtRunner(f, threads, level=level, profile=out_dir / f.stem) for n, (f, _) in models.items()}
-    xs = {n: r.prepare(torch.rand(1, 3, *r.session.get_inputs()[0].shape[2:])) for n, r in sess.items()}
-    names = list(sess)
-    for r in range(warmup + runs):
-        for k in range(len(names)):
-            n = names[(r + k) % len(names)]
-            sess[n](xs[n])
-    out = {}
-    for n, r in sess.items():
-        trace = Path(r.end_profiling())
-        nodes = _node_minima(json.loads(trace.read_text()), warmup)
-        layers = models[n][1]
-        res = dict(file=str(trace), total=0.0, plugin=0.0, layout=0.0, ops=defaultdict(float),
-                   plugin_ops=defaultdict(float), nodes=len(nodes), plugin_nodes=0)
-        for node, (op, us) in nodes.items():
-            res["total"] += us
-            res["ops"][op] += us
-            if any(node.startswith(f"/model.{i}/") for i in layers):
-                res["plugin"] += us
-                res["plugin_ops"][op] += us
-                res["plugin_nodes"] += 1
-            elif not node.startswith("/model."):
-                res["layout"] += us
-        out[n] = res
-    return out
-
-
-def _ratio(x: float, b: float) -> float:
-    return x / b - 1 if b else float("nan")
-
-
-def run(cfgs=DEFAULT_CFGS, imgsz=(320, 640), threads=(1,), rounds: int = 15, warmup: int = 3,
-        variants=DEFAULT_VARIANTS, gamma: float = 0.1, out_dir: str | Path | None = None,
-        profile: str | Path | None = None, profile_runs: int = 10, csv_path: str | Path | None = None) -> list[dict]:
+def run(opt: LatencyOptions = LatencyOptions()) -> list[dict]:
     """Time every (cfg, variant) at each size and thread count; returns the rows (also printed, and written to
-    csv_path when given). The first cfg is the baseline."""
+    opt.csv when given). The first cfg is the baseline."""
     import tempfile
 
     from utils.deploy.latency import measure_latency
     from utils.flops import gflops
 
-    variants = list(dict.fromkeys(variants))
+    cfgs, imgsz, threads, rounds, warmup = opt.cfgs, opt.imgsz, opt.threads, opt.rounds, opt.warmup
+    variants = list(dict.fromkeys(opt.variants))
     bad = [v for v in variants if v not in VARIANTS]
     if bad:
         raise UserError(f"--variants {bad}: valid are {', '.join(VARIANTS)}")
@@ -219,7 +168,7 @@ def run(cfgs=DEFAULT_CFGS, imgsz=(320, 640), threads=(1,), rounds: int = 15, war
     if bad_sizes:
         raise UserError(f"--imgsz {bad_sizes}: sizes must be multiples of 32 (the models' largest stride)")
     names = [Path(c).stem for c in cfgs]
-    tmp = None
+    tmp, out_dir = None, opt.out_dir
     if out_dir is None:
         tmp = tempfile.TemporaryDirectory(prefix="deploy_latency_")
         out_dir = tmp.name
@@ -227,7 +176,7 @@ def run(cfgs=DEFAULT_CFGS, imgsz=(320, 640), threads=(1,), rounds: int = 15, war
     rows = []
     try:
         for size in imgsz:
-            built = {n: build_model(c, gamma) for n, c in zip(names, cfgs)}
+            built = {n: build_model(c, opt.gamma) for n, c in zip(names, cfgs)}
             gf = {n: gflops(m, size) for n, m in built.items()}
             layers = {n: plugin_layers(m) for n, m in built.items()}
             exported = {n: export_model(n, m, size, out_dir, variants) for n, m in built.items()}
@@ -255,17 +204,17 @@ def run(cfgs=DEFAULT_CFGS, imgsz=(320, 640), threads=(1,), rounds: int = 15, war
                     rows.append(row)
                 _add_overheads(rows, names[0], variants)
                 print_table([r for r in rows if r["imgsz"] == size and r["threads"] == t], variants)
-                if profile:
-                    prof = _print_profile(names, files, layers, t, profile_runs, Path(profile) / f"{size}_t{t}")
-                    _add_kernel_overheads([r for r in rows if r["imgsz"] == size and r["threads"] == t], prof)
+                if opt.profile:
+                    prof = print_profile(names, files, layers, t, opt.profile_runs, Path(opt.profile) / f"{size}_t{t}")
+                    add_kernel_overheads([r for r in rows if r["imgsz"] == size and r["threads"] == t], prof)
                 print_target([r for r in rows if r["imgsz"] == size and r["threads"] == t])
                 del runners
     finally:
         if tmp is not None:
             tmp.cleanup()
-    if csv_path:
-        Path(csv_path).parent.mkdir(parents=True, exist_ok=True)
-        with open(csv_path, "w", newline="", encoding="utf-8") as fh:
+    if opt.csv:
+        Path(opt.csv).parent.mkdir(parents=True, exist_ok=True)
+        with open(opt.csv, "w", newline="", encoding="utf-8") as fh:
             fields = list(dict.fromkeys(k for r in rows for k in r))
             w = csv.DictWriter(fh, fieldnames=fields)
             w.writeheader()
@@ -281,11 +230,11 @@ def _add_overheads(rows: list[dict], base_name: str, variants: list[str]) -> Non
             continue
         b = next(x for x in rows if x["model"] == base_name and x["imgsz"] == r["imgsz"]
                  and x["threads"] == r["threads"])
-        r["gflops_over"] = round(_ratio(r["gflops"], b["gflops"]), 4)
+        r["gflops_over"] = round(ratio(r["gflops"], b["gflops"]), 4)
         for v in variants:
             for stat, key in (("ms", "over"), ("min", "min_over")):
                 ok = r[f"{v}_{stat}"] != "" and b[f"{v}_{stat}"] != ""
-                r[f"{v}_{key}"] = round(_ratio(r[f"{v}_{stat}"], b[f"{v}_{stat}"]), 4) if ok else ""
+                r[f"{v}_{key}"] = round(ratio(r[f"{v}_{stat}"], b[f"{v}_{stat}"]), 4) if ok else ""
                 r[f"{v}_{key}_per_gf"] = (round(r[f"{v}_{key}"] / r["gflops_over"], 3)
                                           if ok and r["gflops_over"] > 0 and r["model"] != base_name else "")
 
@@ -317,19 +266,6 @@ def print_table(rows: list[dict], variants: list[str]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
-def _add_kernel_overheads(rows: list[dict], prof: dict) -> None:
-    """ORT's kernel ms per call from the profile (per-node minima) and its overhead against the baseline."""
-    if not prof or rows[0]["model"] not in prof:
-        return
-    base = prof[rows[0]["model"]]["total"]
-    for r in rows:
-        if r["model"] in prof:
-            r["ort_kernels_ms"] = round(prof[r["model"]]["total"] / 1000, 3)
-            r["ort_kernels_over"] = round(_ratio(prof[r["model"]]["total"], base), 4)
-            r["ort_kernels_over_per_gf"] = (round(r["ort_kernels_over"] / r["gflops_over"], 3)
-                                            if r["gflops_over"] > 0 and r is not rows[0] else "")
-
-
 def print_target(rows: list[dict]) -> None:
     """The target check for ONNX Runtime: each plug-in's latency overhead / its GFLOPs overhead (<= 1.25 meets
     it), from the median calls, the fastest calls and (with --profile) the kernel sum of the profile."""
@@ -353,35 +289,7 @@ def print_target(rows: list[dict]) -> None:
         print("| " + " | ".join(cells) + " |")
 
 
-def _print_profile(names, files, layers, threads: int, runs: int, out_dir: Path) -> dict:
-    """Per model: ORT kernel time per call (per-node minima), the plug-in layers' part and their top operators,
-    the layout changes ORT inserted, and the operator types that grew most against the baseline."""
-    todo = {n: (files[n]["onnx"], layers[n]) for n in names if isinstance(files[n].get("onnx"), Path)}
-    if not todo:
-        return {}
-    prof = profile_ort(todo, threads, runs, out_dir)
-    print(f"\nONNX Runtime profile: kernel ms per call, each node at its fastest of {runs} interleaved calls, "
-          f"{threads} thread(s); traces in {out_dir}\n")
-    base = prof.get(names[0])
-    for n, p in prof.items():
-        ms = lambda us: f"{us / 1000:.2f}"  # noqa: E731
-        top = ", ".join(f"{op} {ms(us)}" for op, us in sorted(p["plugin_ops"].items(), key=lambda kv: -kv[1])[:8])
-        line = f"- {n}: kernels {ms(p['total'])} ms ({p['nodes']} nodes)"
-        if base and n != names[0]:
-            line += f", {100 * _ratio(p['total'], base['total']):+.1f}% vs baseline"
-        if layers[n]:
-            line += (f"; plug-in layers {layers[n]}: {ms(p['plugin'])} ms in {p['plugin_nodes']} nodes "
-                     f"(= {100 * p['plugin'] / base['total']:.1f}% of the baseline's kernels), by operator: {top}")
-        line += f"; ORT layout changes {ms(p['layout'])} ms"
-        if base and n != names[0]:
-            line += f" (baseline {ms(base['layout'])})"
-            grew = sorted(((op, us - base["ops"].get(op, 0.0)) for op, us in p["ops"].items()), key=lambda kv: -kv[1])
-            line += "; growth by operator vs baseline (ms): " + ", ".join(f"{op} {d / 1000:+.2f}" for op, d in grew[:6])
-        print(line)
-    return prof
-
-
-def parse_opt(argv=None) -> argparse.Namespace:
+def parse_opt(argv=None) -> LatencyOptions:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--cfgs", nargs="+", default=list(DEFAULT_CFGS), help="configs, baseline first")
     p.add_argument("--imgsz", nargs="+", type=int, default=[320, 640], help="square image sizes")
@@ -394,7 +302,8 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--profile", default=None, help="write ONNX Runtime profiles here and print their summary")
     p.add_argument("--profile-runs", type=int, default=10, help="profiled calls per model")
     p.add_argument("--csv", default=None, help="also write the rows to this CSV")
-    return p.parse_args(argv)
+    ns = vars(p.parse_args(argv))  # the same names as LatencyOptions' fields
+    return LatencyOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in ns.items()})
 
 
 def main(argv=None) -> list[dict]:
@@ -411,9 +320,8 @@ def main(argv=None) -> list[dict]:
     print(f"{datetime.datetime.now():%Y-%m-%d %H:%M}, {cpu}, {os.cpu_count()} cores, load average "
           f"{os.getloadavg()[0]:.1f}; torch {torch.__version__}, onnxruntime {v['onnxruntime']}, openvino "
           f"{v['openvino']}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
-    print("python benchmarks/deploy_latency.py " + " ".join(sys.argv[1:] if argv is None else argv))
-    return run(opt.cfgs, opt.imgsz, opt.threads, opt.rounds, opt.warmup, opt.variants, opt.gamma, opt.out_dir,
-               opt.profile, opt.profile_runs, opt.csv)
+    print("python -m benchmarks.deploy_latency " + " ".join(sys.argv[1:] if argv is None else argv))
+    return run(opt)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,8 @@
 """Which optimisation settings switch the Residual-wrapped plug-ins on within a fine-tune: plug-in share and
 mAP50-95 per setting, seed and config, with the baseline trained on the same seeds (paired runs).
 
-    python benchmarks/plugin_training.py --plugin-lrs 0 0.001 0.003 0.01 --seeds 0 1 2            # main job's
-    python benchmarks/plugin_training.py --cfgs yolov5n_biformer.yaml --plugin-lrs 0 0.003 --epochs 20
+    python -m benchmarks.plugin_training --plugin-lrs 0 0.001 0.003 0.01 --seeds 0 1 2            # main job's
+    python -m benchmarks.plugin_training --cfgs yolov5n_biformer.yaml --plugin-lrs 0 0.003 --epochs 20
 
 Each run is `train.py --weights yolov5n.pt --cfg CFG --data coco128.yaml --epochs E --imgsz 320 --batch-size 16
 --seed S --noplots` with the hyp file's `plugin_lr` set to the setting (0: the plug-ins train with the recipe's
@@ -19,14 +19,11 @@ import argparse
 import csv
 import multiprocessing as mp
 import statistics
-import sys
 import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 FIELDS = ["cfg", "plugin_lr", "seed", "epochs", "map50", "map", "shares", "min_share", "status"]
 

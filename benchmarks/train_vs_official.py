@@ -1,6 +1,6 @@
 """Time and score train.py against official YOLOv5's train.py: same command, same data, same start weights, one run.
 
-    python benchmarks/train_vs_official.py --official DIR [--official-deps DIR] [--seeds 0 1 2]
+    python -m benchmarks.train_vs_official --official DIR [--official-deps DIR] [--seeds 0 1 2]
 
 DIR holds the `yolov5` package of the official pip release (`pip download yolov5==7.0.14 --no-deps`, then unzip
 the wheel into DIR). Its own imports (pandas, seaborn, psutil, thop, gitpython, requests, ultralytics) must
@@ -36,8 +36,6 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 _STUBS = {
     "roboflow/__init__.py": "class Roboflow:\n    pass\n",

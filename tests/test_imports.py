@@ -71,3 +71,41 @@ def test_no_import_cycles():
         if name not in state:
             visit(name, [])
     assert not cycles, cycles
+
+
+SCRIPTS = {p.stem for p in ROOT.glob("*.py")} | {"benchmarks"}  # train, val, detect, compare, export, ...
+
+
+def test_library_imports_no_script():
+    """models/ and utils/ are a library: nothing in them imports a script at the root or the benchmarks, at module
+    level or inside a function."""
+    bad = []
+    for path in [p for d in ("models", "utils") for p in (ROOT / d).rglob("*.py")]:
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                names = [node.module]
+            else:
+                continue
+            bad += [f"{path.relative_to(ROOT)}:{node.lineno} {n}" for n in names if n.split(".")[0] in SCRIPTS]
+    assert not bad, bad
+
+
+BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
+
+
+def test_benchmarks_do_not_edit_sys_path():
+    """Benchmark scripts run as `python -m benchmarks.X` from the root; none puts the root on sys.path itself."""
+    assert len(BENCHMARKS) >= 8
+    edits = [name for name in BENCHMARKS if "sys.path" in (ROOT / "benchmarks" / f"{name}.py").read_text()]
+    assert not edits, edits
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_benchmark_runs_as_module(name):
+    """`python -m benchmarks.X --help` from the root prints its usage and exits 0."""
+    r = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "usage:" in r.stdout
