@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,11 +33,9 @@ from models import load_model
 from models.attention.share import loader_share
 from utils import distributed as ddp
 from utils.checkpoint import strip_optimizer, training_checkpoint
-from utils.checks import non_finite_tensors
 from utils.cli import apply_options, cli_errors
 from utils.data.augment import multi_scale
 from utils.errors import UserError
-from utils.files import yaml_save
 from utils.hyp import Hyp, load_hyp
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.metrics import fitness
@@ -49,10 +46,11 @@ from utils.training import evolve as ev
 from utils.training.callbacks import Callbacks
 from utils.training.image_weights import sample_image_indices
 from utils.training.loggers import TrainLoggers, wanted_loggers
-from utils.training.optim import OPTIMIZERS, EarlyStopping, warmup
+from utils.training.optim import OPTIMIZERS, EarlyStopping, divergence, warmup
 from utils.training.options import TrainOptions, resume_options
-from utils.training.plots import plot_labels, plot_labels_correlogram, plot_results
+from utils.training.plots import plot_results
 from utils.training.run_files import Checkpoints
+from utils.training.run_folder import open_run_folder
 from utils.training.seeds import init_seeds, seed_epoch
 from utils.training.setup import Progress, TrainSetup, build_setup, optimizer_step
 
@@ -114,28 +112,11 @@ def train(hyp: Hyp, opt: TrainOptions, device: torch.device, callbacks: Callback
     opt = opt.with_(batch_size=setup.batch_size)
     ck = loggers = None
     if info.main:  # the run folder is made once the model and the data are known to work
-        ck, loggers = _open_run_folder(opt, hyp, setup, save_dir, callbacks)
+        ck, loggers = open_run_folder(opt, hyp, setup, save_dir, callbacks)
     r = _Loop(opt, hyp, device, info, save_dir, setup, progress, callbacks, ck, loggers)
     r.hook("on_pretrain_routine_end", setup.dataset.labels, list(setup.data.names))
     results, seconds, shares = _fit(r)
     return TrainResult(save_dir, results, opt, seconds, shares)
-
-
-def _open_run_folder(opt: TrainOptions, hyp: Hyp, setup: TrainSetup, save_dir: Path,
-                     callbacks: Callbacks) -> tuple[Checkpoints, TrainLoggers]:
-    """hyp.yaml, opt.yaml, the weights folder (checked for room), label plots and the loggers."""
-    w = save_dir / "weights"
-    w.mkdir(parents=True, exist_ok=True)
-    yaml_save(save_dir / "hyp.yaml", hyp.to_dict())
-    yaml_save(save_dir / "opt.yaml", opt.to_dict())
-    ck = Checkpoints(w, save_dir / "results.csv")
-    ck.check_writable(3 * sum(p.numel() * p.element_size() for p in setup.model.parameters()))
-    if not opt.resume and not opt.noplots:
-        plot_labels(setup.dataset.labels, setup.data.names, save_dir)
-        plot_labels_correlogram(setup.dataset.labels, save_dir)
-    loggers = TrainLoggers(save_dir, callbacks, graph_imgsz=setup.imgsz, hyp=hyp.to_dict())
-    loggers.set_model(setup.model)
-    return ck, loggers
 
 
 def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
@@ -168,7 +149,7 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
             final_epoch = epoch + 1 == opt.epochs or stopper.possible_stop
             if not opt.noval or final_epoch:
                 results, p.maps = _validate(r, s.ema.ema, plots=False)
-            diverged = _divergence(r, epoch, results)
+            diverged = divergence({"EMA": s.ema.ema, "trained": de_parallel(s.model)}, epoch, results, r.hyp.lr0)
         if r.info.main and diverged is None:
             shares = loader_share(s.ema.ema, s.val_loader, r.device, n_images=16)
             r.loggers.log_plugins(shares, s.ema.ema, s.plugin_optimizer.param_groups[0]["lr"]
@@ -195,22 +176,6 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
         r.hook("on_train_end", r.ck.last, r.ck.best, epoch, results)
     r.hook("teardown")
     return results, seconds, shares
-
-
-def _divergence(r: _Loop, epoch: int, results: tuple) -> str | None:
-    """Why the training has diverged after `epoch` (NaN or inf in the model's or the EMA's weights, or in the
-    validation losses), or None. A diverged epoch writes no checkpoint: best.pt never holds non-finite weights."""
-    for what, model in (("EMA", r.setup.ema.ema), ("trained", de_parallel(r.setup.model))):
-        bad = non_finite_tensors(model)
-        if bad:
-            return (f"training diverged at epoch {epoch}: {len(bad)} of {len(model.state_dict())} weight tensors of "
-                    f"the {what} model hold NaN or inf (first: {bad[0]}); lower lr0 (now {r.hyp.lr0:g}). No "
-                    "checkpoint of this epoch was written")
-    losses = [float(x) for x in results[4:7]]
-    if not all(math.isfinite(x) for x in losses):
-        return (f"training diverged at epoch {epoch}: validation losses box, obj, cls = {losses}; lower lr0 (now "
-                f"{r.hyp.lr0:g}). No checkpoint of this epoch was written")
-    return None
 
 
 def _fitness(results) -> float:

@@ -55,7 +55,28 @@ def test_labels_correlogram(tmp_path):
     labels = [np.concatenate([np.zeros((20, 1)), rng.random((20, 4))], 1), np.zeros((0, 5))]
     out = plot_labels_correlogram(labels, tmp_path)
     assert out == tmp_path / "labels_correlogram.jpg" and out.stat().st_size > 10_000
-    assert "plot_labels_correlogram(setup.dataset.labels, save_dir)" in Path(train.__file__).read_text()
+
+
+def test_run_folder_has_label_plots(tmp_path):
+    """A new run's folder gets hyp.yaml, opt.yaml, weights/ and both label plots (none on --noplots)."""
+    from types import SimpleNamespace
+
+    from utils.hyp import load_hyp
+    from utils.training.options import TrainOptions
+    from utils.training.run_folder import open_run_folder
+
+    rng = np.random.default_rng(0)
+    labels = [np.concatenate([rng.integers(0, 2, (20, 1)), rng.random((20, 4))], 1) for _ in range(3)]
+    setup = SimpleNamespace(model=torch.nn.Conv2d(3, 3, 1), dataset=SimpleNamespace(labels=labels),
+                            data=SimpleNamespace(names={0: "a", 1: "b"}), imgsz=64)
+    opt = TrainOptions.from_namespace(train.parse_opt(args=[]))
+    for noplots, folder in ((False, tmp_path / "plots"), (True, tmp_path / "noplots")):
+        ck, _ = open_run_folder(opt.with_(noplots=noplots), load_hyp("hyp.scratch-low.yaml"), setup, folder,
+                                Callbacks())
+        assert ck.last.parent == folder / "weights" and ck.last.parent.is_dir()
+        assert (folder / "hyp.yaml").is_file() and (folder / "opt.yaml").is_file()
+        plots = {p.name for p in folder.glob("labels*.jpg")}
+        assert plots == (set() if noplots else {"labels.jpg", "labels_correlogram.jpg"})
 
 
 def test_image_weights_and_autobatch_in_a_run(tmp_path):

@@ -23,7 +23,8 @@ from utils.log import LOGGER, colorstr
 from utils.metrics import fitness
 from utils.plots import new_figure, save_figure
 
-__all__ = ["META", "RESULT_KEYS", "search", "mutate", "append_row", "read_rows", "best_hyp", "write_best", "plot_evolve"]
+__all__ = ["META", "RESULT_KEYS", "search", "mutate", "append_row", "read_rows", "best_hyp", "write_best",
+           "plot_evolve"]
 
 # key: (mutation gain, lower limit, upper limit); gain 0 keeps the key as the hyp file sets it
 META = {

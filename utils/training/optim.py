@@ -1,4 +1,5 @@
-"""Optimisation pieces of YOLOv5's recipe: parameter groups, learning-rate lambdas, weight EMA, early stopping.
+"""Optimisation pieces of YOLOv5's recipe: parameter groups, learning-rate lambdas, weight EMA, early stopping, and
+the check that stops a diverged training.
 
     optimizer = smart_optimizer(model, "SGD", lr=0.01, momentum=0.937, decay=5e-4)
     scheduler = LambdaLR(optimizer, one_cycle(1, lrf, epochs) if cos_lr else linear_lr(lrf, epochs))
@@ -17,12 +18,13 @@ import torch
 import torch.nn as nn
 
 from utils.checkpoint import cast_state
+from utils.checks import non_finite_tensors
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr
 from utils.torch_utils import de_parallel
 
 __all__ = ["NBS", "OPTIMIZERS", "smart_optimizer", "param_groups", "one_cycle", "linear_lr", "accumulate_steps",
-           "warmup", "ModelEMA", "EarlyStopping"]
+           "warmup", "ModelEMA", "EarlyStopping", "divergence"]
 
 NBS = 64  # nominal batch size: gradients accumulate to about this many images per optimizer step
 OPTIMIZERS = ("SGD", "Adam", "AdamW")
@@ -153,3 +155,20 @@ class EarlyStopping:
                         f"To update EarlyStopping(patience={self.patience}) pass a new patience value, "
                         f"i.e. `python train.py --patience 300` or use `--patience 0` to disable EarlyStopping.")
         return stop
+
+
+def divergence(models: dict[str, nn.Module], epoch: int, results: tuple, lr0: float) -> str | None:
+    """Why the training has diverged after `epoch` (NaN or inf in the weights of one of `models`, {what: model},
+    e.g. the EMA and the trained model, or in the validation losses results[4:7]), or None. A diverged epoch
+    writes no checkpoint: best.pt never holds non-finite weights."""
+    for what, model in models.items():
+        bad = non_finite_tensors(model)
+        if bad:
+            return (f"training diverged at epoch {epoch}: {len(bad)} of {len(model.state_dict())} weight tensors of "
+                    f"the {what} model hold NaN or inf (first: {bad[0]}); lower lr0 (now {lr0:g}). No "
+                    "checkpoint of this epoch was written")
+    losses = [float(x) for x in results[4:7]]
+    if not all(math.isfinite(x) for x in losses):
+        return (f"training diverged at epoch {epoch}: validation losses box, obj, cls = {losses}; lower lr0 (now "
+                f"{lr0:g}). No checkpoint of this epoch was written")
+    return None
