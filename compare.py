@@ -55,7 +55,7 @@ from utils.data.dataset import create_dataloader
 from utils.data.images import list_image_files
 from utils.data.labels import LabelError, img2label_paths, read_label_file
 from utils.deploy.runners import runtime_versions
-from utils.deploy.timing import time_checkpoints
+from utils.deploy.timing import time_checkpoints_in_child
 from utils.errors import UserError
 from utils.flops import gflops
 from utils.log import LOGGER, setup_logging
@@ -151,12 +151,12 @@ def _latency(opt, models, device, bar) -> None:
     """PyTorch latency at batch 1 and 32 of every model's best.pt (seed 0) into `m.latency`; unless
     --no-deploy-latency, also the ONNX Runtime and OpenVINO CPU latency at batch 1 (`m.deploy_latency`, or the
     reason in `m.deploy_errors`), timed in the same rotating rounds as the PyTorch batch-1 figures
-    (utils.deploy.timing). In this process: timed in a spawned process instead, every figure came out 4-5x slow
-    (benchmarks/README.md, "Deployed latency in a process of its own"); what this process starts afterwards is
-    spawned, not forked (utils.data.dataset)."""
+    (utils.deploy.timing). With the deployed runtimes the step runs in a fresh interpreter, so they never load
+    into this process (a process holding them crashed when its later DataLoader workers exited); its figures equal
+    the in-process ones within noise (benchmarks/README.md, "Deployed latency in a process of its own")."""
     bar.set_description("timing latency b1/b32")
     weights = {m.name: str(m.seeds[0].run_dir / "weights" / "best.pt") for m in models}
-    t = time_checkpoints(weights, opt.imgsz, str(device), not opt.no_deploy_latency, torch.get_num_threads())
+    t = time_checkpoints_in_child(weights, opt.imgsz, str(device), not opt.no_deploy_latency, torch.get_num_threads())
     for m in models:
         m.latency = t.latency[m.name]
         m.deploy_latency = t.deploy_latency[m.name]

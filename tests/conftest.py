@@ -26,6 +26,7 @@ RUNTIME_FILES = ("test_deploy.py", "test_backends.py", "test_export.py", "test_o
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "runtime: loads ONNX Runtime or OpenVINO into the test process (run last)")
+    config.addinivalue_line("markers", "slow: takes a minute or more (pytest -m 'not slow' leaves these out)")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -22,6 +22,7 @@ from utils.compare.report import ReportMeta, results_rows, table_lines, write_re
 from utils.compare.results import ModelResult, SeedResult
 from utils.deploy import runners as deploy
 from utils.deploy.latency import measure_latency
+from utils.deploy.timing import time_checkpoints
 
 IMGSZ = 64
 ROOT = Path(__file__).resolve().parent.parent
@@ -101,6 +102,9 @@ def test_compare_deploy_columns_and_a_failed_export(tmp_path, monkeypatch):
         return real(model, im, file, *a, **k)
 
     monkeypatch.setattr(deploy, "export_openvino", flaky_openvino)
+    # the step in this process, so that the patched export applies (the child interpreter is
+    # tests/test_runtime_isolation.py's)
+    monkeypatch.setattr(compare, "time_checkpoints_in_child", time_checkpoints)
     opt = SimpleNamespace(imgsz=IMGSZ, no_deploy_latency=False)
     bar = SimpleNamespace(set_description=lambda s: None, update=lambda n=1: None)
     compare._latency(opt, [base, bra], torch.device("cpu"), bar)

@@ -93,6 +93,16 @@ def test_library_imports_no_script():
 
 
 BENCHMARKS = sorted(p.stem for p in (ROOT / "benchmarks").glob("*.py") if p.stem != "__init__")
+# scripts end in a __main__ guard; the other modules are helpers the scripts import
+SCRIPTS_B = [n for n in BENCHMARKS if '__name__ == "__main__"' in (ROOT / "benchmarks" / f"{n}.py").read_text()]
+HELPERS_B = [n for n in BENCHMARKS if n not in SCRIPTS_B]
+
+
+@pytest.mark.parametrize("name", HELPERS_B)
+def test_benchmark_helper_is_used_by_a_script(name):
+    """A benchmarks/ module without a __main__ guard is a helper: some benchmark script imports it."""
+    users = [s for s in SCRIPTS_B if f"benchmarks.{name} import" in (ROOT / "benchmarks" / f"{s}.py").read_text()]
+    assert users, f"benchmarks/{name}.py has no __main__ guard and no benchmark imports it"
 
 
 def test_benchmarks_do_not_edit_sys_path():
@@ -102,7 +112,7 @@ def test_benchmarks_do_not_edit_sys_path():
     assert not edits, edits
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
+@pytest.mark.parametrize("name", SCRIPTS_B)
 def test_benchmark_runs_as_module(name):
     """`python -m benchmarks.X --help` from the root prints its usage and exits 0."""
     r = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--help"], cwd=ROOT, capture_output=True,

@@ -1,12 +1,21 @@
 """compare.py's latency step: PyTorch at batch 1 and 32, and the deployed ONNX Runtime / OpenVINO runners at batch
-1, timed in the same rotating rounds, for every model's checkpoint (`time_checkpoints`). It runs in the calling
-process: timed in a spawned process instead, every figure came out 4-5x slow once the runtimes were loaded
+1, timed in the same rotating rounds, for every model's checkpoint (`time_checkpoints`).
+
+`time_checkpoints_in_child` runs the same step in a fresh interpreter (`python -m utils.deploy.timing JOB OUT`), so
+that ONNX Runtime and OpenVINO never load into the calling process: a process holding them died with SIGSEGV when
+a DataLoader worker it had started later exited (compare jobs run one after another in one process; the crash
+came on the SIGCHLD handler's return). The figures equal the in-process ones within the machine's noise
 (benchmarks/README.md, "Deployed latency in a process of its own").
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+import subprocess
+import sys
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -14,7 +23,7 @@ from models import load_model
 from utils.deploy.latency import LatencyStat, measure_latency, prepare_for_timing
 from utils.deploy.runners import RUNTIMES, deploy_runners, runtime_versions, short_error, temp_deploy_dir
 
-__all__ = ["Timings", "time_checkpoints"]
+__all__ = ["Timings", "time_checkpoints", "time_checkpoints_in_child"]
 
 
 @dataclass
@@ -66,3 +75,45 @@ def time_checkpoints(weights: dict[str, str], imgsz: int, device: str, deploy: b
         out.latency[n] = dict(lat[n])
         out.deploy_latency[n] = {k.split("@", 1)[1]: v[1] for k, v in lat.items() if k.startswith(f"{n}@") and 1 in v}
     return out
+
+
+def time_checkpoints_in_child(weights: dict[str, str], imgsz: int, device: str, deploy: bool, threads: int,
+                              batch_sizes: tuple[int, ...] = (1, 32)) -> Timings:
+    """`time_checkpoints` in a child interpreter of its own when `deploy` (in this process otherwise: PyTorch
+    alone forks nothing unsafe). A child that fails raises RuntimeError here with its status and last line."""
+    if not deploy:
+        return time_checkpoints(weights, imgsz, device, deploy, threads, batch_sizes)
+    from utils.paths import ROOT
+
+    with tempfile.TemporaryDirectory(prefix="timing_") as d:
+        job, out = Path(d) / "job.json", Path(d) / "timings.json"
+        job.write_text(json.dumps(dict(weights={n: str(Path(w).resolve()) for n, w in weights.items()},
+                                       imgsz=int(imgsz), device=str(device), deploy=True, threads=int(threads),
+                                       batch_sizes=list(batch_sizes))))
+        r = subprocess.run([sys.executable, "-m", "utils.deploy.timing", str(job), str(out)], cwd=ROOT,
+                           capture_output=True, text=True)
+        if not out.is_file():  # written last and whole: present means complete
+            last = ((r.stderr or r.stdout).strip().splitlines() or ["no output"])[-1]
+            raise RuntimeError(f"the latency step's process exited with status {r.returncode}: {last}")
+        return _timings_from_dict(json.loads(out.read_text()))
+
+
+def _timings_from_dict(d: dict) -> Timings:
+    """Timings back from their JSON form (batch sizes were written as strings)."""
+    return Timings(latency={n: {int(b): LatencyStat(**s) for b, s in v.items()} for n, v in d["latency"].items()},
+                   deploy_latency={n: {rt: LatencyStat(**s) for rt, s in v.items()}
+                                   for n, v in d["deploy_latency"].items()},
+                   deploy_errors=d["deploy_errors"])
+
+
+def _child(job_file: str, out_file: str) -> None:
+    job = json.loads(Path(job_file).read_text())
+    t = time_checkpoints(job["weights"], job["imgsz"], job["device"], job["deploy"], job["threads"],
+                         tuple(job["batch_sizes"]))
+    tmp = Path(out_file).with_suffix(".tmp")
+    tmp.write_text(json.dumps(asdict(t), allow_nan=True))
+    tmp.replace(out_file)
+
+
+if __name__ == "__main__":
+    _child(*sys.argv[1:3])
