@@ -27,10 +27,10 @@ and rewrites the report in JOB; it takes no other option.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import gc
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -38,39 +38,38 @@ from tqdm import tqdm
 
 import train
 import val
-from models import load_model
-from models.attention.routing import bra_layers, visualize_routing
-from models.attention.share import first_images, mean_share, plugin_share
-from models.config import list_configs, resolve_config_path, scale_of, scaled_name
+from models.config import list_configs, scale_of, scaled_name
 from utils.cli import apply_options, cli_errors
 from utils.compare import memory
 from utils.compare.charts import plot_all
+from utils.compare.measure import routing_figures, share, share_batches, size
+from utils.compare.options import DEFAULTS, CompareOptions, model_name
 from utils.compare.report import ReportMeta, environment, results_rows, seed_rows, table_lines, write_csv, write_report
 from utils.compare.results import FailedRun, ModelResult, SeedResult, finished
 from utils.compare.runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,
                                 resume_job_dir, run_name, save_options, save_result, take_job_options)
 from utils.compare.sizes import build_size_gt, run_size_ap, size_counts
-from utils.data.config import load_data_config
-from utils.data.dataset import create_dataloader
-from utils.data.images import list_image_files
-from utils.data.labels import LabelError, img2label_paths, read_label_file
+from utils.data.config import DataConfig, load_data_config
+from utils.data.labels import classes_present
 from utils.deploy.runners import runtime_versions
 from utils.deploy.timing import time_checkpoints_in_child
-from utils.errors import UserError
-from utils.flops import gflops
 from utils.log import LOGGER, setup_logging
-from utils.paths import ROOT, increment_path
-from utils.torch_utils import parameter_counts, select_device
+from utils.paths import increment_path
+from utils.torch_utils import select_device
 
-__all__ = ["parse_opt", "run", "main", "cli", "default_cfgs"]
+__all__ = ["CompareOptions", "DEFAULTS", "parse_opt", "run", "main", "cli", "default_cfgs"]
 
-# Defaults chosen so that the whole job on the bundled COCO128 ends within 20 minutes on a 2-core CPU with one
-# thread: 6 configs (the baseline, three plug-ins, two controls) x 2 seeds x 3 epochs took about 1.8 min a run at
-# 320 (a 25-minute job), so the size is 256 (compute x 0.64). Paired statistics need >= 2 seeds; the plug-ins
-# need the 3 epochs to switch on (benchmarks/README.md, "Plug-ins that learn").
-DEFAULTS = dict(imgsz=256, epochs=3, batch_size=16, seeds=2)
-ROUTING_PHOTOS = ("bus.jpg", "zidane.jpg", "astronaut.jpg")
-ROUTING_CONF = 0.05  # a few epochs leave confidences low; the figure shows the top detections above this
+
+@dataclass
+class _Job:
+    """One comparison under way: its options, folder, data set, device, AP-by-size ground truth, progress bar."""
+
+    opt: CompareOptions
+    save_dir: Path
+    data: DataConfig
+    device: torch.device
+    size_gt: object
+    bar: object = None
 
 
 def default_cfgs(weights: str = "yolov5n.pt") -> list[str]:
@@ -81,23 +80,19 @@ def default_cfgs(weights: str = "yolov5n.pt") -> list[str]:
     return [scaled_name(x, s) for x in first + sorted(set(names) - set(first))]
 
 
-def _model_name(cfg: str) -> str:
-    return Path(str(cfg)).stem
-
-
-def _train_one(opt, cfg: str, seed: int, run_dir: Path) -> float:
+def _train_one(opt: CompareOptions, cfg: str, seed: int, run_dir: Path) -> float:
     """Fine-tune `cfg` from opt.weights with `seed` into run_dir; seconds per epoch."""
     with output_to(run_dir / "train.log"):
         result = train.run(weights=opt.weights, cfg=cfg, data=opt.data, hyp=opt.hyp, epochs=opt.epochs,
-                  batch_size=opt.batch_size, imgsz=opt.imgsz, device=opt.device, workers=opt.workers,
-                  project=str(run_dir.parent), name=run_dir.name, exist_ok=True, seed=seed, noplots=True,
-                  noval=not opt.val_every_epoch)
+                           batch_size=opt.batch_size, imgsz=opt.imgsz, device=opt.device, workers=opt.workers,
+                           project=str(run_dir.parent), name=run_dir.name, exist_ok=True, seed=seed, noplots=True,
+                           noval=not opt.val_every_epoch)
     if not (run_dir / "weights" / "best.pt").is_file():
         raise RuntimeError(f"training {cfg} (seed {seed}) wrote no {run_dir / 'weights' / 'best.pt'}")
     return sum(result.epoch_seconds) / len(result.epoch_seconds)
 
 
-def _validate(opt, run_dir: Path):
+def _validate(opt: CompareOptions, run_dir: Path):
     """val.run on the run's best.pt, as `python val.py --save-txt --save-conf` would: ((P, R, mAP50, mAP50-95,
     ...), maps, times); the detections land in run_dir/val/labels for the AP by size."""
     with output_to(run_dir / "train.log"):
@@ -106,7 +101,7 @@ def _validate(opt, run_dir: Path):
                        exist_ok=True, plots=False, save_txt=True, save_conf=True)
 
 
-def _validate_tta(opt, run_dir: Path) -> dict[str, float]:
+def _validate_tta(opt: CompareOptions, run_dir: Path) -> dict[str, float]:
     """--augment: val.py --augment's mAP50 and mAP50-95 of the run's best.pt (YOLOv5's test-time augmentation)."""
     with output_to(run_dir / "train.log"):
         (_, _, map50, map_, *_), _, _ = val.run(
@@ -116,27 +111,9 @@ def _validate_tta(opt, run_dir: Path) -> dict[str, float]:
     return {"map50_tta": float(map50), "map_tta": float(map_)}
 
 
-def _size(best: Path, imgsz: int) -> tuple[int, float]:
-    """(parameters, GFLOPs at imgsz) of the trained model, BatchNorm not fused: the figures of its summary."""
-    model = load_model(best, device="cpu")
-    return parameter_counts(model)[0], gflops(model, imgsz)
-
-
-def _share_batches(opt, val_split, n_images: int = 32) -> list:
-    """The first `n_images` validation images, letterboxed to opt.imgsz x opt.imgsz: float batches."""
-    loader, _ = create_dataloader(val_split, opt.imgsz, 16, 32, workers=0, prefix="share: ")
-    return first_images(loader, n_images)
-
-
-def _share(run_dir: Path, batches: list) -> float | None:
-    """Mean plug-in share (models.attention.share) of the run's best.pt on `batches`; None without plug-ins."""
-    return mean_share(plugin_share(load_model(run_dir / "weights" / "best.pt", device="cpu"), batches))
-
-
-def _timing(opt, models, device, bar, nc: int) -> None:
+def _timing(opt: CompareOptions, models, device, bar, nc: int) -> None:
     """Latency (interleaved, one process) and peak training memory of every model, into `models`."""
-    # memory first: each measurement forks a process, and a fork once ONNX Runtime's and OpenVINO's native thread
-    # pools are loaded (by the latency step) killed a whole job with SIGSEGV
+    # memory first: each measurement forks a process
     for m in models:
         bar.set_description(f"memory {m.name}")
         # looked up through the module at call time: tests replace memory.peak_train_memory
@@ -147,7 +124,7 @@ def _timing(opt, models, device, bar, nc: int) -> None:
     bar.update(1)
 
 
-def _latency(opt, models, device, bar) -> None:
+def _latency(opt: CompareOptions, models, device, bar) -> None:
     """PyTorch latency at batch 1 and 32 of every model's best.pt (seed 0) into `m.latency`; unless
     --no-deploy-latency, also the ONNX Runtime and OpenVINO CPU latency at batch 1 (`m.deploy_latency`, or the
     reason in `m.deploy_errors`), timed in the same rotating rounds as the PyTorch batch-1 figures
@@ -163,83 +140,35 @@ def _latency(opt, models, device, bar) -> None:
         m.deploy_errors = t.deploy_errors[m.name]
 
 
-def _routing(opt, models, save_dir: Path, bar) -> list[Path]:
-    photos = [ROOT / "data" / "images" / p for p in ROUTING_PHOTOS if (ROOT / "data" / "images" / p).is_file()]
-    files = []
-    for m in models:
-        model = load_model(m.seeds[0].run_dir / "weights" / "best.pt")
-        if bra_layers(model):
-            bar.set_description(f"routing {m.name}")
-            files += visualize_routing(model, photos, save_dir / "routing" / m.name, top_detections=3,
-                                       imgsz=opt.imgsz, conf_thres=ROUTING_CONF)
-    bar.update(1)
-    return files
-
-
-def _command(opt) -> str:
-    parts = ["python compare.py", "--cfgs", *opt.cfgs]
-    for k in ("weights", "data", "hyp", "epochs", "imgsz", "batch_size", "seeds", "device", "workers", "project",
-              "name"):
-        v = getattr(opt, k)
-        if v not in ("", None):
-            parts += [f"--{k.replace('_', '-')}", str(v)]
-    return " ".join(parts) + (" --exist-ok" if opt.exist_ok else "") + (
-        " --visualize-routing" if opt.visualize_routing else "") + (
-        " --val-every-epoch" if opt.val_every_epoch else "") + (" --no-deploy-latency" if opt.no_deploy_latency else "")
-
-
-def classes_present(split) -> list[int]:
-    """Class ids with at least one label in a split (folders / .txt lists / files, as DataConfig gives them)."""
-    present: set[int] = set()
-    for lb_file in img2label_paths(list_image_files(split)):
-        with contextlib.suppress(LabelError):  # val.py skips such files too
-            lb, _ = read_label_file(lb_file)
-            if lb is not None:
-                present.update(int(c) for c in lb[:, 0])
-    return sorted(present)
-
-
-def _check(opt) -> None:
-    if not opt.cfgs:
-        raise UserError("--cfgs: give at least one model config; the first is the baseline")
-    for cfg in opt.cfgs:
-        resolve_config_path(cfg)  # FileNotFoundError naming the bad config and the known ones
-    names = [_model_name(c) for c in opt.cfgs]
-    if len(set(names)) != len(names):
-        raise UserError(f"--cfgs lists a model twice: {opt.cfgs}")
-    for k in ("epochs", "seeds", "batch_size", "imgsz"):
-        if getattr(opt, k) < 1:
-            raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(opt, k)}")
-
-
-def _finish_run(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, size_gt):
+def _finish_run(job: _Job, cfg: str, seed: int, run_dir: Path, batches: list) -> RunRecord:
     """Train, validate and measure one run, then write its result.json; returns its RunRecord."""
+    opt, bar = job.opt, job.bar
     bar.set_description(f"train {run_dir.name}")
     epoch_s = _train_one(opt, cfg, seed, run_dir)
     bar.update(1)
     bar.set_description(f"val {run_dir.name}")
     (mp, mr, map50, map_, *_), maps, _ = _validate(opt, run_dir)
-    sizes = run_size_ap(run_dir / "val", size_gt)
-    tta = _validate_tta(opt, run_dir) if getattr(opt, "augment", False) else {}
+    sizes = run_size_ap(run_dir / "val", job.size_gt)
+    tta = _validate_tta(opt, run_dir) if opt.augment else {}
     bar.update(1)
     size_fields = {f"ap_{k}": getattr(sizes, k) for k in ("all", "small", "medium", "large")} if sizes else {}
     size_fields.update(tta)
     res = SeedResult(seed, float(mp), float(mr), float(map50), float(map_), [float(x) for x in maps],
-                     float(epoch_s), run_dir, _share(run_dir, batches), **size_fields)
-    rec = RunRecord(_model_name(cfg), cfg, *_size(run_dir / "weights" / "best.pt", opt.imgsz), res)
+                     float(epoch_s), run_dir, share(run_dir, batches), **size_fields)
+    rec = RunRecord(model_name(cfg), cfg, *size(run_dir / "weights" / "best.pt", opt.imgsz), res)
     save_result(rec)
     return rec
 
 
-def _attempt(opt, cfg: str, seed: int, run_dir: Path, bar, batches: list, size_gt):
+def _attempt(job: _Job, cfg: str, seed: int, run_dir: Path, batches: list):
     """One run from an empty folder: its RunRecord, or a FailedRun when it raised an Exception (KeyboardInterrupt
     and SystemExit go through)."""
-    done = bar.n
+    done = job.bar.n
     try:
-        return _finish_run(opt, cfg, seed, fresh_run_dir(run_dir), bar, batches, size_gt)
+        return _finish_run(job, cfg, seed, fresh_run_dir(run_dir), batches)
     except Exception as e:  # noqa: BLE001  (recorded with its type, message and traceback; the job goes on)
         fail = failed_run(e, seed, run_dir / "train.log")
-    bar.update(done + 2 - bar.n)
+    job.bar.update(done + 2 - job.bar.n)
     LOGGER.error(f"{run_dir.name} failed: {fail.error[:300]} (traceback in {fail.log}); going on")
     _free_memory()
     return fail
@@ -252,24 +181,25 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def _fine_tune_all(opt, save_dir: Path, bar, data, size_gt) -> tuple[list, int]:
+def _fine_tune_all(job: _Job) -> tuple[list, int]:
     """Train and validate every (model, seed), or with --resume reuse it; (ModelResults, runs reused).
 
     Runs go seed by seed through all models (A0 B0 C0 A1 B1 C1 ...), so a slow spell of a shared machine
     spreads over the models instead of landing on one of them.
     """
-    models = {cfg: ModelResult(_model_name(cfg), cfg, None, None) for cfg in opt.cfgs}
-    batches = _share_batches(opt, data.val)
+    opt = job.opt
+    models = {cfg: ModelResult(model_name(cfg), cfg, None, None) for cfg in opt.cfgs}
+    batches = share_batches(opt.imgsz, job.data.val)
     reused = 0
     for seed in range(opt.seeds):
         for cfg, m in models.items():
-            run_dir = save_dir / run_name(m.name, seed)
+            run_dir = job.save_dir / run_name(m.name, seed)
             rec = load_result(run_dir, m.name, seed) if opt.resume else None
             if rec is not None:
                 reused += 1
-                bar.update(2)
+                job.bar.update(2)
             else:
-                rec = _attempt(opt, cfg, seed, run_dir, bar, batches, size_gt)
+                rec = _attempt(job, cfg, seed, run_dir, batches)
             if isinstance(rec, FailedRun):
                 m.failures.append(rec)
                 continue
@@ -279,10 +209,8 @@ def _fine_tune_all(opt, save_dir: Path, bar, data, size_gt) -> tuple[list, int]:
     return list(models.values()), reused
 
 
-def _deploy_line(opt, versions: dict, device) -> str:
+def _deploy_line(opt: CompareOptions, versions: dict, device) -> str:
     """How the ORT / OV columns were measured (the runtimes' versions go into `versions` too)."""
-
-
     if opt.no_deploy_latency:
         return "not measured (--no-deploy-latency)."
     rv = runtime_versions(load=False)  # the metadata: the runtimes stay out of this process
@@ -297,66 +225,72 @@ def _deploy_line(opt, versions: dict, device) -> str:
             f"figures.{where}")
 
 
-def _report(opt, models, save_dir: Path, routing, device, wall_s: float, data, size_gt, resumed: str) -> Path:
+def _report(job: _Job, models, routing: list[Path], wall_s: float, resumed: str) -> Path:
+    opt, data, device, save_dir = job.opt, job.data, job.device, job.save_dir
     write_csv(results_rows(models), save_dir / "results.csv")
     write_csv(seed_rows(models), save_dir / "results_seeds.csv")
     charts = plot_all(models, save_dir, data.names, classes_present(data.val), opt.imgsz)
     versions, dev = environment(device)
     settings = dict(data=opt.data, weights=opt.weights, hyp=opt.hyp, epochs=opt.epochs, imgsz=opt.imgsz,
                     batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda")
-    meta = ReportMeta(_command(opt), versions, dev, settings, wall_s, opt.imgsz, opt.imgsz, resumed,
-                      size_counts(size_gt.gt) if size_gt else None, _deploy_line(opt, versions, device))
+    meta = ReportMeta(opt.command(), versions, dev, settings, wall_s, opt.imgsz, opt.imgsz, resumed,
+                      size_counts(job.size_gt.gt) if job.size_gt else None, _deploy_line(opt, versions, device))
     return write_report(models, meta, save_dir, charts, routing)
 
 
-def _job_folder(opt) -> Path:
-    """A new job folder with the options saved in it, or with --resume the job's folder and its options."""
+def _job_folder(opt: CompareOptions) -> Path:
+    """A new job folder with the options saved in it, or with --resume the job's folder, its options in `opt`."""
     if opt.resume:
         job = resume_job_dir(opt.resume, opt.project)
         take_job_options(opt, job, vars(parse_opt(args=[])))
-        _check(opt)
-        LOGGER.info(f"Resuming {job}: {_command(opt)}")
+        opt.check()
+        LOGGER.info(f"Resuming {job}: {opt.command()}")
         return job
     opt.cfgs = list(opt.cfgs or default_cfgs(opt.weights))
-    _check(opt)
+    opt.check()
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
     save_options(opt, save_dir)
     return save_dir
 
 
-def _measure(opt, models, device, save_dir: Path, bar, nc: int) -> list[Path]:
+def _measure(job: _Job, models) -> list[Path]:
     """Latency, memory and routing figures of the models with a finished run; routing figure paths."""
+    opt, bar = job.opt, job.bar
     done = finished(models)
     bar.update(len(models) - len(done))  # no memory step for a model without weights
     if not done:
         bar.update(1 + int(opt.visualize_routing))
         return []
-    _timing(opt, done, device, bar, nc)
-    return _routing(opt, done, save_dir, bar) if opt.visualize_routing else []
+    _timing(opt, done, job.device, bar, job.data.nc)
+    if not opt.visualize_routing:
+        return []
+    bar.set_description("routing")
+    files = routing_figures({m.name: m.seeds[0].run_dir / "weights" / "best.pt" for m in done}, job.save_dir,
+                            opt.imgsz)
+    bar.update(1)
+    return files
 
 
-def main(opt: argparse.Namespace):
+def main(opt: argparse.Namespace | CompareOptions):
     """Run the whole comparison; returns (report folder, list of ModelResult). Failed runs are in each
     ModelResult's `failures`; `cli` turns them into the exit status."""
-
-
     setup_logging()
+    opt = CompareOptions.from_namespace(opt)
     save_dir = _job_folder(opt)
     data = load_data_config(opt.data)
-    device = select_device(opt.device)
-    size_gt = build_size_gt(data.val, data.names, data.nc)
+    job = _Job(opt, save_dir, data, select_device(opt.device), build_size_gt(data.val, data.names, data.nc))
     n, s = len(opt.cfgs), opt.seeds
     LOGGER.info(f"Comparing {n} models x {s} seeds ({', '.join(opt.cfgs)}) on {opt.data}; "
                 f"per-run logs in {save_dir}/<model>_seed<k>/train.log")
     t0 = time.perf_counter()
     with tqdm(total=2 * n * s + 1 + n + int(opt.visualize_routing), file=sys.stderr,
-              bar_format="{desc:<34}{percentage:3.0f}%|{bar:20}| {n}/{total} [{elapsed}<{remaining}]") as bar:
-        models, reused = _fine_tune_all(opt, save_dir, bar, data, size_gt)
-        routing = _measure(opt, models, device, save_dir, bar, data.nc)
-        bar.set_description("done")
+              bar_format="{desc:<34}{percentage:3.0f}%|{bar:20}| {n}/{total} [{elapsed}<{remaining}]") as job.bar:
+        models, reused = _fine_tune_all(job)
+        routing = _measure(job, models)
+        job.bar.set_description("done")
     resumed = (f"`python compare.py --resume {save_dir}` reused {reused} finished run(s) and ran "
                f"{n * s - reused}" if opt.resume else "")
-    report = _report(opt, models, save_dir, routing, device, time.perf_counter() - t0, data, size_gt, resumed)
+    report = _report(job, models, routing, time.perf_counter() - t0, resumed)
     LOGGER.info("\n" + "\n".join(table_lines(models, opt.imgsz)))
     LOGGER.info(f"\nmAP: mean ± std over {s} seed(s); (delta ≈) within seed noise, (delta *) outside it, "
                 f"(?) unknown. Wall time {(time.perf_counter() - t0) / 60:.1f} min.")
@@ -383,7 +317,7 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
     p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
     p.add_argument("--seeds", type=int, default=DEFAULTS["seeds"], help="fine-tuning runs per model (seeds 0..N-1)")
     p.add_argument("--workers", type=int, default=2, help="max dataloader workers")
-    p.add_argument("--project", default=str(ROOT / "runs" / "compare"), help="save to project/name")
+    p.add_argument("--project", default=CompareOptions.project, help="save to project/name")
     p.add_argument("--name", default="exp", help="save to project/name")
     p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
     p.add_argument("--val-every-epoch", action="store_true",

@@ -25,16 +25,13 @@ map) per layer; it hooks the layers of a .pt model, so exports and ensembles can
 from __future__ import annotations
 
 import argparse
-import csv
-import os
-import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import cv2
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from models.attention.routing import bra_layers, visualize_routing
 from models.backends import weights_format
@@ -43,22 +40,23 @@ from utils.boxes import scale_boxes
 from utils.checks import check_finite_outputs, check_img_size
 from utils.cli import cli_errors
 from utils.data.images import IMG_FORMATS
-from utils.data.labels import save_one_txt
 from utils.data.sources import LoadImages, LoadStreams, cv2_reason, is_stream_source
 from utils.deploy.runtimes import OV_PRECISIONS
+from utils.detection.features import FeatureMaps
+from utils.detection.options import DetectOptions
+from utils.detection.outputs import ImageOutputs
+from utils.detection.progress import describe
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
-from utils.paths import ROOT, UniqueStems, increment_path, safe_name
-from utils.plots import Annotator, check_line_width, colors, feature_visualization, save_one_box
+from utils.paths import ROOT, increment_path
 from utils.torch_utils import select_device, time_sync
 
 MAX_STREAM_RECORDS = 10_000  # frames of a webcam / stream whose detections run() returns
-CSV_HEADER = ("Image Name", "Prediction", "Confidence")  # --save-csv columns, as YOLOv5
 
 
 @dataclass
-class Detections:
+class ImageDetections:
     """One image or frame: its source path, frame number (0 for images) and boxes (n, 6) [x1, y1, x2, y2, conf,
     cls] in the original image's pixels."""
 
@@ -67,180 +65,11 @@ class Detections:
     boxes: np.ndarray
 
 
-@dataclass
-class _Options:
-    """What is drawn and written for each image."""
+class _Source(NamedTuple):
+    """The images or streams to read, and whether they are streams (a webcam, a URL, a .streams file)."""
 
-    save_dir: Path
-    names: list[str]
-    save_img: bool = True
-    save_txt: bool = False
-    save_conf: bool = False
-    save_crop: bool = False
-    line_thickness: int = 3
-    hide_labels: bool = False
-    hide_conf: bool = False
-    stem: UniqueStems = field(default_factory=UniqueStems)  # source path -> its output stem, unique in the run
-    view_img: bool = False
-    csv_path: Path | None = None  # --save-csv: predictions.csv, its header written
-    viewer: _Viewer = field(default_factory=lambda: _Viewer(False))
-
-
-def describe(det: torch.Tensor, names: list[str]) -> str:
-    """'4 persons, 1 bus, ' for detections (n, 6), classes in increasing order."""
-    s = ""
-    for c in det[:, 5].unique():
-        n = int((det[:, 5] == c).sum())
-        s += f"{n} {names[int(c)]}{'s' * (n > 1)}, "
-    return s
-
-
-def _annotate(det: torch.Tensor, im0: np.ndarray, stem: str, txt_path: Path, o: _Options,
-              image_name: str) -> np.ndarray:
-    """Draw `det` (original pixels) on im0 and write its txt lines, CSV rows and crops; returns the drawn image."""
-    imc = im0.copy() if o.save_crop else im0
-    annotator = Annotator(im0, line_width=o.line_thickness)
-    if o.save_txt and len(det):
-        save_one_txt(det.flip(0), o.save_conf, im0.shape[:2], txt_path)  # least confident first, as YOLOv5
-    elif o.save_txt:
-        txt_path.unlink(missing_ok=True)  # no detections now: an earlier run's file (--exist-ok) must not stay
-    rows = []
-    for *xyxy, conf, cls in reversed(det.tolist()):
-        c = int(cls)
-        rows.append((image_name, o.names[c], f"{conf:.2f}"))
-        if o.save_img or o.view_img:
-            label = None if o.hide_labels else (o.names[c] if o.hide_conf else f"{o.names[c]} {conf:.2f}")
-            annotator.box_label(xyxy, label, color=colors(c, bgr=True))
-        if o.save_crop:
-            save_one_box(xyxy, imc, file=o.save_dir / "crops" / safe_name(o.names[c]) / f"{stem}.jpg")
-    if o.csv_path is not None and rows:
-        with open(o.csv_path, "a", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows(rows)
-    return annotator.result()
-
-
-def _no_display() -> str | None:
-    """Why no window can be opened here, or None where one may be (OpenCV still has the last word)."""
-    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
-        return "no display: neither DISPLAY nor WAYLAND_DISPLAY is set"
-    return None
-
-
-class _Viewer:
-    """--view-img: each drawn image in a window named by its source (cv2.imshow, a 1 ms wait), as YOLOv5. Where
-    no window can be opened (no display, an OpenCV without GUI) one warning says why and the run goes on."""
-
-    def __init__(self, enabled: bool):
-        self.enabled, self.windows = enabled, []
-
-    def show(self, name: str, im: np.ndarray) -> None:
-        if not self.enabled:
-            return
-        reason = _no_display()
-        if reason is None:
-            try:
-                if name not in self.windows:
-                    if sys.platform.startswith("linux"):  # a resizable window at the image's size, as YOLOv5
-                        cv2.namedWindow(name, cv2.WINDOW_NORMAL | cv2.WINDOW_KEEPRATIO)
-                        cv2.resizeWindow(name, im.shape[1], im.shape[0])
-                    self.windows.append(name)
-                cv2.imshow(name, im)
-                cv2.waitKey(1)
-                return
-            except cv2.error as e:
-                reason = cv2_reason(e)
-        LOGGER.warning(f"WARNING: --view-img: cannot show images ({reason}); going on without showing them")
-        self.enabled = False
-
-    def close(self) -> None:
-        if self.windows:
-            try:
-                cv2.destroyAllWindows()
-            except cv2.error:
-                pass
-            self.windows.clear()
-
-
-class _FeatureMaps:
-    """--visualize: a forward hook on every layer of a .pt Model saves its output as YOLOv5's feature-map figure
-    (utils.plots.feature_visualization) into the folder set by `target`, once per layer and target: of a --augment
-    forward only the first pass (scale 1, not flipped) is drawn."""
-
-    def __init__(self, model: torch.nn.Module):
-        self.folder: Path | None = None
-        self.done: set[int] = set()
-        self.saved = 0
-        self.handles = [layer.register_forward_hook(self._hook) for layer in model.model]
-
-    def target(self, folder: Path) -> None:
-        folder.mkdir(parents=True, exist_ok=True)
-        self.folder, self.done = folder, set()
-
-    def _hook(self, module, inputs, output) -> None:
-        i = getattr(module, "i", None)
-        if self.folder is None or i in self.done:
-            return
-        self.done.add(i)
-        if feature_visualization(output, getattr(module, "type", type(module).__name__), i, save_dir=self.folder):
-            self.saved += 1
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles = []
-
-
-class _VideoSinks:
-    """One cv2.VideoWriter per output file (mp4v), opened at the first frame with the input's size and fps."""
-
-    def __init__(self):
-        self.writers: dict[str, cv2.VideoWriter] = {}
-
-    def write(self, save_path: Path, im0: np.ndarray, fps: float) -> None:
-        key = str(save_path.with_suffix(".mp4"))
-        if key not in self.writers:
-            h, w = im0.shape[:2]
-            writer = cv2.VideoWriter(key, cv2.VideoWriter_fourcc(*"mp4v"), fps if fps > 0 else 30.0, (w, h))
-            if not writer.isOpened():
-                raise UserError(f"cannot write video {key} (OpenCV has no mp4v encoder here); use --nosave")
-            self.writers[key] = writer
-        self.writers[key].write(im0)
-
-    def close(self) -> None:
-        for w in self.writers.values():
-            w.release()
-        self.writers.clear()
-
-
-class _VideoBar:
-    """A tqdm bar per video; its per-frame counts go to the bar, and one line per video to the log."""
-
-    def __init__(self, names: list[str]):
-        self.names = names
-        self.bar, self.path, self.frames, self.counts, self.ms = None, None, 0, {}, 0.0
-
-    def update(self, path: str, total: int, prefix: str, det: torch.Tensor, ms: float) -> None:
-        if path != self.path:
-            self.close()
-            desc = f"{prefix.split(' (frame')[0]} {Path(path).name}"  # 'video 1/2 clip.mp4'
-            self.bar = tqdm(total=total or None, desc=desc, unit="frame", bar_format="{l_bar}{bar:10}{r_bar}")
-            self.path, self.frames, self.counts, self.ms = path, 0, {}, 0.0
-        for c in det[:, 5].int().tolist():
-            self.counts[c] = self.counts.get(c, 0) + 1
-        self.frames += 1
-        self.ms += ms
-        self.bar.set_postfix_str((describe(det, self.names) or "(no detections), ") + f"{ms:.1f}ms", refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        if self.bar is None:
-            return
-        self.bar.close()
-        found = ", ".join(f"{n} {self.names[c]}{'s' * (n > 1)}" for c, n in sorted(self.counts.items())) or \
-            "no detections"
-        LOGGER.info(f"video {self.path}: {self.frames} frames, {found} (boxes over all frames), "
-                    f"{self.ms / max(self.frames, 1):.1f}ms per frame")
-        self.bar = self.path = None
+    dataset: LoadImages | LoadStreams
+    webcam: bool
 
 
 def _load_model(w, device, half: bool, imgsz, ov_precision: str = "f32"):
@@ -262,150 +91,170 @@ def _load_model(w, device, half: bool, imgsz, ov_precision: str = "f32"):
     return model, stride, tuple(imgsz)
 
 
-def _dataset(source: str, imgsz, stride: int, vid_stride: int, auto: bool = True):
-    """(images or streams, whether a stream); `auto` letterboxes to the smallest stride multiple (rectangular),
-    else to imgsz exactly (square), as an export of fixed size needs."""
+def _dataset(source: str, imgsz, stride: int, vid_stride: int, auto: bool = True) -> _Source:
+    """The images or streams of `source`; `auto` letterboxes to the smallest stride multiple (rectangular), else
+    to imgsz exactly (square), as an export of fixed size needs."""
     if is_stream_source(source):
-        return LoadStreams(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), True
-    return LoadImages(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), False
+        return _Source(LoadStreams(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), True)
+    return _Source(LoadImages(source, img_size=imgsz, stride=stride, auto=auto, vid_stride=vid_stride), False)
 
 
-def _infer(model, im: np.ndarray, device, half: bool, nms_kw: dict, weights, path, augment: bool = False):
-    """(input batch (B, 3, H, W), per-image detections in input pixels, [pre, inference, NMS] seconds); NaN or
-    inf outputs raise an error naming the `weights` file. `augment`: test-time augmentation (models.tta)."""
-    t1 = time_sync()
-    x = torch.from_numpy(im).to(device)
-    x = (x.half() if half else x.float()) / 255
-    x = x[None] if x.ndim == 3 else x
-    t2 = time_sync()
-    pred = model(x, augment=augment)[0]
-    check_finite_outputs(pred, weights, path)
-    t3 = time_sync()
-    pred = non_max_suppression(pred, **nms_kw)
-    return x, pred, [t2 - t1, t3 - t2, time_sync() - t3]
+@dataclass
+class _Infer:
+    """The model on one batch, then NMS (`nms_kw`); NaN or inf outputs raise an error naming `weights`.
+    `augment`: test-time augmentation (models.tta)."""
+
+    model: Any
+    device: torch.device
+    half: bool
+    nms_kw: dict
+    weights: str
+    augment: bool = False
+
+    def __call__(self, im: np.ndarray, path):
+        """(input batch (B, 3, H, W), per-image detections in input pixels, [pre, inference, NMS] seconds)."""
+        t1 = time_sync()
+        x = torch.from_numpy(im).to(self.device)
+        x = (x.half() if self.half else x.float()) / 255
+        x = x[None] if x.ndim == 3 else x
+        t2 = time_sync()
+        pred = self.model(x, augment=self.augment)[0]
+        check_finite_outputs(pred, self.weights, path)
+        t3 = time_sync()
+        pred = non_max_suppression(pred, **self.nms_kw)
+        return x, pred, [t2 - t1, t3 - t2, time_sync() - t3]
 
 
-def _one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o: _Options, sinks, bar, ms) -> Detections:
-    """Map image i's detections to its original pixels, draw and save them, log or advance the video bar."""
-    if webcam:
+def _one_image(out: ImageOutputs, src: _Source, batch: tuple, i: int, det: torch.Tensor, x: torch.Tensor,
+               ms: float) -> ImageDetections:
+    """Map image i of `batch` (path, im, im0s, vid_cap, s) to its original pixels, draw and save its detections,
+    log or advance the video bar."""
+    path, _, im0s, vid_cap, s = batch
+    dataset = src.dataset
+    if src.webcam:
         p, im0, frame, line = Path(path[i]), im0s[i].copy(), dataset.frame, f"{i}: "
     else:
         p, im0, frame, line = Path(path), im0s.copy(), getattr(dataset, "frame", 0), s
-    video, stem = dataset.mode != "image", o.stem(p)
+    video, stem = dataset.mode != "image", out.stem(p)
     det[:, :4] = scale_boxes(x.shape[2:], det[:, :4], im0.shape).round()
-    txt = o.save_dir / "labels" / (stem + (f"_{frame}" if video else "") + ".txt")
-    im0 = _annotate(det, im0, stem, txt, o, p.name)
-    o.viewer.show(str(p), im0)
-    out = o.save_dir / (stem + p.suffix)
-    if o.save_img and video:
-        sinks.write(out, im0, vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else dataset.fps[i])
-    elif o.save_img and not cv2.imwrite(str(out), im0):
-        LOGGER.warning(f"WARNING: {p}: could not write {out}")
+    txt = out.save_dir / "labels" / (stem + (f"_{frame}" if video else "") + ".txt")
+    im0 = out.annotate(det, im0, stem, txt, p.name)
+    out.viewer.show(str(p), im0)
+    dst = out.save_dir / (stem + p.suffix)
+    if out.save_img and video:
+        out.sinks.write(dst, im0, vid_cap.get(cv2.CAP_PROP_FPS) if vid_cap else dataset.fps[i])
+    elif out.save_img and not cv2.imwrite(str(dst), im0):
+        LOGGER.warning(f"WARNING: {p}: could not write {dst}")
     if dataset.mode == "video":
-        bar.update(str(p), dataset.frames, s, det, ms)
+        out.bar.update(str(p), dataset.frames, s, det, ms)
     else:
-        LOGGER.info(f"{line}{'%gx%g ' % x.shape[2:]}{describe(det, o.names) or '(no detections), '}{ms:.1f}ms")
-    return Detections(str(p), frame if video else 0, det.cpu().numpy())
+        LOGGER.info(f"{line}{'%gx%g ' % x.shape[2:]}{describe(det, out.names) or '(no detections), '}{ms:.1f}ms")
+    return ImageDetections(str(p), frame if video else 0, det.cpu().numpy())
 
 
-@torch.no_grad()
-def run(weights="yolov5n.pt", source=ROOT / "data/images", imgsz=(640, 640), conf_thres=0.25, iou_thres=0.45,
-        max_det=1000, device="", save_txt=False, save_conf=False, save_crop=False, nosave=False, classes=None,
-        agnostic_nms=False, project=ROOT / "runs/detect", name="exp", exist_ok=False, line_thickness=3,
-        hide_labels=False, hide_conf=False, half=False, vid_stride=1,
-        visualize_routing=False, augment=False, visualize=False, view_img=False,
-        save_csv=False, ov_precision="f32") -> tuple[Path, list[Detections]]:
-    """Detect; returns (run folder, detections of every image / frame in original pixels; for streams the
-    first MAX_STREAM_RECORDS frames). `visualize_routing` also draws, for models with BiLevelRoutingAttention,
-    the regions each of the most confident detections routes to, into <run folder>/routing (a .pt checkpoint
-    only: exports do not expose the attention). `weights` is a .pt or an export (.torchscript, .onnx,
-    *_openvino_model), or a list of several: their ensemble; an export of fixed size runs at its own size.
-    `augment`: test-time augmentation; `visualize`: feature-map figures per image (one .pt only); `view_img`:
-    show each drawn image; `save_csv`: <run folder>/predictions.csv (see the module's docstring)."""
-    source = str(source)
-    device = select_device(device)
-    if half and device.type != "cuda":
-        LOGGER.warning(f"WARNING: --half needs CUDA; running in FP32 on {device.type}")
-        half = False
-    check_line_width(line_thickness)
-    ws = list(weights) if isinstance(weights, (list, tuple)) else [weights]
-    w = ws[0] if len(ws) == 1 else ws
-    fmts = [weights_format(x) for x in ws]
-    for flag, on, what in (("--visualize-routing", visualize_routing, "the attention"),
-                           ("--visualize", visualize, "the layers' outputs")):
-        if on and len(ws) > 1:
-            raise UserError(f"{flag} draws one model; got an ensemble of {len(ws)} weights: "
-                            f"{' '.join(map(str, ws))}")
-        if on and fmts[0] != "pt":
-            raise UserError(f"{flag} needs the PyTorch checkpoint (.pt): it reads {what} inside the model, "
-                            f"which the {fmts[0]} export {ws[0]} does not expose")
-    if half and any(f in ("onnx", "openvino") for f in fmts):
-        fmt = next(f for f in fmts if f in ("onnx", "openvino"))
-        LOGGER.warning(f"WARNING: --half applies to .pt and TorchScript weights; the {fmt} model runs in the "
-                       "precision it was exported in")
-    model, stride, imgsz = _load_model(w, device, half, [imgsz] if isinstance(imgsz, int) else list(imgsz),
-                                       ov_precision)
-    if augment and model.fixed_shape is not None:
-        fh, fw = model.fixed_shape
-        raise UserError(f"--augment runs the model on rescaled inputs, and {' '.join(map(str, ws))} was exported "
-                        f"for {fh}x{fw} images only; use the .pt or an export made with --dynamic")
-    half = model.fp16
-    outside = sorted({int(c) for c in (classes or []) if not 0 <= int(c) < len(model.names)})
-    if outside:
-        LOGGER.warning(f"WARNING: --classes {' '.join(map(str, outside))}: the model has {len(model.names)} classes "
-                       f"(0..{len(model.names) - 1}); {'this class is' if len(outside) == 1 else 'these are'} never "
-                       "detected")
-    dataset, webcam = _dataset(source, imgsz, stride, vid_stride, auto=model.fixed_shape is None)
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    names = list(model.names)
-    o = _Options(save_dir, names, not nosave, save_txt, save_conf, save_crop, line_thickness, hide_labels, hide_conf,
-                 view_img=view_img, csv_path=save_dir / "predictions.csv" if save_csv else None,
-                 viewer=_Viewer(view_img))
-    if o.csv_path is not None:  # afresh each run, even into an --exist-ok folder
-        with open(o.csv_path, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerow(CSV_HEADER)
-    features = _FeatureMaps(model.model) if visualize else None
-    nms_kw = dict(conf_thres=conf_thres, iou_thres=iou_thres, classes=classes, agnostic=agnostic_nms,
-                  max_det=max_det)
-    wl = " + ".join(map(str, ws))  # what a NaN output names
-    sinks, bar, records, seen, dt = _VideoSinks(), _VideoBar(names), [], 0, [0.0, 0.0, 0.0]
+def _detect_all(infer: _Infer, src: _Source, out: ImageOutputs, features: FeatureMaps | None):
+    """Every image / frame of `src` through the model into `out`; returns (detections, for streams of the first
+    MAX_STREAM_RECORDS frames; images seen; [pre, inference, NMS] seconds summed). Closes the outputs, the hooks
+    and a stream source, however it ends."""
+    dataset, webcam = src
+    records, seen, dt = [], 0, [0.0, 0.0, 0.0]
     try:
-        for path, im, im0s, vid_cap, s in dataset:
+        for batch in dataset:
+            path, im = batch[:2]
             if features is not None:  # the batch's first image: <run>/<stem>, or <stem>_<frame> of a video
                 video = dataset.mode != "image"
-                stem = o.stem(Path(path[0] if webcam else path))
-                features.target(save_dir / (stem + (f"_{dataset.frame}" if video else "")))
-            x, pred, times = _infer(model, im, device, half, nms_kw, wl, path, augment)
+                stem = out.stem(Path(path[0] if webcam else path))
+                features.target(out.save_dir / (stem + (f"_{dataset.frame}" if video else "")))
+            x, pred, times = infer(im, path)
             dt = [a + b for a, b in zip(dt, times)]
             for i, det in enumerate(pred):
                 seen += 1
                 try:
-                    r = _one_image(i, det, x, path, im0s, vid_cap, s, dataset, webcam, o, sinks, bar, times[1] * 1e3)
+                    r = _one_image(out, src, batch, i, det, x, times[1] * 1e3)
                 except cv2.error as e:  # OpenCV could not draw on or write this one: skip it, the run goes on
                     LOGGER.warning(f"WARNING: skipping {path[i] if webcam else path}: {cv2_reason(e)}")
                     continue
                 if not webcam or len(records) < MAX_STREAM_RECORDS:  # a stream may run for hours
                     records.append(r)
     finally:
-        bar.close()
-        sinks.close()
-        o.viewer.close()
+        out.close()
         if features is not None:
             features.close()
         if webcam:
             dataset.close()
-    _report(seen, dt, imgsz, len(dataset) if webcam else 1, save_dir, save_txt, o.save_img or save_crop)
-    if o.csv_path is not None:
-        LOGGER.info(f"Predictions saved to {colorstr('bold', str(o.csv_path))}")
+    return records, seen, dt
+
+
+def run(**kwargs) -> tuple[Path, list[ImageDetections]]:
+    """Detect with the options of utils.detection.options.DetectOptions, each a keyword here with its default
+    (help(DetectOptions) says what each does), as the command line would: `detect.run(source='img.jpg',
+    imgsz=320)`; an unknown keyword raises a TypeError listing them. Returns (run folder, detections of every
+    image / frame in original pixels; for streams the first MAX_STREAM_RECORDS frames). `visualize_routing` also
+    draws, for models with BiLevelRoutingAttention, the regions each of the most confident detections routes to,
+    into <run folder>/routing (a .pt checkpoint only: exports do not expose the attention). `weights` is a .pt or
+    an export (.torchscript, .onnx, *_openvino_model), or a list of several: their ensemble; an export of fixed
+    size runs at its own size. `augment`: test-time augmentation; `visualize`: feature-map figures per image (one
+    .pt only); `view_img`: show each drawn image; `save_csv`: <run folder>/predictions.csv (see the module's
+    docstring)."""
+    return _detect(DetectOptions.from_kwargs(kwargs, "detect.run"))
+
+
+run.__signature__ = DetectOptions.signature(return_annotation="tuple[Path, list[ImageDetections]]")
+
+
+def _warn_classes(classes, names) -> None:
+    """A warning naming the --classes the model does not have (they would filter every detection away)."""
+    outside = sorted({int(c) for c in (classes or []) if not 0 <= int(c) < len(names)})
+    if outside:
+        LOGGER.warning(f"WARNING: --classes {' '.join(map(str, outside))}: the model has {len(names)} classes "
+                       f"(0..{len(names) - 1}); {'this class is' if len(outside) == 1 else 'these are'} never "
+                       "detected")
+
+
+@torch.no_grad()
+def _detect(opt: DetectOptions) -> tuple[Path, list[ImageDetections]]:
+    """detect.run with its options built."""
+    source = str(opt.source)
+    device = select_device(opt.device)
+    half = opt.half
+    if half and device.type != "cuda":
+        LOGGER.warning(f"WARNING: --half needs CUDA; running in FP32 on {device.type}")
+        half = False
+    opt.check()
+    ws = opt.weights_list
+    fmts = [weights_format(x) for x in ws]
+    if half and any(f in ("onnx", "openvino") for f in fmts):
+        fmt = next(f for f in fmts if f in ("onnx", "openvino"))
+        LOGGER.warning(f"WARNING: --half applies to .pt and TorchScript weights; the {fmt} model runs in the "
+                       "precision it was exported in")
+    imgsz = [opt.imgsz] if isinstance(opt.imgsz, int) else list(opt.imgsz)
+    model, stride, imgsz = _load_model(ws[0] if len(ws) == 1 else ws, device, half, imgsz, opt.ov_precision)
+    if opt.augment and model.fixed_shape is not None:
+        fh, fw = model.fixed_shape
+        raise UserError(f"--augment runs the model on rescaled inputs, and {' '.join(map(str, ws))} was exported "
+                        f"for {fh}x{fw} images only; use the .pt or an export made with --dynamic")
+    _warn_classes(opt.classes, model.names)
+    src = _dataset(source, imgsz, stride, opt.vid_stride, auto=model.fixed_shape is None)
+    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+    (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    out = ImageOutputs(opt, save_dir, list(model.names))
+    features = FeatureMaps(model.model) if opt.visualize else None
+    nms_kw = dict(conf_thres=opt.conf_thres, iou_thres=opt.iou_thres, classes=opt.classes, agnostic=opt.agnostic_nms,
+                  max_det=opt.max_det)
+    infer = _Infer(model, device, model.fp16, nms_kw, " + ".join(map(str, ws)), opt.augment)  # ws: what NaN names
+    records, seen, dt = _detect_all(infer, src, out, features)
+    _report(seen, dt, imgsz, len(src.dataset) if src.webcam else 1, save_dir, opt.save_txt,
+            out.save_img or opt.save_crop)
+    if out.csv_path is not None:
+        LOGGER.info(f"Predictions saved to {colorstr('bold', str(out.csv_path))}")
     if features is not None:
         LOGGER.info(f"Feature maps: {features.saved} figures saved to {colorstr('bold', str(save_dir))}/<image>/")
-    if visualize_routing:
-        _draw_routing(model.model, records, save_dir / "routing", max(imgsz), conf_thres, iou_thres)
+    if opt.visualize_routing:
+        _draw_routing(model.model, records, save_dir / "routing", max(imgsz), opt.conf_thres, opt.iou_thres)
     return save_dir, records
 
 
-def _draw_routing(model, records: list[Detections], save_dir: Path, imgsz: int, conf_thres: float,
+def _draw_routing(model, records: list[ImageDetections], save_dir: Path, imgsz: int, conf_thres: float,
                   iou_thres: float) -> None:
     """The routing figure for the still images of this run (video frames are skipped)."""
     if not bra_layers(model):
@@ -468,7 +317,7 @@ def parse_opt(argv=None) -> argparse.Namespace:
 
 def main(opt: argparse.Namespace) -> None:
     setup_logging()
-    run(**vars(opt))
+    _detect(DetectOptions.from_namespace(opt))
 
 
 def cli(argv: list[str] | None = None) -> None:

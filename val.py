@@ -25,10 +25,9 @@ a model that takes any input size (a .pt or a --dynamic export). --task speed an
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -37,88 +36,60 @@ from tqdm import tqdm
 from models.backends import weights_format
 from models.ensemble import load_detector, weights_label
 from models.tta import augmented_forward
-from utils.boxes import scale_boxes, xywh2xyxy, xyxy2xywh
 from utils.checks import check_finite_outputs, check_img_size
 from utils.cli import cli_errors
-from utils.coco_eval import COCO80_TO_91, coco_detections, coco_map, image_ids, yolo_to_coco_gt
-from utils.data.config import DataConfig, load_data_config
+from utils.coco_eval import COCO80_TO_91
 from utils.data.dataset import create_dataloader
-from utils.data.labels import save_one_txt
 from utils.deploy.runtimes import OV_PRECISIONS
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
-from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix, match_predictions, pr_curves
+from utils.metrics import IOU_THRESHOLDS, ConfusionMatrix
 from utils.nms import non_max_suppression
-from utils.paths import ROOT, UniqueStems, increment_path
-from utils.plots import plot_confusion_matrix, plot_images, plot_metric_curves, plot_val_study
+from utils.paths import ROOT, increment_path
+from utils.plots import plot_confusion_matrix, plot_val_study
 from utils.torch_utils import select_device, time_sync
+from utils.validation.options import ValOptions
+from utils.validation.outputs import Outputs, coco_annotation_file, coco_eval
+from utils.validation.scoring import HEADER, ROW, Metrics, Times, ValResult, data_info, image_stats, summarize
 
-HEADER = ("%22s" + "%11s" * 6) % ("Class", "Images", "Instances", "P", "R", "mAP50", "mAP50-95")
-ROW = "%22s" + "%11i" * 2 + "%11.3g" * 4
+__all__ = ["HEADER", "ROW", "Metrics", "Times", "ValOptions", "ValResult", "run"]
+
 BAR_FORMAT = "{l_bar}{bar:10}{r_bar}"
 STUDY_SIZES = range(256, 1536 + 128, 128)  # --task study: image sizes swept, as YOLOv5
 
 
-class Metrics(NamedTuple):
-    """The first item of run's result, YOLOv5's 7-tuple: mean precision and recall over the classes present (at
-    the confidence of best mean F1), mAP50, mAP50-95, and the box, objectness and class losses averaged over the
-    batches (0 without `compute_loss`)."""
+@dataclass
+class _Setup:
+    """What one validation runs on: the model and loader, the data set's classes and split, where it writes, the
+    size and batch it runs at, and the file a NaN output names (None in training)."""
 
-    mp: float
-    mr: float
-    map50: float
-    map: float
-    box: float
-    obj: float
-    cls: float
-
-
-class Times(NamedTuple):
-    """Milliseconds per image: pre-processing, inference, NMS."""
-
-    preprocess: float
-    inference: float
-    nms: float
+    model: object
+    dataloader: object
+    data: object
+    nc: int
+    names: list[str]
+    split: str
+    save_dir: Path
+    imgsz: int
+    batch_size: int
+    half: bool
+    device: torch.device
+    label: str | None = None
 
 
-class ValResult(NamedTuple):
-    """What run returns; unpacks as YOLOv5's `results, maps, times = val.run(...)`."""
-
-    results: Metrics
-    maps: np.ndarray  # (nc,) mAP50-95 per class; classes without labels get the overall mAP50-95
-    times: Times
-
-
-def _data_info(data, single_cls: bool, model) -> tuple[object, int, list[str]]:
-    """(DataConfig or None, nc, names) from a DataConfig, a data YAML path/name, a YOLOv5-style dict or None."""
-    if isinstance(data, (str, Path)):
-        data = load_data_config(data, single_cls=single_cls)
-    if isinstance(data, DataConfig):
-        nc, names = data.nc, list(data.names)
-    elif isinstance(data, dict):
-        names = data["names"]
-        names = [names[k] for k in sorted(names)] if isinstance(names, dict) else list(names)
-        nc = int(data.get("nc", len(names)))
-    else:
-        names = list(getattr(model, "names", []))
-        nc = len(names)
-    if single_cls:
-        nc, names = 1, names if len(names) == 1 else ["item"]
-    return data, nc, names
-
-
-def _load(weights, device, half: bool, imgsz: int, batch_size: int, augment: bool = False, ov_precision: str = "f32"):
+def _load(opt: ValOptions, device: torch.device, half: bool):
     """(model, checked image size, batch size, rect allowed): a .pt checkpoint or an exported model
     (models.backends.DetectBackend), or the ensemble of several (models.ensemble.Ensemble). A fixed-size export
     is validated at its own size (square only, as val.py letterboxes to --imgsz x --imgsz) and batch; a warning
-    says where --imgsz or --batch-size disagree. `augment` needs a model that takes any input size."""
-    ws = [w for w in (weights if isinstance(weights, (list, tuple)) else [weights]) if w is not None]
+    says where --imgsz or --batch-size disagree. --augment needs a model that takes any input size."""
+    imgsz, batch_size = opt.imgsz, opt.batch_size
+    ws = [w for w in (opt.weights if isinstance(opt.weights, (list, tuple)) else [opt.weights]) if w is not None]
     if not ws:
         raise UserError("val.py needs --weights (a checkpoint path, or a name in weights/ such as yolov5n.pt, or "
                         "an export: .torchscript, .onnx, *_openvino_model)")
-    model = load_detector(ws, device=device, fp16=half, ov_precision=ov_precision)
+    model = load_detector(ws, device=device, fp16=half, ov_precision=opt.ov_precision)
     w = weights_label(ws)
-    if augment and model.fixed_shape is not None:
+    if opt.augment and model.fixed_shape is not None:
         fh, fw = model.fixed_shape
         raise UserError(f"--augment runs the model on rescaled inputs, and {w} was exported for {fh}x{fw} images "
                         "only; use the .pt or an export made with --dynamic")
@@ -141,108 +112,46 @@ def _load(weights, device, half: bool, imgsz: int, batch_size: int, augment: boo
     return model, imgsz, batch_size, model.fixed_shape is None
 
 
-def _image_stats(pred, labels, im_shape, shape0, ratio_pad, iouv, single_cls):
-    """One image: (correct (n, t), conf, cls, label classes) and the detections in original pixels.
-
-    pred (n, 6) in letterboxed pixels; labels (m, 5) [cls, cx, cy, w, h] in letterboxed pixels.
-    """
-    if single_cls:
-        pred[:, 5] = 0
-    predn = pred.clone()
-    scale_boxes(im_shape, predn[:, :4], shape0, ratio_pad)  # to the original image
-    correct = torch.zeros(len(pred), len(iouv), dtype=torch.bool, device=pred.device)
-    labelsn = None
-    if len(labels):
-        tbox = xywh2xyxy(labels[:, 1:5])
-        scale_boxes(im_shape, tbox, shape0, ratio_pad)
-        labelsn = torch.cat((labels[:, 0:1], tbox), 1)
-        if len(pred):
-            correct = match_predictions(predn, labelsn, iouv)
-    return (correct, pred[:, 4], pred[:, 5], labels[:, 0]), predn, labelsn
-
-
-def _summarize(stats, nc, names, seen, plots, save_dir, verbose, training):
-    """Log the `all` row (and per-class rows); return (mp, mr, map50, map, maps (nc,))."""
-    stats = [torch.cat(x, 0).cpu().numpy() for x in zip(*stats)] if stats else []
-    mp = mr = map50 = map_ = 0.0
-    ap_class, p, r, ap50, ap = np.zeros(0, int), [], [], [], np.zeros(0)
-    if len(stats) and stats[0].any():
-        curves = pr_curves(*stats)
-        if plots:
-            plot_metric_curves(curves, save_dir, names)
-        _, _, p, r, _, ap, ap_class = curves.stats()
-        ap50, ap = ap[:, 0], ap.mean(1)  # AP at IoU 0.5, AP at 0.5:0.95
-        mp, mr, map50, map_ = p.mean(), r.mean(), ap50.mean(), ap.mean()
-    nt = np.bincount(stats[3].astype(int), minlength=nc) if len(stats) else np.zeros(nc, int)
-    LOGGER.info(ROW % ("all", seen, nt.sum(), mp, mr, map50, map_))
-    if nt.sum() == 0:
-        LOGGER.warning("WARNING: no labels found in the validation set; metrics need labels")
-    if (verbose or (nc < 50 and not training)) and nc > 1 and len(stats):
-        for i, c in enumerate(ap_class):
-            LOGGER.info(ROW % (names[c], seen, nt[c], p[i], r[i], ap50[i], ap[i]))
-    maps = np.zeros(nc) + map_
-    for i, c in enumerate(ap_class):
-        maps[c] = ap[i]
-    return float(mp), float(mr), float(map50), float(map_), maps
-
-
-def _coco_eval(jdict, dataset, data, weights, names, save_dir, split) -> tuple[float, float] | None:
-    """Write the detections JSON and log pycocotools' mAP beside ours."""
-    w = Path(weights[0] if isinstance(weights, (list, tuple)) else weights).stem if weights else "model"
-    pred_json = save_dir / f"{w}_predictions.json"
-    pred_json.write_text(json.dumps(jdict))
-    anno = _coco_annotation_file(data, split)
-    if anno is None:
-        gt = yolo_to_coco_gt(dataset.im_files, dataset.labels, dataset.shapes, names)
-        anno = save_dir / "instances_gt.json"
-        anno.write_text(json.dumps(gt))
-    LOGGER.info(f"\nEvaluating pycocotools mAP... saving {pred_json} (ground truth {anno})")
-    return coco_map(anno, jdict, img_ids=sorted(image_ids(dataset.im_files).values()))
-
-
-def _coco_annotation_file(data, split: str) -> Path | None:
-    """annotations/instances_<folder>.json beside the images when the dataset ships COCO's own JSON."""
-    entries = data.split(split) if hasattr(data, "split") else []
-    for e in entries:
-        f = Path(data.path) / "annotations" / f"instances_{Path(e).name}.json"
-        if f.is_file():
-            return f
-    return None
-
-
-def _standalone(data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
-                exist_ok, half, augment=False, ov_precision="f32"):
-    """Load the weights and build the loader (rectangular batches where the model takes any size):
-    (model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device)."""
+def _standalone(opt: ValOptions) -> _Setup:
+    """Load the weights and build the loader (rectangular batches where the model takes any size)."""
+    batch_size = opt.batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise UserError(f"--batch-size {batch_size}: must be an integer >= 1")
-    device = select_device(device)
-    half &= device.type == "cuda"  # fp16 only on CUDA; the CPU runs fp32
-    save_dir = increment_path(Path(project) / name, exist_ok=exist_ok)
-    (save_dir / "labels" if save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    model, imgsz, batch_size, any_size = _load(weights, device, half, imgsz, batch_size, augment, ov_precision)
+    device = select_device(opt.device)
+    half = opt.half and device.type == "cuda"  # fp16 only on CUDA; the CPU runs fp32
+    save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
+    (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
+    model, imgsz, batch_size, any_size = _load(opt, device, half)
     half = model.fp16  # .pt and TorchScript on CUDA; ONNX and OpenVINO take the dtype their graph declares
-    data, nc, names = _data_info(data, single_cls, model)
+    data, nc, names = data_info(opt.data, opt.single_cls, model)
     ncm = model.nc
-    if not single_cls and ncm != nc:
-        raise UserError(f"--weights {weights} predict {ncm} classes but --data has nc={nc}; pass weights "
+    if not opt.single_cls and ncm != nc:
+        raise UserError(f"--weights {opt.weights} predict {ncm} classes but --data has nc={nc}; pass weights "
                          "trained on this dataset, or --single-cls")
     if len(getattr(model, "names", [])) == nc:
         names = list(model.names)
-    split = task if task in ("train", "val", "test") else "val"
+    split = opt.task if opt.task in ("train", "val", "test") else "val"
     # rectangular batches where the model takes any size; a fixed-size export gets square letterboxed batches
-    pad, rect = (0.0, False) if task == "speed" else (0.5, any_size)
-    dataloader = create_dataloader(data.split(split), imgsz, batch_size, model.stride, single_cls, pad=pad,
-                                   rect=rect, workers=workers, prefix=colorstr(f"{split}: "),
-                                   nc=None if single_cls else nc)[0]
-    return model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device
+    pad, rect = (0.0, False) if opt.task == "speed" else (0.5, any_size)
+    dataloader = create_dataloader(data.split(split), imgsz, batch_size, model.stride, opt.single_cls, pad=pad,
+                                   rect=rect, workers=opt.workers, prefix=colorstr(f"{split}: "),
+                                   nc=None if opt.single_cls else nc)[0]
+    return _Setup(model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device,
+                  weights_label(opt.weights))
+
+
+def _in_training(opt: ValOptions, model, dataloader, save_dir: Path) -> _Setup:
+    """The model and loader a training hands over, used as they are."""
+    device = next(model.parameters()).device
+    half = opt.half and device.type != "cpu"
+    model.half() if half else model.float()
+    data, nc, names = data_info(opt.data, opt.single_cls, model)
+    return _Setup(model, dataloader, data, nc, names, "val", Path(save_dir), opt.imgsz, opt.batch_size, half,
+                  device)
 
 
 @torch.no_grad()
-def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou_thres=0.6, max_det=300,
-        task="val", device="", workers=8, single_cls=False, verbose=False, save_txt=False, save_conf=False,
-        save_json=False, project=ROOT / "runs/val", name="exp", exist_ok=False, half=True, model=None,
-        dataloader=None, save_dir=Path(""), plots=True, compute_loss=None, augment=False, ov_precision="f32"):
+def run(data=None, weights=None, *, model=None, dataloader=None, save_dir=Path(""), compute_loss=None, **options):
     """Validate; returns a ValResult, a 3-tuple that unpacks as YOLOv5's `results, maps, times = val.run(...)`:
 
         results  Metrics(mp, mr, map50, map, box, obj, cls), a 7-tuple: mean P and R, mAP50, mAP50-95 (with
@@ -251,74 +160,47 @@ def run(data=None, weights=None, batch_size=32, imgsz=640, conf_thres=0.001, iou
         maps     (nc,) mAP50-95 per class; classes without labels get the overall mAP50-95.
         times    Times(preprocess, inference, nms), milliseconds per image.
 
-    With `model` (training) that model and `dataloader` are used as they are; otherwise `weights` (a .pt or an
-    export: .torchscript, .onnx, *_openvino_model; several: their ensemble) are loaded and a loader is built for
-    split `task` of `data`: rectangular batches, or square ones at the export's size for an export of fixed size.
-    `augment`: test-time augmentation (models.tta); with `compute_loss` the plain forward runs, as YOLOv5.
+    `options` are ValOptions' fields (val.py's flags with underscores, e.g. batch_size=32, imgsz=640,
+    conf_thres=0.001, iou_thres=0.6, task='val', save_json=False, half=True, augment=False, plots=True); an
+    unknown name is a TypeError listing them. With `model` (training) that model and `dataloader` are used as
+    they are, and `save_dir` is where plots go; otherwise `weights` (a .pt or an export: .torchscript, .onnx,
+    *_openvino_model; several: their ensemble) are loaded and a loader is built for split `task` of `data`:
+    rectangular batches, or square ones at the export's size for an export of fixed size. `augment`: test-time
+    augmentation (models.tta); with `compute_loss` the plain forward runs, as YOLOv5.
     """
+    opt = ValOptions.from_kwargs(dict(options, data=data, weights=weights))
     training = model is not None
     if training:
-        device = next(model.parameters()).device
-        half &= device.type != "cpu"
-        model.half() if half else model.float()
-        data, nc, names = _data_info(data, single_cls, model)
-        split = "val"
+        s = _in_training(opt, model, dataloader, save_dir)
     else:
-        model, dataloader, data, nc, names, split, save_dir, imgsz, batch_size, half, device = _standalone(
-            data, weights, batch_size, imgsz, task, device, workers, single_cls, save_txt, project, name,
-            exist_ok, half, augment, ov_precision)
-        if not model.pt:
+        s = _standalone(opt)
+        if not s.model.pt:
             compute_loss = None  # an export returns the decoded predictions only: no raw maps for a loss
-    model.eval()
-    out = _Outputs(Path(save_dir), save_txt, save_conf, save_json, plots, names, dataloader.dataset,
-                   COCO80_TO_91 if nc == 80 and _coco_annotation_file(data, split) else None)
-    confusion_matrix = ConfusionMatrix(nc=nc)
-    w = None  # the weights a NaN output names
-    if not training:
-        w = weights_label(weights)
-    stats, seen, dt, loss = _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, single_cls,
-                                  compute_loss, confusion_matrix if plots else None, out, w, augment)
-    mp, mr, map50, map_, maps = _summarize(stats, nc, names, seen, plots, out.save_dir, verbose, training)
+    s.model.eval()
+    out = Outputs(s.save_dir, opt, s.names, s.dataloader.dataset,
+                  COCO80_TO_91 if s.nc == 80 and coco_annotation_file(s.data, s.split) else None)
+    confusion_matrix = ConfusionMatrix(nc=s.nc)
+    stats, seen, dt, loss = _loop(s, opt, compute_loss, confusion_matrix if opt.plots else None, out)
+    by_class = opt.verbose or (s.nc < 50 and not training)
+    mp, mr, map50, map_, maps = summarize(stats, s.nc, s.names, seen, s.save_dir if opt.plots else None, by_class)
     t = Times(*(x / max(seen, 1) * 1e3 for x in dt))  # ms per image
     if not training:
-        shape = (batch_size, 3, imgsz, imgsz)
+        shape = (s.batch_size, 3, s.imgsz, s.imgsz)
         LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}" % t)
-    if plots:
-        plot_confusion_matrix(confusion_matrix.matrix, out.save_dir / "confusion_matrix.png", names)
-    if save_json and out.jdict:
-        coco = _coco_eval(out.jdict, dataloader.dataset, data, weights, names, out.save_dir, split)
+    if opt.plots:
+        plot_confusion_matrix(confusion_matrix.matrix, s.save_dir / "confusion_matrix.png", s.names)
+    if opt.save_json and out.jdict:
+        coco = coco_eval(out, s.dataloader.dataset, s.data, opt.weights, s.split)
         LOGGER.info(f"pycocotools: mAP50 {coco[1]:.3f}, mAP50-95 {coco[0]:.3f}  "
                     f"(ours, 101-point interpolation: mAP50 {map50:.3f}, mAP50-95 {map_:.3f})")
         map_, map50 = coco  # returned as YOLOv5 returns them with --save-json
-    model.float()
+    s.model.float()
     if not training:
-        n = len(list(out.save_dir.glob("labels/*.txt")))
-        s = f"\n{n} labels saved to {out.save_dir / 'labels'}" if save_txt else ""
-        LOGGER.info(f"Results saved to {colorstr('bold', str(out.save_dir))}{s}")
-    losses = (loss.cpu() / max(len(dataloader), 1)).tolist()
+        n = len(list(s.save_dir.glob("labels/*.txt")))
+        saved = f"\n{n} labels saved to {s.save_dir / 'labels'}" if opt.save_txt else ""
+        LOGGER.info(f"Results saved to {colorstr('bold', str(s.save_dir))}{saved}")
+    losses = (loss.cpu() / max(len(s.dataloader), 1)).tolist()
     return ValResult(Metrics(mp, mr, map50, map_, *losses), maps, t)
-
-
-class _Outputs:
-    """What is written per image: YOLO txt labels, COCO JSON rows, the first batches as mosaics."""
-
-    def __init__(self, save_dir, save_txt, save_conf, save_json, plots, names, dataset, class_map):
-        self.save_dir, self.save_txt, self.save_conf, self.save_json = save_dir, save_txt, save_conf, save_json
-        self.plots, self.names, self.class_map, self.jdict = plots, names, class_map, []
-        self.stem = UniqueStems()  # a/img.jpg and b/img.jpg: labels img.txt and img_1.txt
-        self.ids = image_ids(getattr(dataset, "im_files", [])) if save_json else {}
-
-    def image(self, path: Path, predn: torch.Tensor, shape0) -> None:
-        if self.save_txt:
-            save_one_txt(predn, self.save_conf, shape0, file=self.save_dir / "labels" / f"{self.stem(path)}.txt")
-        if self.save_json:
-            iid = self.ids[str(path)]
-            self.jdict += coco_detections(predn, iid, self.class_map)
-
-    def batch(self, batch_i: int, im, targets, paths, preds) -> None:
-        if self.plots and batch_i < 3:
-            plot_images(im, targets, paths, self.save_dir / f"val_batch{batch_i}_labels.jpg", self.names)
-            plot_images(im, _to_targets(preds), paths, self.save_dir / f"val_batch{batch_i}_pred.jpg", self.names)
 
 
 def _forward(model, im: torch.Tensor, augment: bool, compute_loss) -> tuple:
@@ -331,38 +213,38 @@ def _forward(model, im: torch.Tensor, augment: bool, compute_loss) -> tuple:
     return augmented_forward(model, im, gs=int(model.stride.max()), nl=model.model[-1].nl), None
 
 
-def _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, single_cls, compute_loss,
-          confusion_matrix, out: _Outputs, weights=None, augment=False):
+def _loop(s: _Setup, opt: ValOptions, compute_loss, confusion_matrix, out: Outputs):
     """Run the model over the loader; returns (per-image stats, images seen, [pre, inference, NMS] s, loss).
-    With `weights` (a standalone run), NaN or inf outputs raise an error naming that file."""
+    In a standalone run (`s.label` set), NaN or inf outputs raise an error naming that file."""
+    device = s.device
     iouv = IOU_THRESHOLDS.to(device)
     seen, dt, loss, stats = 0, [0.0, 0.0, 0.0], torch.zeros(3, device=device), []
     if not sys.stderr.isatty():  # the bar (on stderr) carries the header; logs need it too
         LOGGER.info(HEADER)
-    for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(dataloader, desc=HEADER, bar_format=BAR_FORMAT)):
+    for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(s.dataloader, desc=HEADER, bar_format=BAR_FORMAT)):
         t1 = time_sync()
         im = im.to(device, non_blocking=True)
         targets = targets.to(device)
-        im = (im.half() if half else im.float()) / 255
+        im = (im.half() if s.half else im.float()) / 255
         _, _, height, width = im.shape
         t2 = time_sync()
-        preds, train_out = _forward(model, im, augment, compute_loss)  # eval mode: (decoded, raw maps)
-        if weights is not None:
-            check_finite_outputs(preds, weights, f"batch {batch_i} ({paths[0]}, ...)")
+        preds, train_out = _forward(s.model, im, opt.augment, compute_loss)  # eval mode: (decoded, raw maps)
+        if s.label is not None:
+            check_finite_outputs(preds, s.label, f"batch {batch_i} ({paths[0]}, ...)")
         t3 = time_sync()
         if compute_loss:
             loss += compute_loss(train_out, targets)[1]
         targets[:, 2:] *= torch.tensor((width, height, width, height), device=device)  # to pixels
-        preds = non_max_suppression(preds, conf_thres, iou_thres, multi_label=True, agnostic=single_cls,
-                                    max_det=max_det, time_limit=None)  # no image may be dropped
+        preds = non_max_suppression(preds, opt.conf_thres, opt.iou_thres, multi_label=True,
+                                    agnostic=opt.single_cls, max_det=opt.max_det,
+                                    time_limit=None)  # no image may be dropped
         t4 = time_sync()
         dt = [dt[0] + t2 - t1, dt[1] + t3 - t2, dt[2] + t4 - t3]
         for si, pred in enumerate(preds):
             labels = targets[targets[:, 0] == si, 1:]
             seen += 1
-            s, predn, labelsn = _image_stats(pred, labels, im[si].shape[1:], shapes[si][0], shapes[si][1], iouv,
-                                             single_cls)
-            stats.append(s)
+            st, predn, labelsn = image_stats(pred, labels, im[si].shape[1:], shapes[si], iouv, opt.single_cls)
+            stats.append(st)
             if confusion_matrix is not None:
                 if len(pred):
                     confusion_matrix.process_batch(predn, labelsn if labelsn is not None else labels)  # labels: (0, 5)
@@ -371,13 +253,6 @@ def _loop(model, dataloader, device, half, conf_thres, iou_thres, max_det, singl
             out.image(Path(paths[si]), predn, shapes[si][0])
         out.batch(batch_i, im, targets, paths, preds)
     return stats, seen, dt, loss
-
-
-def _to_targets(preds: list[torch.Tensor]) -> torch.Tensor:
-    """NMS output -> (n, 7) [img_idx, cls, cx, cy, w, h, conf] in pixels, for plot_images."""
-    rows = [torch.cat((torch.full_like(p[:, :1], i), p[:, 5:6], xyxy2xywh(p[:, :4]), p[:, 4:5]), 1)
-            for i, p in enumerate(preds)]
-    return torch.cat(rows, 0).cpu() if rows else torch.zeros(0, 7)
 
 
 def parse_opt(argv=None) -> argparse.Namespace:

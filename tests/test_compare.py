@@ -24,6 +24,7 @@ from utils.compare.report import ReportMeta, results_rows, seed_rows, table_line
 from utils.compare.results import FailedRun, ModelResult, SeedResult
 from utils.compare.runs import RunRecord, fresh_run_dir, load_result, save_options, save_result, take_job_options
 from utils.deploy.latency import LatencyStat, measure_latency
+from utils.data.labels import classes_present
 from utils.errors import UserError
 from utils.flops import gflops
 
@@ -457,9 +458,20 @@ def test_default_cfgs_and_bad_options(tiny_data):
         compare.run(cfgs=CFGS, seeds=0, data=str(tiny_data))
     with pytest.raises(TypeError, match="unknown option 'epoch'"):
         compare.run(epoch=3)
-    assert compare.classes_present([tiny_data.parent / "list.txt"]) == sorted(
+    assert classes_present([tiny_data.parent / "list.txt"]) == sorted(
         {int(float(line.split()[0])) for p in (tiny_data.parent / "list.txt").read_text().split()
          for line in Path(p.replace("/images/", "/labels/").rsplit(".", 1)[0] + ".txt").read_text().splitlines()})
+
+
+def test_flags_are_the_options_and_the_command_repeats_them():
+    """compare.py's flags are CompareOptions' fields, and a job's command line parses back to its options."""
+    from dataclasses import asdict, fields
+
+    assert set(vars(compare.parse_opt(args=[]))) == {f.name for f in fields(compare.CompareOptions)}
+    argv = ["--cfgs", *CFGS, "--epochs", "2", "--seeds", "3", "--imgsz", "320", "--augment", "--no-deploy-latency"]
+    opt = compare.CompareOptions.from_namespace(compare.parse_opt(args=argv))
+    again = compare.parse_opt(args=opt.command().split()[2:])
+    assert asdict(compare.CompareOptions.from_namespace(again)) == asdict(opt)
 
 
 def test_plugins_against_the_controls_by_hand():

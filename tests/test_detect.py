@@ -416,6 +416,25 @@ def test_parser_takes_no_abbreviations(capsys):
         assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
+def test_every_option_is_a_typed_field():
+    """detect.py's command line, DetectOptions and detect.run's keywords name the same options: a flag added to one
+    only would be refused (or missing) when the options are built; their defaults mean the same."""
+    import inspect
+    from dataclasses import fields
+
+    from utils.detection.options import DetectOptions
+
+    names = {f.name for f in fields(DetectOptions)}
+    assert set(vars(detect.parse_opt([]))) == names
+    assert set(inspect.signature(detect.run).parameters) == names
+    cli, defaults = vars(detect.parse_opt([])), DetectOptions()
+    assert {k for k in names if cli[k] != getattr(defaults, k)} == {"source", "project", "imgsz"}
+    assert cli["source"] == str(defaults.source) and cli["project"] == str(defaults.project)
+    assert cli["imgsz"] == [640] and defaults.imgsz == (640, 640)  # one size: a square
+    with pytest.raises(TypeError, match=r"detect.run\(\) got an unknown option 'conf'; options: \['agnostic_nms'"):
+        detect.run(conf=0.5)
+
+
 def test_classes_the_model_lacks_are_warned_about(tmp_path):
     """--classes 500 on an 80-class model filtered every detection away without a word."""
     _, records, text = _run(tmp_path, source=BUS, classes=[0, 500, -1], nosave=True)

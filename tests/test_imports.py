@@ -119,3 +119,10 @@ def test_benchmark_runs_as_module(name):
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "usage:" in r.stdout
+
+
+def test_no_module_over_400_lines():
+    """Small files: no Python file of the product (scripts, models/, utils/, benchmarks/) is over 400 lines."""
+    files = [p for d in ("models", "utils", "benchmarks") for p in (ROOT / d).rglob("*.py")] + sorted(ROOT.glob("*.py"))
+    long = {str(p.relative_to(ROOT)): n for p in files if (n := len(p.read_text(encoding="utf-8").splitlines())) > 400}
+    assert not long, long

@@ -210,3 +210,13 @@ def test_parser_flags_and_no_abbreviations(capsys):
         with pytest.raises(SystemExit) as e:
             val.parse_opt(argv)
         assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+
+
+def test_flags_are_the_options_and_unknown_keywords_are_refused():
+    """val.py's flags are ValOptions' fields (plots alone is not a flag); val.run refuses an unknown keyword by
+    name, listing the valid ones, before any work."""
+    from dataclasses import fields
+
+    assert set(vars(val.parse_opt([]))) == {f.name for f in fields(val.ValOptions)} - {"plots"}
+    with pytest.raises(TypeError, match=r"val.run\(\) got an unknown option 'conf'; options: \[.*'conf_thres'"):
+        val.run(data="coco128.yaml", weights="yolov5n.pt", conf=0.5)

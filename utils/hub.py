@@ -22,18 +22,13 @@ and cannot take augment=True.
 from __future__ import annotations
 
 import contextlib
-import tempfile
-import urllib.error
-import urllib.request
 from copy import copy
 from pathlib import Path
-from typing import Any
 
 import cv2
 import numpy as np
 import torch
 import torch.nn as nn
-from PIL import Image, ImageOps
 
 import models
 from models import WEIGHTS_DIR, model_from_checkpoint, resolve_weights
@@ -46,7 +41,7 @@ from utils.boxes import scale_boxes, xyxy2xywh
 from utils.checkpoint import load_checkpoint
 from utils.checks import check_finite
 from utils.data.augment import letterbox
-from utils.data.images import imread_bgr, oversize
+from utils.data.inputs import INPUTS_HELP, URL_TIMEOUT, as_rgb
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
@@ -56,67 +51,6 @@ from utils.torch_utils import select_device, time_sync
 from utils.transfer import transfer_weights
 
 __all__ = ["AutoShape", "Detections", "create", "URL_TIMEOUT"]
-
-URL_TIMEOUT = 10.0  # seconds to wait for an image URL before giving up
-_INPUTS_HELP = ("a file path, an http(s) URL, a PIL image, a numpy array (HWC, RGB), a list of those, or a "
-                "torch tensor (B, 3, H, W) of 0-1 values")
-
-
-def _read_url(url: str) -> np.ndarray:
-    """The image at `url` as BGR; a UserError saying why when it cannot be fetched (offline, refused, 404)."""
-    try:
-        with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as r:  # noqa: S310 (http(s) only, checked by caller)
-            data = r.read()
-    except (urllib.error.URLError, OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        raise UserError(f"cannot download image {url!r} ({reason}); is this machine offline? Pass a local file, a "
-                        f"PIL image or a numpy array instead") from None
-    with tempfile.TemporaryDirectory() as d:  # read through imread_bgr: its size limit and EXIF handling
-        f = Path(d) / "image"
-        f.write_bytes(data)
-        im = imread_bgr(f)
-        if im is None:
-            raise UserError(f"{url!r}: {oversize(f) or 'the downloaded data is not an image that can be decoded'}")
-    return im
-
-
-def _as_rgb(im: Any, i: int) -> tuple[np.ndarray, str]:
-    """(HWC RGB uint8 array, where it came from: a path, URL or image{i}) of one input image."""
-    if isinstance(im, (str, Path)):
-        s = str(im)
-        if s.startswith(("http://", "https://")):
-            bgr, name = _read_url(s), s.split("?")[0].rstrip("/")
-        else:
-            if not Path(s).is_file():
-                raise FileNotFoundError(f"image {s!r} not found")
-            bgr, name = imread_bgr(s), s
-            if bgr is None:
-                raise UserError(f"image {s!r}: {oversize(s) or 'cannot be decoded as an image'}")
-        return np.ascontiguousarray(bgr[..., ::-1]), name
-    if isinstance(im, Image.Image):
-        name = str(getattr(im, "filename", "") or f"image{i}")
-        return np.asarray(ImageOps.exif_transpose(im).convert("RGB")), name
-    if isinstance(im, np.ndarray):
-        return _array_rgb(im, i), f"image{i}"
-    raise UserError(f"image {i} is a {type(im).__name__}; give {_INPUTS_HELP}")
-
-
-def _array_rgb(im: np.ndarray, i: int) -> np.ndarray:
-    """A numpy image as HWC RGB uint8: HW (grey) and CHW are accepted, a 4th (alpha) channel is dropped, floats
-    are read as 0-255 values."""
-    if im.ndim == 3 and im.shape[0] < 5 and im.shape[2] >= 5:  # CHW, as a dataloader gives it
-        im = im.transpose(1, 2, 0)
-    if im.ndim == 2:
-        im = im[..., None]
-    if im.ndim != 3 or im.shape[2] not in (1, 3, 4) or 0 in im.shape:
-        raise UserError(f"image {i}: a numpy image must be HxW, HxWx3 (RGB) or HxWx4, got shape {im.shape}")
-    if im.dtype != np.uint8:
-        if not np.issubdtype(im.dtype, np.floating):
-            raise UserError(f"image {i}: a numpy image must be uint8 or float (0-255 values), got {im.dtype}")
-        im = np.clip(np.nan_to_num(im), 0, 255).round().astype(np.uint8)
-    im = np.repeat(im, 3, axis=2) if im.shape[2] == 1 else im[..., :3]
-    return np.ascontiguousarray(im)
-
 
 class AutoShape(nn.Module):
     """A detection model that takes images as they come and returns `Detections` (YOLOv5's AutoShape).
@@ -213,8 +147,8 @@ class AutoShape(nn.Module):
         size = (int(size[0]), int(size[1]))
         items = list(ims) if isinstance(ims, (list, tuple)) else [ims]
         if not items:
-            raise UserError(f"no images given; give {_INPUTS_HELP}")
-        rgb, sources = zip(*(_as_rgb(im, i) for i, im in enumerate(items)))
+            raise UserError(f"no images given; give {INPUTS_HELP}")
+        rgb, sources = zip(*(as_rgb(im, i) for i, im in enumerate(items)))
         stems = UniqueStems()  # two images named img.jpg (two folders, or one given twice) save as img, img_1
         files = [safe_name(stems(Path(str(i)) / Path(f).name)) + ".jpg" for i, f in enumerate(sources)]
         shape0 = [im.shape[:2] for im in rgb]

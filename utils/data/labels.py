@@ -32,13 +32,13 @@ import numpy as np
 import torch
 
 from utils.boxes import xyxy2xywh
-from utils.data.images import verify_image
+from utils.data.images import list_image_files, verify_image
 from utils.files import atomic_write
 from utils.log import LOGGER
 
 __all__ = [
     "COORD_TOL", "CACHE_VERSION", "LabelError", "LabelScan", "img2label_paths", "read_label_file",
-    "verify_image_label", "scan_labels", "label_cache_path", "files_hash", "save_one_txt",
+    "verify_image_label", "scan_labels", "label_cache_path", "files_hash", "save_one_txt", "classes_present",
 ]
 
 COORD_TOL = 1e-3  # normalized coordinates up to this far outside [0, 1] are clipped instead of rejected
@@ -283,3 +283,17 @@ def save_one_txt(predn: torch.Tensor, save_conf: bool, shape: tuple[int, int], f
     Path(file).parent.mkdir(parents=True, exist_ok=True)
     with open(file, "w") as f:
         f.writelines(lines)
+
+
+def classes_present(split) -> list[int]:
+    """Class ids with at least one label in a split (folders / .txt lists / files, as DataConfig gives them); a
+    label file that does not parse is skipped, as the loader skips it."""
+    present: set[int] = set()
+    for lb_file in img2label_paths(list_image_files(split)):
+        try:
+            lb, _ = read_label_file(lb_file)
+        except LabelError:
+            continue
+        if lb is not None:
+            present.update(int(c) for c in lb[:, 0])
+    return sorted(present)

@@ -1,0 +1,84 @@
+"""compare.py's options as one typed object (the command line's flags, or `compare.run(**kwargs)`), their checks,
+and the command line that reproduces a job."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from models.config import resolve_config_path
+from utils.errors import UserError
+from utils.paths import ROOT
+
+__all__ = ["DEFAULTS", "CompareOptions", "model_name"]
+
+# Defaults chosen so that the whole job on the bundled COCO128 ends within 20 minutes on a 2-core CPU with one
+# thread: 6 configs (the baseline, three plug-ins, two controls) x 2 seeds x 3 epochs took about 1.8 min a run at
+# 320 (a 25-minute job), so the size is 256 (compute x 0.64). Paired statistics need >= 2 seeds; the plug-ins
+# need the 3 epochs to switch on (benchmarks/README.md, "Plug-ins that learn").
+DEFAULTS = dict(imgsz=256, epochs=3, batch_size=16, seeds=2)
+
+
+def model_name(cfg: str) -> str:
+    """A model's name in the report: its config's stem."""
+    return Path(str(cfg)).stem
+
+
+@dataclass
+class CompareOptions:
+    """The options of one comparison job; the help texts are compare.py's command line. Not frozen: --resume
+    replaces them with the job's own (utils.compare.runs.take_job_options)."""
+
+    cfgs: list[str] | None = None  # baseline first; None: compare.default_cfgs(weights)
+    weights: str = "yolov5n.pt"
+    data: Any = "coco128.yaml"
+    hyp: Any = "hyp.scratch-low.yaml"
+    epochs: int = DEFAULTS["epochs"]
+    batch_size: int = DEFAULTS["batch_size"]
+    imgsz: int = DEFAULTS["imgsz"]
+    device: str = ""
+    seeds: int = DEFAULTS["seeds"]
+    workers: int = 2
+    project: str = str(ROOT / "runs" / "compare")
+    name: str = "exp"
+    exist_ok: bool = False
+    val_every_epoch: bool = False
+    visualize_routing: bool = False
+    augment: bool = False  # also validate with test-time augmentation
+    no_deploy_latency: bool = False
+    resume: Any = False  # False, True (the latest job under project) or a job folder
+
+    @classmethod
+    def from_namespace(cls, ns: argparse.Namespace | CompareOptions) -> CompareOptions:
+        """From parsed options (or a copy of options); a name that is not an option raises a TypeError."""
+        d = dict(vars(ns))
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise TypeError(f"compare: unknown option(s) {unknown}; options: {sorted(f.name for f in fields(cls))}")
+        return cls(**d)
+
+    def check(self) -> None:
+        """A user error naming the option for configs that do not resolve or repeat, and counts below 1."""
+        if not self.cfgs:
+            raise UserError("--cfgs: give at least one model config; the first is the baseline")
+        for cfg in self.cfgs:
+            resolve_config_path(cfg)  # FileNotFoundError naming the bad config and the known ones
+        names = [model_name(c) for c in self.cfgs]
+        if len(set(names)) != len(names):
+            raise UserError(f"--cfgs lists a model twice: {self.cfgs}")
+        for k in ("epochs", "seeds", "batch_size", "imgsz"):
+            if getattr(self, k) < 1:
+                raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(self, k)}")
+
+    def command(self) -> str:
+        """The `python compare.py ...` line that runs this job again."""
+        parts = ["python compare.py", "--cfgs", *self.cfgs]
+        for k in ("weights", "data", "hyp", "epochs", "imgsz", "batch_size", "seeds", "device", "workers", "project",
+                  "name"):
+            v = getattr(self, k)
+            if v not in ("", None):
+                parts += [f"--{k.replace('_', '-')}", str(v)]
+        flags = ("exist_ok", "visualize_routing", "val_every_epoch", "no_deploy_latency", "augment")
+        return " ".join(parts + [f"--{k.replace('_', '-')}" for k in flags if getattr(self, k)])
