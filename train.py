@@ -47,6 +47,7 @@ from utils.training.callbacks import Callbacks
 from utils.training.image_weights import sample_image_indices
 from utils.training.loggers import TrainLoggers, wanted_loggers
 from utils.training.optim import OPTIMIZERS, EarlyStopping, divergence, warmup
+from utils.training.plugin_optim import plugin_warmup
 from utils.training.options import TrainOptions, resume_options
 from utils.training.plots import plot_results
 from utils.training.run_files import Checkpoints
@@ -137,7 +138,7 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
     for epoch in range(p.start_epoch, opt.epochs):
         t_epoch = time.perf_counter()
         r.hook("on_train_epoch_start", epoch)
-        if s.plugin_optimizer is not None:  # the recipe's schedule, without the warmup ramp
+        if s.plugin_optimizer is not None:  # the recipe's schedule (its warmup ramp with hyp.plugin_warmup)
             for g in s.plugin_optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * s.lf(epoch)
         mloss = _train_epoch(r, epoch, nw)
@@ -203,6 +204,7 @@ def _train_epoch(r: _Loop, epoch: int, nw: int) -> torch.Tensor:
         if device.type == "cpu":
             imgs = imgs.contiguous(memory_format=torch.channels_last)
         accumulate = warmup(s.optimizer, ni, nw, r.opt.batch_size, r.hyp, s.lf(epoch))
+        plugin_warmup(s.plugin_optimizer, ni, nw, r.hyp, s.lf(epoch))
         if opt.multi_scale:
             imgs = multi_scale(imgs, s.imgsz, s.gs)
         with torch.autocast(device.type, enabled=s.amp):

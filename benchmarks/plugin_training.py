@@ -23,60 +23,110 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
+from utils.hyp import load_hyp
+
 ROOT = Path(__file__).resolve().parent.parent
 
-FIELDS = ["cfg", "plugin_lr", "seed", "epochs", "map50", "map", "shares", "min_share", "status"]
+FIELDS = ["cfg", "setting", "plugin_lr", "seed", "epochs", "map50", "map", "shares", "min_share", "max_share",
+          "share_curve", "gamma_curve", "status"]
+
+
+def parse_setting(text: str) -> dict:
+    """'default' -> {}; 'plugin_lr=0.001,plugin_weight_decay=0.05' -> {'plugin_lr': 0.001, ...} (hyp keys)."""
+    if text in ("", "default"):
+        return {}
+    out = {}
+    for part in text.split(","):
+        k, sep, v = part.partition("=")
+        if not sep:
+            raise SystemExit(f"--settings {text!r}: each part must be hyp_key=value, e.g. plugin_lr=0.001")
+        out[k.strip()] = float(v)
+    return out
+
+
+def _record_epochs(curve: list) -> None:
+    """Make train's per-epoch plug-in logging also append (max share, mean |gamma| per layer) to `curve`."""
+    from utils.training import loggers
+
+    original = loggers.TrainLoggers.log_plugins
+
+    def log_plugins(self, shares, model, plugin_lr):
+        gates = loggers.gate_stats(model)
+        curve.append((max(shares.values()) if shares else 0.0, {k: v[0] for k, v in gates.items()}))
+        return original(self, shares, model, plugin_lr)
+
+    loggers.TrainLoggers.log_plugins = log_plugins
 
 
 def _one(job: dict) -> dict:
-    """Train one (cfg, plugin_lr, seed) in this worker process; a row of FIELDS."""
+    """Train one (cfg, setting, seed) in this worker process; a row of FIELDS."""
     import torch
 
     torch.set_num_threads(job["threads"])
     import train
-    from utils.hyp import load_hyp
 
-    hyp = {**load_hyp(job["hyp"]).to_dict(), "plugin_lr": job["plugin_lr"]}
-    row = {k: job[k] for k in ("cfg", "plugin_lr", "seed", "epochs")}
+    hyp = {**load_hyp(job["hyp"]).to_dict(), "plugin_lr": job["plugin_lr"], **parse_setting(job["setting"])}
+    row = {k: job[k] for k in ("cfg", "setting", "seed", "epochs")} | {"plugin_lr": hyp["plugin_lr"]}
+    curve: list = []
+    _record_epochs(curve)
     with tempfile.TemporaryDirectory() as tmp:
         try:
             res = train.run(weights="yolov5n.pt", cfg=job["cfg"], data=job["data"], hyp=hyp, epochs=job["epochs"],
                             imgsz=job["imgsz"], batch_size=16, seed=job["seed"], workers=job["workers"],
                             project=tmp, name="run", noplots=True)
         except FloatingPointError as e:  # the non-finite loss train.py stops on
-            return {**row, "map50": "", "map": "", "shares": "", "min_share": "", "status": f"failed: {e}"[:200]}
+            return {**row, "status": f"failed: {e}"[:200]}
     shares = res.plugin_share
     return {**row, "map50": f"{res.results[2]:.4f}", "map": f"{res.results[3]:.4f}",
             "shares": " ".join(f"{k}={v:.5f}" for k, v in shares.items()),
-            "min_share": f"{min(shares.values()):.5f}" if shares else "", "status": "ok"}
+            "min_share": f"{min(shares.values()):.5f}" if shares else "",
+            "max_share": f"{max(shares.values()):.5f}" if shares else "",
+            "share_curve": " ".join(f"{m:.4f}" for m, _ in curve),
+            "gamma_curve": " ".join("/".join(f"{g:.4f}" for g in gates.values()) for _, gates in curve), "status": "ok"}
+
+
+def _key(r: dict) -> tuple:
+    return r["cfg"], r.get("setting") or f"plugin_lr={float(r['plugin_lr']):g}", int(r["seed"]), int(r["epochs"])
 
 
 def _done(out: Path) -> dict[tuple, dict]:
+    """Finished rows of `out` by (cfg, setting, seed, epochs); files written before the `setting` column name
+    their setting by plugin_lr."""
     if not out.is_file():
         return {}
     with open(out, newline="") as f:
-        return {(r["cfg"], float(r["plugin_lr"]), int(r["seed"]), int(r["epochs"])): r for r in csv.DictReader(f)}
+        return {_key(r): r for r in csv.DictReader(f)}
 
 
 def _table(rows: list[dict], baseline: str) -> list[str]:
+    """One line per (config, setting, epochs): mAP50-95 per seed, its mean and spread against the baseline's
+    (same seeds), the paired delta, and the plug-in share at the end (lowest and highest layer)."""
     base = {(int(r["seed"]), int(r["epochs"])): float(r["map"]) for r in rows if r["cfg"] == baseline and r["map"]}
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["cfg"] != baseline:
-            groups.setdefault((r["cfg"], float(r["plugin_lr"]), int(r["epochs"])), []).append(r)
-    lines = ["| config | plugin_lr | epochs | seeds | mAP50-95 (mean ± std) | paired delta vs baseline | "
-             "min share (mean; lowest) | failed |", "|---|---|---|---|---|---|---|---|"]
-    bmaps = [v for v in base.values()]
+            groups.setdefault((r["cfg"], _key(r)[1], int(r["epochs"])), []).append(r)
+    lines = ["| config | setting | epochs | seeds | mAP50-95 per seed | mean ± std | std / baseline's | paired delta | "
+             "min share (mean; lowest) | max share (highest) | failed |", "|---" * 11 + "|"]
+    bmaps = [base[k] for k in sorted(base)]
+    bstd = statistics.stdev(bmaps) if len(bmaps) > 1 else None
     if bmaps:
-        lines.append(f"| {baseline} | - | {rows[0]['epochs']} | {len(bmaps)} | {_ms(bmaps)} | - | - | 0 |")
-    for (cfg, lr, ep), rs in sorted(groups.items()):
-        ok = [r for r in rs if r["status"] == "ok"]
+        seeds = " / ".join(f"{v:.3f}" for v in bmaps)
+        lines.append(f"| {baseline} | - | {rows[0]['epochs']} | {len(bmaps)} | {seeds} | {_ms(bmaps)} | 1 | - | - | - "
+                     "| 0 |")
+    for (cfg, setting, ep), rs in sorted(groups.items()):
+        ok = sorted((r for r in rs if r["status"] == "ok"), key=lambda r: int(r["seed"]))
         maps = [float(r["map"]) for r in ok]
         deltas = [float(r["map"]) - base[(int(r["seed"]), ep)] for r in ok if (int(r["seed"]), ep) in base]
-        shares = [float(r["min_share"]) for r in ok if r["min_share"]]
-        share = f"{100 * statistics.mean(shares):.2g}%; {100 * min(shares):.2g}%" if shares else "-"
+        mins = [float(r["min_share"]) for r in ok if r["min_share"]]
+        maxs = [float(r.get("max_share") or r["min_share"]) for r in ok if r["min_share"]]
+        share = f"{100 * statistics.mean(mins):.2g}%; {100 * min(mins):.2g}%" if mins else "-"
+        top = f"{100 * max(maxs):.3g}%" if maxs else "-"
         delta = f"{statistics.mean(deltas):+.4f} (n={len(deltas)})" if deltas else "-"
-        lines.append(f"| {cfg} | {lr:g} | {ep} | {len(ok)} | {_ms(maps)} | {delta} | {share} | {len(rs) - len(ok)} |")
+        ratio = f"{statistics.stdev(maps) / bstd:.2f}" if bstd and len(maps) > 1 else "-"
+        seeds = " / ".join(f"{v:.3f}" for v in maps)
+        lines.append(f"| {cfg} | {setting} | {ep} | {len(ok)} | {seeds} | {_ms(maps)} | {ratio} | {delta} | {share} "
+                     f"| {top} | {len(rs) - len(ok)} |")
     return lines
 
 
@@ -90,7 +140,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
     p.add_argument("--cfgs", nargs="+", default=["yolov5n_biformer.yaml", "yolov5n_hilo.yaml", "yolov5n_slide.yaml"])
     p.add_argument("--baseline", default="yolov5n.yaml", help="trained once per seed ('' to skip)")
-    p.add_argument("--plugin-lrs", nargs="+", type=float, default=[0.0, 0.001, 0.003, 0.01])
+    p.add_argument("--plugin-lrs", nargs="+", type=float, default=[0.0, 0.001, 0.003, 0.01],
+                   help="settings that differ in plugin_lr only (ignored with --settings)")
+    p.add_argument("--settings", nargs="+", default=None,
+                   help="hyp overrides per setting: 'default' or key=value[,key=value], e.g. plugin_weight_decay=0.05")
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--imgsz", type=int, default=320)
@@ -105,12 +158,20 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     done = _done(out)
     common = dict(epochs=a.epochs, imgsz=a.imgsz, data=a.data, hyp=a.hyp, threads=a.threads, workers=a.workers)
-    jobs = [dict(cfg=a.baseline, plugin_lr=0.0, seed=s, **common) for s in a.seeds] if a.baseline else []
+    settings = a.settings or [f"plugin_lr={lr:g}" for lr in a.plugin_lrs]
+    for st in settings:
+        parse_setting(st)  # a bad setting fails now, not in a worker
+    plugin_lr = load_hyp(a.hyp).plugin_lr
+    jobs = [dict(cfg=a.baseline, setting="default", plugin_lr=0.0, seed=s, **common)
+            for s in a.seeds] if a.baseline else []
     # seed-major order, so that a slow spell of the machine spreads over the settings
-    jobs += [dict(cfg=c, plugin_lr=lr, seed=s, **common) for s in a.seeds for lr in a.plugin_lrs for c in a.cfgs]
-    todo = [j for j in jobs if (j["cfg"], j["plugin_lr"], j["seed"], j["epochs"]) not in done]
+    jobs += [dict(cfg=c, setting=st, plugin_lr=plugin_lr, seed=s, **common)
+             for s in a.seeds for st in settings for c in a.cfgs]
+    todo = [j for j in jobs if _key(j) not in done]
     print(f"{len(jobs)} runs, {len(jobs) - len(todo)} already in {out}", flush=True)
     new = not out.is_file()
+    if not new and out.read_text().splitlines()[0].split(",") != FIELDS:
+        raise SystemExit(f"{out} was written with other columns; give a new --out")
     with open(out, "a", newline="") as f:
         w = csv.DictWriter(f, FIELDS)
         if new:
@@ -123,6 +184,7 @@ def main() -> None:
                 f.flush()
                 print(row, flush=True)
     rows = [r for r in _done(out).values() if int(r["epochs"]) == a.epochs]
+    print(f"{a.data}, {a.epochs} epochs at {a.imgsz}:")
     print("\n".join(_table(rows, a.baseline)))
 
 

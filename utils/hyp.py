@@ -48,10 +48,13 @@ class Hyp:
     mixup: float = 0.0  # image mixup (probability)
     copy_paste: float = 0.0  # segment copy-paste (probability)
     label_smoothing: float = 0.0  # set from --label-smoothing, not from the file
-    # plug-in layers the pretrained weights did not cover train with AdamW of their own (utils/training/plugin_optim.py);
-    # 0 trains them with the recipe's optimizer. Default chosen in benchmarks/README.md ("Plug-ins that learn").
+    # plug-in layers the pretrained weights did not cover train with AdamW of their own
+    # (utils/training/plugin_optim.py); 0 trains them with the recipe's optimizer. Default chosen in
+    # benchmarks/README.md ("Plug-ins that learn").
     plugin_lr: float = 0.003
     plugin_weight_decay: float = 0.0  # AdamW's decoupled weight decay for those layers
+    plugin_block_lr: float = 1.0  # the plug-in blocks' learning rate as a fraction of plugin_lr (gates keep plugin_lr)
+    plugin_warmup: float = 0.0  # 1: plugin_lr ramps up from 0 over the recipe's warmup iterations; 0: no ramp
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "hyperparameters") -> "Hyp":
@@ -93,7 +96,8 @@ _RANGES = {
     "scale": (0.0, 1.0, False), "shear": (0.0, 180.0, False), "perspective": (0.0, 0.001, False),
     "flipud": (0.0, 1.0, False), "fliplr": (0.0, 1.0, False), "mosaic": (0.0, 1.0, False),
     "mixup": (0.0, 1.0, False), "copy_paste": (0.0, 1.0, False), "label_smoothing": (0.0, 1.0, False),
-    "plugin_lr": (0.0, _INF, False), "plugin_weight_decay": (0.0, 1.0, False),
+    "plugin_lr": (0.0, _INF, False), "plugin_weight_decay": (0.0, 1.0, False), "plugin_block_lr": (0.0, 1.0, True),
+    "plugin_warmup": (0.0, 1.0, False),
 }
 
 

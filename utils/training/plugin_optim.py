@@ -25,7 +25,7 @@ from utils.errors import UserError
 from utils.hyp import Hyp
 from utils.log import LOGGER, colorstr
 
-__all__ = ["plugin_parameter_names", "plugin_optimizer", "is_plugin_layer"]
+__all__ = ["plugin_parameter_names", "plugin_optimizer", "plugin_warmup", "is_plugin_layer"]
 
 
 def is_plugin_layer(layer: nn.Module) -> bool:
@@ -58,20 +58,39 @@ def plugin_parameter_names(model: nn.Module, transferred: Collection[str] | None
 
 def plugin_optimizer(model: nn.Module, names: Collection[str], hyp: Hyp) -> torch.optim.Optimizer | None:
     """AdamW(lr=hyp.plugin_lr, weight_decay=hyp.plugin_weight_decay) over the named parameters; None when
-    hyp.plugin_lr is 0 or `names` is empty."""
+    hyp.plugin_lr is 0 or `names` is empty. With hyp.plugin_block_lr < 1 the gates (Residual's gamma) form group 0
+    at plugin_lr and the rest group 1 at plugin_lr * plugin_block_lr."""
     if hyp.plugin_lr <= 0 or not names:
         return None
     wanted = set(names)
-    params = [p for n, p in model.named_parameters() if n in wanted]
+    named = [(n, p) for n, p in model.named_parameters() if n in wanted]
     missing = wanted - {n for n, _ in model.named_parameters()}
     if missing:
         raise UserError(f"plug-in parameters {sorted(missing)[:5]} are not in the model")
-    optimizer = torch.optim.AdamW(params, lr=hyp.plugin_lr, betas=(0.9, 0.999),
-                                  weight_decay=hyp.plugin_weight_decay)
+    params = [p for _, p in named]
+    if hyp.plugin_block_lr < 1:
+        gates = [p for n, p in named if n.endswith(".gamma")]
+        blocks = [p for n, p in named if not n.endswith(".gamma")]
+        rates = ((gates, hyp.plugin_lr), (blocks, hyp.plugin_lr * hyp.plugin_block_lr))
+        groups = [dict(params=g, lr=lr) for g, lr in rates if g]
+    else:
+        groups = [dict(params=params, lr=hyp.plugin_lr)]
+    optimizer = torch.optim.AdamW(groups, lr=hyp.plugin_lr, betas=(0.9, 0.999), weight_decay=hyp.plugin_weight_decay)
     for g in optimizer.param_groups:
-        g["initial_lr"] = hyp.plugin_lr  # what the epoch schedule scales, as LambdaLR keeps it
+        g["initial_lr"] = g["lr"]  # what the epoch schedule scales, as LambdaLR keeps it
     n = sum(p.numel() for p in params)
-    LOGGER.info(f"{colorstr('plug-in optimizer:')} AdamW(lr={hyp.plugin_lr}, weight_decay="
+    block = f", blocks at {hyp.plugin_block_lr:g}x" if hyp.plugin_block_lr < 1 else ""
+    ramp = ", warmup ramp" if hyp.plugin_warmup > 0 else ""
+    LOGGER.info(f"{colorstr('plug-in optimizer:')} AdamW(lr={hyp.plugin_lr}{block}{ramp}, weight_decay="
                 f"{hyp.plugin_weight_decay}) for {len(params)} tensors ({n:,} parameters) the weights did not "
                 f"cover; the other layers keep the recipe's optimizer")
     return optimizer
+
+
+def plugin_warmup(optimizer: torch.optim.Optimizer | None, ni: int, nw: int, hyp: Hyp, lf_epoch: float) -> None:
+    """With hyp.plugin_warmup, each plug-in group's lr during the `nw` warmup batches: initial_lr * lf_epoch *
+    ni / nw, linear from 0 as the recipe's weight groups ramp; after warmup the epoch's lr stays as set."""
+    if optimizer is None or hyp.plugin_warmup <= 0 or ni > nw:
+        return
+    for g in optimizer.param_groups:
+        g["lr"] = g["initial_lr"] * lf_epoch * min(1.0, ni / max(nw, 1))
