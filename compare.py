@@ -10,6 +10,7 @@ Usage:
 Writes runs/compare/exp{N}/: opt.yaml (the job's options), report.md, results.csv (one row per model: figures,
 deltas, paired tests against the baseline, AP by object size), results_seeds.csv (one row per run, with its
 status and error), map_vs_gflops.png, latency.png, class_ap_diff.png, training_curves.png, size_ap.png,
+plugin_share.png (with plug-in models),
 routing/ (with --visualize-routing), and one folder per run (<model>_seed<k>/) with train.py's output,
 train.log, val/ and result.json.
 

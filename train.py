@@ -154,7 +154,7 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
         if r.info.main and diverged is None:
             shares = loader_share(s.ema.ema, s.val_loader, r.device, n_images=16)
             r.loggers.log_plugins(shares, s.ema.ema, s.plugin_optimizer.param_groups[0]["lr"]
-                                  if s.plugin_optimizer else None)
+                                  if s.plugin_optimizer else None, epoch)
             fi = _fitness(results)
             stop = stopper(epoch=epoch, fitness=fi)
             p.best_fitness = max(p.best_fitness, fi)

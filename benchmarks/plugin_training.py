@@ -50,10 +50,10 @@ def _record_epochs(curve: list) -> None:
 
     original = loggers.TrainLoggers.log_plugins
 
-    def log_plugins(self, shares, model, plugin_lr):
+    def log_plugins(self, shares, model, *args, **kwargs):
         gates = loggers.gate_stats(model)
         curve.append((max(shares.values()) if shares else 0.0, {k: v[0] for k, v in gates.items()}))
-        return original(self, shares, model, plugin_lr)
+        return original(self, shares, model, *args, **kwargs)
 
     loggers.TrainLoggers.log_plugins = log_plugins
 

@@ -223,15 +223,21 @@ def test_options_freeze_single_cls_adamw_multiscale_cache(tmp_path):
 
 
 def test_plugin_share_is_reported_for_plugin_models_only(tmp_path, log):
-    train.run(**_opts(tmp_path, epochs=1, weights="yolov5n.pt", cfg="yolov5n_hilo.yaml", name="hilo"))
+    from models.attention.share import SHARE_CSV, read_epoch_shares
+
+    res = train.run(**_opts(tmp_path, epochs=2, weights="yolov5n.pt", cfg="yolov5n_hilo.yaml", name="hilo"))
     line = next(m for m in log if m.startswith("Plug-in share"))
+    rows = read_epoch_shares(res.save_dir / SHARE_CSV)  # the share of each epoch, for compare's chart
+    assert [(e, n) for e, n, _, _ in rows] == [(0, "model.20"), (0, "model.24"), (1, "model.20"), (1, "model.24")]
+    assert all(0 <= s < 1 and g > 0 for _, _, s, g in rows)
     # one epoch of warmup moves gamma (zero at the start) very little: the plug-ins are still off
     assert re.fullmatch(r"Plug-in share on 4 val images, rms\(gamma\*block\(x\)\) / rms\(x\): "
                         r"model\.20 [\d.e+-]+%, model\.24 [\d.e+-]+%  \(near 0%: the plug-ins are still switched "
                         r"off; train longer or on more data\)", line), line
     log.clear()
-    train.run(**_opts(tmp_path, epochs=1, weights="yolov5n.pt", name="base"))
+    res = train.run(**_opts(tmp_path, epochs=1, weights="yolov5n.pt", name="base"))
     assert not any(m.startswith("Plug-in share") for m in log)
+    assert not (res.save_dir / SHARE_CSV).exists()
 
 
 def test_plugin_model_with_plugins_held_at_zero_trains_exactly_as_the_baseline(tmp_path):

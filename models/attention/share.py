@@ -11,14 +11,17 @@ differences between a plug-in model and its baseline only mean something once th
 from __future__ import annotations
 
 from collections.abc import Iterable
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from models.blocks import Residual
+from utils.files import atomic_write
 from utils.log import LOGGER
 
-__all__ = ["plugin_share", "mean_share", "first_images", "share_line", "loader_share"]
+__all__ = ["plugin_share", "mean_share", "first_images", "share_line", "loader_share", "SHARE_CSV",
+           "write_epoch_shares", "read_epoch_shares"]
 
 
 @torch.no_grad()
@@ -87,3 +90,29 @@ def loader_share(model: nn.Module, loader, device: torch.device | str = "cpu", n
     shares = plugin_share(model, batches)
     LOGGER.info(share_line(shares, sum(len(b) for b in batches)))
     return shares
+
+
+SHARE_CSV = "plugin_share.csv"  # train.py's per-epoch plug-in shares in its run folder
+
+
+def write_epoch_shares(path, epoch: int, shares: dict[str, float], gates: dict[str, float]) -> None:
+    """Record epoch `epoch`'s share and mean |gamma| of every plug-in layer in the CSV at `path` (columns epoch,
+    layer, share, gamma_abs_mean). Rows of this and later epochs are replaced, so a resumed run rewrites the
+    epochs it trains again."""
+    path = Path(path)
+    rows = [r for r in read_epoch_shares(path) if r[0] < epoch]
+    rows += [(epoch, name, float(s), float(gates.get(name, float("nan")))) for name, s in shares.items()]
+    text = "epoch,layer,share,gamma_abs_mean\n" + "".join(f"{e},{n},{s:.6g},{g:.6g}\n" for e, n, s, g in rows)
+    atomic_write(path, lambda f: f.write(text.encode()))
+
+
+def read_epoch_shares(path) -> list[tuple[int, str, float, float]]:
+    """(epoch, layer, share, mean |gamma|) rows of a plugin_share.csv; [] when there is none."""
+    path = Path(path)
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text(encoding="utf-8").splitlines()[1:]:
+        e, n, s, g = line.split(",")
+        out.append((int(e), n, float(s), float(g)))
+    return out

@@ -10,12 +10,12 @@ from typing import Sequence
 import numpy as np
 
 from utils.compare.report import read_results_csv
-from utils.compare.results import ModelResult, baseline, finished
+from utils.compare.results import SHARE_LIMIT, ModelResult, baseline, epoch_peak_shares, finished
 from utils.compare.sizes import SIZES
 from utils.plots import new_figure, save_figure
 
 __all__ = ["plot_map_vs_gflops", "plot_latency", "plot_class_ap_diff", "plot_training_curves", "plot_size_ap",
-           "plot_all", "mean_curves", "CURVE_COLUMNS"]
+           "plot_plugin_share", "plot_all", "mean_curves", "CURVE_COLUMNS"]
 
 # (results.csv column, panel title); train losses solid, the matching val losses dashed on the same panel
 CURVE_COLUMNS = (("metrics/mAP_0.5:0.95", "mAP50-95"), ("metrics/mAP_0.5", "mAP50"),
@@ -54,7 +54,8 @@ def plot_latency(models: Sequence[ModelResult], path: Path) -> Path:
         med = np.array([m.latency[bs].median_ms if bs in m.latency else np.nan for m in models])
         lo = np.array([m.latency[bs].p25_ms if bs in m.latency else np.nan for m in models])
         hi = np.array([m.latency[bs].p75_ms if bs in m.latency else np.nan for m in models])
-        bars = ax.bar(x + (j - (len(sizes) - 1) / 2) * width, med, width, yerr=[np.clip(med - lo, 0, None), np.clip(hi - med, 0, None)], capsize=3,
+        yerr = [np.clip(med - lo, 0, None), np.clip(hi - med, 0, None)]
+        bars = ax.bar(x + (j - (len(sizes) - 1) / 2) * width, med, width, yerr=yerr, capsize=3,
                       label=f"batch {bs}", color=_color(j))
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     ax.set_xticks(x, [m.name for m in models], rotation=15, fontsize=8)
@@ -153,6 +154,40 @@ def plot_size_ap(models: Sequence[ModelResult], path: Path) -> Path:
     return save_figure(fig, path, dpi=150)
 
 
+def plot_plugin_share(models: Sequence[ModelResult], path: Path) -> Path | None:
+    """The largest layer share per epoch of every plug-in model (seed mean, min-max band over seeds), log scale,
+    with the 100% line above which the report calls a model unstable; None when no run recorded shares."""
+    from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+    curves = {}
+    for m in models:
+        runs = [c for c in (epoch_peak_shares(s.run_dir) for s in m.seeds) if c]
+        if runs:
+            n = min(len(c) for c in runs)
+            curves[m.name] = 100 * np.array([c[:n] for c in runs], dtype=float)
+    if not curves:
+        return None
+    fig = new_figure((7, 4.5))
+    ax = fig.add_subplot(1, 1, 1)
+    for i, (name, y) in enumerate(curves.items()):
+        x = np.arange(1, y.shape[1] + 1)
+        ax.plot(x, y.mean(0), ".-", color=_color(i + 1), label=name)
+        if y.shape[0] > 1:
+            ax.fill_between(x, y.min(0), y.max(0), color=_color(i + 1), alpha=0.15)
+    ax.axhline(100 * SHARE_LIMIT, color="red", ls="--", lw=1, label="100%: unstable above")
+    top = max(float(np.nanmax(y)) for y in curves.values())
+    ax.set_yscale("log")
+    ax.set_ylim(max(min(float(np.nanmin(np.where(y > 0, y, np.nan))) for y in curves.values()) / 2, 1e-3),
+                max(2 * top, 200))
+    ax.yaxis.set_major_formatter(PercentFormatter(decimals=None))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set(title="Plug-in share per epoch (largest layer; line: seed mean, band: min-max)", xlabel="epoch",
+           ylabel="rms(gamma * block(x)) / rms(x)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8)
+    return save_figure(fig, path, dpi=150)
+
+
 def plot_all(models: Sequence[ModelResult], save_dir: Path, names: Sequence[str], classes: Sequence[int],
              imgsz: int) -> list[Path]:
     """Every chart of the report for the models with a finished run; returns the PNG paths."""
@@ -167,4 +202,5 @@ def plot_all(models: Sequence[ModelResult], save_dir: Path, names: Sequence[str]
     charts.append(plot_training_curves(done, save_dir / "training_curves.png"))
     if any(s.ap_all is not None for m in done for s in m.seeds):
         charts.append(plot_size_ap(done, save_dir / "size_ap.png"))
-    return charts
+    share = plot_plugin_share(done, save_dir / "plugin_share.png")
+    return charts + ([share] if share else [])

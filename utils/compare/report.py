@@ -16,10 +16,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils.compare.results import ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta, share_cell
+from utils.compare.results import (ModelResult, SeedResult, baseline, finished, instability, model_verdict,
+                                   paired_delta, share_cell)
 from utils.compare.sizes import SIZES
 from utils.compare.stats import NOISE_RULE
-from utils.compare.tables import control_lines, failed_lines, paired_lines, seed_lines, size_lines, tta_lines
+from utils.compare.tables import (control_lines, failed_lines, paired_lines, seed_lines, size_lines, stability_lines,
+                                  tta_lines)
 from utils.training.run_files import ResultsLog
 
 __all__ = ["ReportMeta", "environment", "results_rows", "seed_rows", "write_csv", "table_lines",
@@ -139,6 +141,7 @@ def results_rows(models: Sequence[ModelResult]) -> list[dict]:
             row["train_mem_mb"] = round(m.memory.peak_mb, 1) if m.memory else ""
             row["epoch_s"] = round(_epoch_s(m), 3)
             row["plugin_share"] = "" if m.share() is None else round(m.share(), 6)
+            row["unstable"] = "; ".join(instability(base, m))
         row["error"] = "; ".join(f"seed {f.seed}: {f.error}" for f in m.failures)
         rows.append(row)
     return rows
@@ -317,7 +320,8 @@ def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path
     timed = [m.memory.method for m in models if m.memory]
     method = timed[0] if timed else "cpu_peak_rss_subprocess"
     lines = [*_head(models, meta), "## Results", "", *table_lines(models, meta.imgsz), "",
-             *deploy_note_lines(models, meta.deploy), *failed_lines(models, save_dir), "## How to read it", "",
+             *stability_lines(models), *deploy_note_lines(models, meta.deploy), *failed_lines(models, save_dir),
+             "## How to read it", "",
              _HOW_TO_READ.format(noise=NOISE_RULE, imgsz=meta.imgsz, memory=_MEMORY.get(method, method),
                                  precision="FP16" if meta.settings.get("half") else "FP32"),
              *paired_lines(models), *control_lines(models), *size_lines(models, meta.size_counts), *tta_lines(models),

@@ -9,12 +9,20 @@ from typing import Sequence
 
 import numpy as np
 
+from models.attention.share import SHARE_CSV, read_epoch_shares
 from utils.compare.memory import MemoryStat
 from utils.compare.stats import Summary, Verdict, paired_diff, summarize, verdict
 from utils.deploy.latency import LatencyStat
 
 __all__ = ["SeedResult", "FailedRun", "ModelResult", "finished", "baseline", "model_verdict", "paired_delta",
-           "share_cell"]
+           "share_cell", "epoch_peak_shares", "instability", "SHARE_LIMIT", "SPREAD_LIMIT", "UNSTABLE"]
+
+# A model is called unstable beside its verdict when a layer's share passed SHARE_LIMIT in some epoch (the
+# attention then outweighs the features it sits on), or, with >= 3 seeds on each side, when its seed spread of
+# mAP50-95 is over SPREAD_LIMIT times the baseline's (benchmarks/README.md, "Plug-ins that learn")
+SHARE_LIMIT = 1.0
+SPREAD_LIMIT = 2.0
+UNSTABLE = "unstable: the comparison measures the training as much as the attention"
 
 
 @dataclass
@@ -116,3 +124,33 @@ def paired_delta(base: ModelResult, m: ModelResult, metric: str) -> float | None
 def share_cell(share: float | None) -> str:
     """A plug-in share as the tables print it: 4.3%, or - for a model without plug-ins."""
     return "-" if share is None else f"{100 * share:.2g}%"
+
+
+def epoch_peak_shares(run_dir: Path) -> list[float]:
+    """The largest layer share of each epoch a run recorded (its plugin_share.csv); [] when none."""
+    peaks: dict[int, float] = {}
+    for epoch, _, share, _ in read_epoch_shares(Path(run_dir) / SHARE_CSV):
+        peaks[epoch] = max(peaks.get(epoch, 0.0), share)
+    return [peaks[e] for e in sorted(peaks)]
+
+
+def instability(base: ModelResult | None, m: ModelResult) -> list[str]:
+    """Why `m` is unstable ([] when it is not): a layer share above SHARE_LIMIT in some epoch of some seed (the
+    final best.pt's share where a run recorded none), or, with >= 3 seeds for both, a seed spread of mAP50-95 over
+    SPREAD_LIMIT times the baseline's."""
+    reasons = []
+    peaks = []
+    for s in m.seeds:
+        curve = epoch_peak_shares(s.run_dir)
+        peak = max(curve) if curve else s.share
+        if peak is not None and peak > SHARE_LIMIT:
+            peaks.append(f"seed {s.seed} {100 * peak:.0f}%")
+    if peaks:
+        reasons.append(f"plug-in share above {100 * SHARE_LIMIT:.0f}% ({', '.join(peaks)})")
+    if base is not None and base is not m and len(m.seeds) >= 3 and len(base.seeds) >= 3:
+        sm, sb = float(np.std([s.map for s in m.seeds], ddof=1)), float(np.std([s.map for s in base.seeds], ddof=1))
+        if sm > SPREAD_LIMIT * sb and sm > 0:
+            ratio = f"{sm / sb:.1f}x the baseline's {sb:.3f}" if sb > 0 else "against the baseline's 0"
+            reasons.append(f"seed spread (std) of mAP50-95 {sm:.3f}, {ratio}")
+    return reasons
+

@@ -9,7 +9,8 @@ from typing import Sequence
 
 import numpy as np
 
-from utils.compare.results import ModelResult, SeedResult, baseline, finished, model_verdict, paired_delta, share_cell
+from utils.compare.results import (SHARE_LIMIT, SPREAD_LIMIT, UNSTABLE, ModelResult, SeedResult, baseline, finished,
+                                   instability, model_verdict, paired_delta, share_cell)
 from utils.compare.sizes import SIZES
 from utils.compare.stats import NoiseCheck, PairedDiff, paired_diff
 
@@ -77,6 +78,21 @@ def paired_lines(models: Sequence[ModelResult]) -> list[str]:
                      "paired t-test" if v.decided_by == "paired" else "unpaired rule"]
             lines.append("| " + " | ".join(cells) + " |")
     return lines + [""]
+
+
+def stability_lines(models: Sequence[ModelResult]) -> list[str]:
+    """Under the results table, one line per model whose verdict the training may have decided: a plug-in share
+    above 100% in some epoch, or (>= 3 seeds a side) a seed spread over twice the baseline's."""
+    base = baseline(models)
+    flagged = [(m, instability(base, m)) for m in finished(models) if m is not base]
+    lines = [f"- **{m.name}: {UNSTABLE}**: {'; '.join(r)}." for m, r in flagged if r]
+    if not lines:
+        return []
+    return lines + ["", f"A share above {100 * SHARE_LIMIT:.0f}% means the plug-in's output outweighs the features "
+                        f"it sits on; a seed spread over {SPREAD_LIMIT:g}x the baseline's means the seeds disagree "
+                        "more than the baseline's do. Either way the difference from the baseline may come from how "
+                        "the plug-in was trained (optimizer, learning rate, schedule) rather than from the attention; "
+                        "the share per epoch is in plugin_share.png.", ""]
 
 
 def _against(p: PairedDiff) -> str:

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from models.common import Residual
+from models.attention.share import SHARE_CSV, write_epoch_shares
 from utils.errors import UserError
 from utils.log import LOGGER, colorstr
 from utils.torch_utils import de_parallel
@@ -135,13 +136,19 @@ class TrainLoggers:
         if self.wandb is not None:
             self.wandb.log({**scalars, "epoch": epoch})
 
-    def log_plugins(self, shares: dict[str, float], model: nn.Module, plugin_lr: float | None) -> None:
-        """Queue this epoch's plug-in figures; written with the epoch's other scalars."""
+    def log_plugins(self, shares: dict[str, float], model: nn.Module, plugin_lr: float | None,
+                    epoch: int | None = None) -> None:
+        """Queue this epoch's plug-in figures, written with the epoch's other scalars; with `epoch`, also into the
+        run folder's plugin_share.csv (models.attention.share.SHARE_CSV: the share per epoch, which compare.py
+        charts)."""
+        gates = gate_stats(model)
         for name, s in shares.items():
             self.extra[f"plugin/share/{name}"] = s
-        for name, (mean, mx) in gate_stats(model).items():
+        for name, (mean, mx) in gates.items():
             self.extra[f"plugin/gamma_abs_mean/{name}"] = mean
             self.extra[f"plugin/gamma_abs_max/{name}"] = mx
+        if shares and epoch is not None:
+            write_epoch_shares(self.save_dir / SHARE_CSV, epoch, shares, {k: v[0] for k, v in gates.items()})
         if plugin_lr is not None:
             self.extra["x/plugin_lr"] = plugin_lr
 
