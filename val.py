@@ -50,6 +50,7 @@ from utils.plots import plot_confusion_matrix, plot_val_study
 from utils.torch_utils import select_device, time_sync
 from utils.validation.options import ValOptions
 from utils.validation.outputs import Outputs, coco_annotation_file, coco_eval
+from utils.validation.image_stats import IMAGE_STATS, save_image_stats
 from utils.validation.scoring import HEADER, ROW, Metrics, Times, ValResult, data_info, image_stats, summarize
 
 __all__ = ["HEADER", "ROW", "Metrics", "Times", "ValOptions", "ValResult", "run"]
@@ -180,10 +181,12 @@ def run(data=None, weights=None, *, model=None, dataloader=None, save_dir=Path("
     out = Outputs(s.save_dir, opt, s.names, s.dataloader.dataset,
                   COCO80_TO_91 if s.nc == 80 and coco_annotation_file(s.data, s.split) else None)
     confusion_matrix = ConfusionMatrix(nc=s.nc)
-    stats, seen, dt, loss = _loop(s, opt, compute_loss, confusion_matrix if opt.plots else None, out)
+    r = _loop(s, opt, compute_loss, confusion_matrix if opt.plots else None, out)
     by_class = opt.verbose or (s.nc < 50 and not training)
-    mp, mr, map50, map_, maps = summarize(stats, s.nc, s.names, seen, s.save_dir if opt.plots else None, by_class)
-    t = Times(*(x / max(seen, 1) * 1e3 for x in dt))  # ms per image
+    mp, mr, map50, map_, maps = summarize(r.stats, s.nc, s.names, r.seen, s.save_dir if opt.plots else None, by_class)
+    if opt.save_stats:
+        save_image_stats(s.save_dir / IMAGE_STATS, r.stats, r.files)
+    t = Times(*(x / max(r.seen, 1) * 1e3 for x in r.dt))  # ms per image
     if not training:
         shape = (s.batch_size, 3, s.imgsz, s.imgsz)
         LOGGER.info(f"Speed: %.1fms pre-process, %.1fms inference, %.1fms NMS per image at shape {shape}" % t)
@@ -199,7 +202,7 @@ def run(data=None, weights=None, *, model=None, dataloader=None, save_dir=Path("
         n = len(list(s.save_dir.glob("labels/*.txt")))
         saved = f"\n{n} labels saved to {s.save_dir / 'labels'}" if opt.save_txt else ""
         LOGGER.info(f"Results saved to {colorstr('bold', str(s.save_dir))}{saved}")
-    losses = (loss.cpu() / max(len(s.dataloader), 1)).tolist()
+    losses = (r.loss.cpu() / max(len(s.dataloader), 1)).tolist()
     return ValResult(Metrics(mp, mr, map50, map_, *losses), maps, t)
 
 
@@ -213,12 +216,24 @@ def _forward(model, im: torch.Tensor, augment: bool, compute_loss) -> tuple:
     return augmented_forward(model, im, gs=int(model.stride.max()), nl=model.model[-1].nl), None
 
 
-def _loop(s: _Setup, opt: ValOptions, compute_loss, confusion_matrix, out: Outputs):
-    """Run the model over the loader; returns (per-image stats, images seen, [pre, inference, NMS] s, loss).
-    In a standalone run (`s.label` set), NaN or inf outputs raise an error naming that file."""
+@dataclass
+class _Pass:
+    """One pass over the loader: per-image (correct, conf, cls, label cls) in loader order and those images' files,
+    the images seen, seconds of [pre-processing, inference, NMS], and the summed validation losses."""
+
+    stats: list
+    files: list[str]
+    seen: int
+    dt: list[float]
+    loss: torch.Tensor
+
+
+def _loop(s: _Setup, opt: ValOptions, compute_loss, confusion_matrix, out: Outputs) -> _Pass:
+    """Run the model over the loader. In a standalone run (`s.label` set), NaN or inf outputs raise an error
+    naming that file."""
     device = s.device
     iouv = IOU_THRESHOLDS.to(device)
-    seen, dt, loss, stats = 0, [0.0, 0.0, 0.0], torch.zeros(3, device=device), []
+    seen, dt, loss, stats, files = 0, [0.0, 0.0, 0.0], torch.zeros(3, device=device), [], []
     if not sys.stderr.isatty():  # the bar (on stderr) carries the header; logs need it too
         LOGGER.info(HEADER)
     for batch_i, (im, targets, paths, shapes) in enumerate(tqdm(s.dataloader, desc=HEADER, bar_format=BAR_FORMAT)):
@@ -245,6 +260,7 @@ def _loop(s: _Setup, opt: ValOptions, compute_loss, confusion_matrix, out: Outpu
             seen += 1
             st, predn, labelsn = image_stats(pred, labels, im[si].shape[1:], shapes[si], iouv, opt.single_cls)
             stats.append(st)
+            files.append(str(paths[si]))
             if confusion_matrix is not None:
                 if len(pred):
                     confusion_matrix.process_batch(predn, labelsn if labelsn is not None else labels)  # labels: (0, 5)
@@ -252,7 +268,7 @@ def _loop(s: _Setup, opt: ValOptions, compute_loss, confusion_matrix, out: Outpu
                     confusion_matrix.process_batch(None, labels[:, 0])
             out.image(Path(paths[si]), predn, shapes[si][0])
         out.batch(batch_i, im, targets, paths, preds)
-    return stats, seen, dt, loss
+    return _Pass(stats, files, seen, dt, loss)
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
@@ -281,6 +297,9 @@ def parse_opt(argv=None) -> argparse.Namespace:
                    help="what an OpenVINO model computes in: f32 (default, on every CPU), or bf16 / f16 where the "
                         "CPU has them")
     p.add_argument("--augment", action="store_true", help="augmented inference (TTA: 3 scales, one mirrored)")
+    p.add_argument("--save-stats", action="store_true",
+                   help="save each image's matched detections and labels (image_stats.npz) so that mAP can be "
+                        "recomputed on resamples of the images (utils.validation.image_stats)")
     return p.parse_args(argv)
 
 

@@ -24,6 +24,45 @@ RUNTIME_FILES = ("test_deploy.py", "test_backends.py", "test_export.py", "test_o
                  "test_hub.py", "test_ensemble_tta.py")
 
 
+# Tests that took 5 s or more each on a 2-core machine (pytest --durations, 2026-12-05): marked `slow`, so that
+# `pytest -m "not slow"` is a quick check while CI runs everything. Each entry must name a collected test.
+SLOW = (
+    "test_backends.py::test_val_map_equals_pt",
+    "test_callbacks.py::test_hooks_tensorboard_and_stop",
+    "test_compare.py::test_cli_resume_after_a_kill",
+    "test_compare.py::test_compare_job_end_to_end",
+    "test_compare.py::test_peak_training_memory_grows_with_the_batch",
+    "test_ddp.py::test_torchrun_two_processes_on_cpu",
+    "test_deploy.py::test_compare_deploy_columns_and_a_failed_export",
+    "test_evolve.py::test_evolve_two_generations",
+    "test_export.py::test_a_failed_reexport_keeps_the_previous_files",
+    "test_export.py::test_dynamic_export_equals_pytorch_at_other_sizes",
+    "test_export.py::test_fixed_export_equals_pytorch_in_every_runtime",
+    "test_export.py::test_fixed_export_metadata_and_files",
+    "test_export.py::test_simplify_and_fixed_size_graphs",
+    "test_models.py::test_every_config_builds_at_every_scale",
+    "test_parse_errors.py::test_unknown_module_is_a_user_error_with_close_matches",
+    "test_precision.py::test_half_and_int8_exports_from_the_command_line",
+    "test_precision.py::test_val_refuses_an_unknown_openvino_precision",
+    "test_runtime_isolation.py::test_child_timing_equals_shape_of_in_process_and_loads_no_runtime",
+    "test_runtime_isolation.py::test_compare_jobs_in_a_row_with_workers_and_deployed_latency",
+    "test_train.py::test_diverged_training_fails_from_the_command_line",
+    "test_train.py::test_plugin_model_with_plugins_held_at_zero_trains_exactly_as_the_baseline",
+    "test_train.py::test_plugin_optimizer_switches_plugins_on_and_resumes",
+    "test_train.py::test_plugin_share_is_reported_for_plugin_models_only",
+    "test_train.py::test_resume_after_kill_matches_uninterrupted_run",
+    "test_train.py::test_smoke_train_then_val_and_detect",
+    "test_train_errors.py::test_a_file_size_limit_during_a_checkpoint_write_is_one_line",
+    "test_train_errors.py::test_command_line_user_error_is_one_line",
+    "test_train_errors.py::test_yaml_files_are_plain_data",
+)
+
+
+def _short_id(item) -> str:
+    """'test_file.py::test_name' of a collected item, parameters dropped."""
+    return f"{Path(str(item.fspath)).name}::{item.originalname or item.name}"
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "runtime: loads ONNX Runtime or OpenVINO into the test process (run last)")
     config.addinivalue_line("markers", "slow: takes a minute or more (pytest -m 'not slow' leaves these out)")
@@ -40,9 +79,19 @@ def pytest_collection_modifyitems(config, items):
             return (1, 1 + rank[name])
         return (1, 0) if item.get_closest_marker("runtime") else (0, 0)
 
+    slow = set(SLOW)
+    seen = set()
     for item in items:
         if Path(str(item.fspath)).name in rank:
             item.add_marker(pytest.mark.runtime)
+        if _short_id(item) in slow:
+            item.add_marker(pytest.mark.slow)
+            seen.add(_short_id(item))
+    collected_files = {Path(str(item.fspath)).name for item in items}
+    whole_files = not config.getoption("-k") and not any("::" in str(a) for a in config.args)
+    stale = [t for t in slow - seen if whole_files and t.split("::")[0] in collected_files]
+    if stale:  # a renamed or removed test: the list must follow
+        raise pytest.UsageError(f"tests/conftest.py SLOW names tests that do not exist: {sorted(stale)}")
     items[:] = sorted(items, key=key)  # sorted() is stable: the order inside each group is kept
 
 

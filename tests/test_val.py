@@ -220,3 +220,26 @@ def test_flags_are_the_options_and_unknown_keywords_are_refused():
     assert set(vars(val.parse_opt([]))) == {f.name for f in fields(val.ValOptions)} - {"plots"}
     with pytest.raises(TypeError, match=r"val.run\(\) got an unknown option 'conf'; options: \[.*'conf_thres'"):
         val.run(data="coco128.yaml", weights="yolov5n.pt", conf=0.5)
+
+
+def test_saved_image_stats_give_vals_map_and_resample_it(tiny_data, tmp_path):
+    """val.py --save-stats keeps each image's matches: recomputed over every image they give val's mAP50 and
+    mAP50-95 exactly; the weighted resampling gives them on the identity resample and, for a subset of the
+    images, what ap_per_class gives on that subset's detections."""
+    from utils.validation.image_stats import IMAGE_STATS, load_image_stats
+
+    val.cli(["--data", str(tiny_data), "--weights", "yolov5n.pt", "--imgsz", str(IMGSZ), "--batch-size", "2",
+             "--workers", "0", "--project", str(tmp_path), "--save-stats"])
+    s = load_image_stats(tmp_path / "exp" / IMAGE_STATS)
+    (_, _, map50, map_, *_), _, _ = val.run(data=tiny_data, weights="yolov5n.pt", batch_size=2, imgsz=IMGSZ,
+                                            workers=0, project=tmp_path, plots=False)
+    assert s.n_images == 5 and sorted(Path(f).stem for f in s.files) == STEMS and len(s.tcls) == 15
+    assert s.map() == (map50, map_)
+    np.testing.assert_allclose(s.resampled_maps(np.ones((1, 5))), [[map50, map_]], rtol=0, atol=1e-12)
+    keep = np.array([1, 0, 1, 1, 0])
+    sub = np.isin(s.pimg, np.flatnonzero(keep))
+    ap = ap_per_class(s.correct[sub], s.conf[sub], s.pcls[sub], s.tcls[np.isin(s.timg, np.flatnonzero(keep))]).ap
+    np.testing.assert_allclose(s.resampled_maps(keep[None]), [[ap[:, 0].mean(), ap.mean()]], rtol=0, atol=1e-12)
+    assert s.resampled_maps(np.zeros((1, 5))).tolist() == [[0.0, 0.0]]  # nothing drawn: no class present
+    shuffled = s.reordered(list(reversed(s.files)))
+    np.testing.assert_allclose(shuffled.resampled_maps(keep[::-1][None]), s.resampled_maps(keep[None]), atol=1e-12)

@@ -37,6 +37,7 @@ class ValOptions:
     half: bool = True  # fp16 where the device is CUDA
     ov_precision: str = "f32"  # what an OpenVINO model computes in
     augment: bool = False  # test-time augmentation (models.tta)
+    save_stats: bool = False  # image_stats.npz: per-image matches and labels (utils.validation.image_stats)
     plots: bool = True  # not a flag: training turns it off between its final epochs
 
     @classmethod
