@@ -59,7 +59,26 @@ def test_compare_job_end_to_end(tiny_data, tmp_path_factory, tmp_path, monkeypat
     _check_size_ap_equals_pycocotools_on_val_json(job, tmp_path)
     _check_paired_columns_with_one_seed(job)
     _check_deployed_latency_columns(job)
+    _check_verdict_and_bootstrap(job)
     _check_failed_run_is_reported_then_resumed(job, tmp_path_factory.mktemp("compare_fail"), monkeypatch, capsys)
+
+
+def _check_verdict_and_bootstrap(job):
+    """Each run kept its validation's matches; the bootstrap's point difference is the paired mAP difference
+    (one seed: the runs' own mAPs); the report opens with one verdict sentence per model and has the table."""
+    save_dir, models, _ = job
+    assert all((s.run_dir / "val" / "image_stats.npz").is_file() for m in models for s in m.seeds)
+    rows = {r["model"]: r for r in _csv(save_dir / "results.csv")}
+    bra, base = rows["yolov5n_biformer"], rows["yolov5n"]
+    assert float(bra["boot_map_delta"]) == pytest.approx(float(bra["map_mean"]) - float(base["map_mean"]), abs=1e-6)
+    assert float(bra["boot_map_lo"]) <= float(bra["boot_map_hi"]) and 0 <= float(bra["boot_map_p"]) <= 1
+    assert bra["boot_map_p_holm"] == bra["boot_map_p"]  # one model against the baseline: Holm changes nothing
+    assert base["boot_map_delta"] == "" and base["verdict"] == ""
+    report = (save_dir / "report.md").read_text(encoding="utf-8")
+    assert report.index("## Verdict") < report.index("## Results")
+    assert f"- {bra['verdict']}" in report and bra["verdict"].startswith("yolov5n_biformer: mAP50-95 ")
+    assert "(1 seed, 4 images)" in bra["verdict"] and "GFLOPs" in bra["verdict"]
+    assert "## Bootstrap over validation images" in report and "1000 resamples of the 4 validation images" in report
 
 
 def _csv(path: Path) -> list[dict]:

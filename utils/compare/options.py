@@ -48,6 +48,7 @@ class CompareOptions:
     visualize_routing: bool = False
     augment: bool = False  # also validate with test-time augmentation
     no_deploy_latency: bool = False
+    bootstrap: int = 1000  # resamples of the paired bootstrap over validation images and seeds (0: none)
     resume: Any = False  # False, True (the latest job under project) or a job folder
 
     @classmethod
@@ -71,12 +72,14 @@ class CompareOptions:
         for k in ("epochs", "seeds", "batch_size", "imgsz"):
             if getattr(self, k) < 1:
                 raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(self, k)}")
+        if self.bootstrap < 0:
+            raise UserError(f"--bootstrap must be >= 0 (0 skips it), got {self.bootstrap}")
 
     def command(self) -> str:
         """The `python compare.py ...` line that runs this job again."""
         parts = ["python compare.py", "--cfgs", *self.cfgs]
         for k in ("weights", "data", "hyp", "epochs", "imgsz", "batch_size", "seeds", "device", "workers", "project",
-                  "name"):
+                  "name", "bootstrap"):
             v = getattr(self, k)
             if v not in ("", None):
                 parts += [f"--{k.replace('_', '-')}", str(v)]

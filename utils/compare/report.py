@@ -22,6 +22,7 @@ from utils.compare.sizes import SIZES
 from utils.compare.stats import NOISE_RULE
 from utils.compare.tables import (control_lines, failed_lines, paired_lines, seed_lines, size_lines, stability_lines,
                                   tta_lines)
+from utils.compare.verdict import bootstrap_cols, bootstrap_lines, verdict_lines
 from utils.training.run_files import ResultsLog
 
 __all__ = ["ReportMeta", "environment", "results_rows", "seed_rows", "write_csv", "table_lines",
@@ -142,6 +143,7 @@ def results_rows(models: Sequence[ModelResult]) -> list[dict]:
             row["epoch_s"] = round(_epoch_s(m), 3)
             row["plugin_share"] = "" if m.share() is None else round(m.share(), 6)
             row["unstable"] = "; ".join(instability(base, m))
+            row.update(bootstrap_cols(m, base))
         row["error"] = "; ".join(f"seed {f.seed}: {f.error}" for f in m.failures)
         rows.append(row)
     return rows
@@ -319,12 +321,13 @@ def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path
     save_dir = Path(save_dir)
     timed = [m.memory.method for m in models if m.memory]
     method = timed[0] if timed else "cpu_peak_rss_subprocess"
-    lines = [*_head(models, meta), "## Results", "", *table_lines(models, meta.imgsz), "",
+    lines = [*_head(models, meta), *verdict_lines(models), "## Results", "", *table_lines(models, meta.imgsz), "",
              *stability_lines(models), *deploy_note_lines(models, meta.deploy), *failed_lines(models, save_dir),
              "## How to read it", "",
              _HOW_TO_READ.format(noise=NOISE_RULE, imgsz=meta.imgsz, memory=_MEMORY.get(method, method),
                                  precision="FP16" if meta.settings.get("half") else "FP32"),
-             *paired_lines(models), *control_lines(models), *size_lines(models, meta.size_counts), *tta_lines(models),
+             *paired_lines(models), *bootstrap_lines(models), *control_lines(models),
+             *size_lines(models, meta.size_counts), *tta_lines(models),
              "## Charts", ""]
     lines += [f"![{p.stem}]({p.name})" for p in charts] + [""]
     if routing:

@@ -75,6 +75,8 @@ class ModelResult:
     deploy_latency: dict[str, LatencyStat] = field(default_factory=dict)
     deploy_errors: dict[str, str] = field(default_factory=dict)
     failures: list[FailedRun] = field(default_factory=list)
+    # against the baseline: metric -> utils.compare.bootstrap.BootstrapDiff (paired bootstrap over images and seeds)
+    bootstrap: dict = field(default_factory=dict)
 
     def summary(self, metric: str) -> Summary:
         return summarize([getattr(s, metric) for s in self.seeds])

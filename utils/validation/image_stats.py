@@ -91,17 +91,19 @@ def _weighted_ap(tp: np.ndarray, w: np.ndarray, n_l: np.ndarray, eps: float = 1e
     weights, n_l (b,) its labels. compute_ap's envelope and 101-point interpolation, every (resample, threshold)
     row at once: rows are shifted apart by 2 on the recall axis, so one np.interp serves them all."""
     b, (n, t) = w.shape[0], tp.shape
-    tpc = np.cumsum(w[:, :, None] * tp[None], axis=1)  # (b, n, T)
-    seen = np.cumsum(w, axis=1)[:, :, None]
-    recall = tpc / (n_l[:, None, None] + eps)
-    precision = np.divide(tpc, seen, out=np.zeros_like(tpc), where=seen > 0)
-    mrec = np.concatenate([np.zeros((b, 1, t)), recall, np.ones((b, 1, t))], 1)
-    mpre = np.concatenate([np.ones((b, 1, t)), precision, np.zeros((b, 1, t))], 1)
-    mpre = np.flip(np.maximum.accumulate(np.flip(mpre, 1), 1), 1)  # precision envelope
-    rows = np.moveaxis(mrec, 1, 2).reshape(b * t, n + 2)
-    vals = np.moveaxis(mpre, 1, 2).reshape(b * t, n + 2)
+    tpc = np.cumsum(w[:, None, :] * tp.T[None], axis=2)  # (b, T, n), contiguous along the detections
+    seen = np.cumsum(w, axis=1)[:, None, :]
+    mrec = np.empty((b, t, n + 2))
+    mpre = np.empty((b, t, n + 2))
+    mrec[..., 0], mrec[..., -1], mpre[..., 0], mpre[..., -1] = 0.0, 1.0, 1.0, 0.0
+    np.divide(tpc, n_l[:, None, None] + eps, out=mrec[..., 1:-1])
+    mpre[..., 1:-1] = 0.0
+    np.divide(tpc, seen, out=mpre[..., 1:-1], where=seen > 0)
+    rev = mpre[..., ::-1]
+    np.maximum.accumulate(rev, axis=2, out=rev)  # precision envelope: max precision at recall >= r
     shift = 2.0 * np.arange(b * t)[:, None]
-    y = np.interp((_X[None] + shift).ravel(), (rows + shift).ravel(), vals.ravel()).reshape(b * t, len(_X))
+    rows = (mrec.reshape(b * t, n + 2) + shift).ravel()
+    y = np.interp((_X[None] + shift).ravel(), rows, mpre.reshape(-1)).reshape(b * t, len(_X))
     ap = ((y[:, 1:] + y[:, :-1]) / 2 * np.diff(_X)).sum(1)  # trapezoid, as compute_ap
     return ap.reshape(b, t)
 
