@@ -178,8 +178,14 @@ def main() -> None:
             w.writeheader()
         # not a multiprocessing.Pool: its daemonic workers may not start dataloader workers
         with ProcessPoolExecutor(a.jobs, mp_context=mp.get_context("spawn"), max_tasks_per_child=1) as pool:
-            for fut in as_completed([pool.submit(_one, j) for j in todo]):
-                row = fut.result()
+            futures = {pool.submit(_one, j): j for j in todo}
+            for fut in as_completed(futures):
+                try:
+                    row = fut.result()
+                except Exception as e:  # noqa: BLE001  (one run's crash is its row; the sweep goes on)
+                    j = futures[fut]
+                    row = {k: j[k] for k in ("cfg", "setting", "seed", "epochs", "plugin_lr")}
+                    row["status"] = f"failed: {type(e).__name__}: {e}"[:200]
                 w.writerow(row)
                 f.flush()
                 print(row, flush=True)
