@@ -41,7 +41,8 @@ from utils.torch_utils import select_device
 __all__ = ["FORMATS", "run", "export_formats", "parse_opt", "main", "cli"]
 
 # format: (file suffix, needs a package)
-FORMATS = {"torchscript": (".torchscript", None), "onnx": (".onnx", "onnx"), "openvino": ("_openvino_model", "openvino")}
+FORMATS = {"torchscript": (".torchscript", None), "onnx": (".onnx", "onnx"),
+           "openvino": ("_openvino_model", "openvino")}
 # what YOLOv5's export.py also writes and this one does not
 OTHER_YOLOV5_FORMATS = ("engine", "coreml", "saved_model", "pb", "tflite", "edgetpu", "tfjs", "paddle")
 OPSETS = range(11, 21)  # what torch's TorchScript-based ONNX exporter writes, all of which ONNX Runtime runs

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import shutil
 import logging
 import sys
 from pathlib import Path
@@ -102,6 +103,25 @@ def _few_threads():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+VAL_STEMS = ["000000000009", "000000000025", "000000000030", "000000000034", "000000000036"]
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """A data YAML over 5 COCO128 images (copied, so the label cache is written in a temporary folder); files
+    that need another subset define a `tiny_data` of their own."""
+    root = tmp_path_factory.mktemp("tiny")
+    for sub in ("images", "labels"):
+        (root / sub).mkdir()
+    src = ROOT / "data/coco128"
+    for s in VAL_STEMS:
+        shutil.copy(src / "images/train2017" / f"{s}.jpg", root / "images")
+        shutil.copy(src / "labels/train2017" / f"{s}.txt", root / "labels")
+    names = (ROOT / "data/coco128.yaml").read_text().split("names:", 1)[1]
+    (root / "tiny.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnc: 80\nnames:{names}")
+    return root / "tiny.yaml"
 
 
 @pytest.fixture

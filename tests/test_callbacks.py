@@ -69,7 +69,8 @@ def test_hooks_tensorboard_and_stop(tmp_path):
     assert opt.best == Path(opt.save_dir) / "weights" / "best.pt" and opt.best.is_file()
 
     stopper = Callbacks()
-    stopper.register_action("on_fit_epoch_end", "stop", lambda vals, epoch, best, fi: setattr(stopper, "stop_training", True))
+    stopper.register_action("on_fit_epoch_end", "stop",
+                            lambda vals, epoch, best, fi: setattr(stopper, "stop_training", True))
     opt = train.run(callbacks=stopper, **_opts(tmp_path, epochs=3, name="stopped"))
     assert list(ResultsLog(Path(opt.save_dir) / "results.csv").read()["epoch"]) == [0]
     assert len(opt.epoch_seconds) == 1 and opt.plugin_share == {}  # stopped after epoch 0; no plug-ins

@@ -142,7 +142,8 @@ def test_compare_deploy_columns_and_a_failed_export(tmp_path, monkeypatch):
 
 def test_no_deploy_latency_flag():
     opt = compare.parse_opt(args=["--no-deploy-latency", "--cfgs", "yolov5n.yaml"])
-    assert opt.no_deploy_latency and compare.CompareOptions.from_namespace(opt).command().endswith("--no-deploy-latency")
+    command = compare.CompareOptions.from_namespace(opt).command()
+    assert opt.no_deploy_latency and command.endswith("--no-deploy-latency")
     assert compare._deploy_line(opt, {}, torch.device("cpu")) == "not measured (--no-deploy-latency)."
     assert not compare.parse_opt(args=[]).no_deploy_latency
     m = ModelResult("a", "a.yaml", 1000, 1.0, seeds=[SeedResult(0, 0.5, 0.5, 0.4, 0.3, [0.3], 1.0, Path("a"))])

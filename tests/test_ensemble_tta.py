@@ -23,7 +23,6 @@ from utils.metrics import box_iou
 from utils.nms import non_max_suppression
 
 from .conftest import LogCapture
-from .test_val import tiny_data  # noqa: F401  (the fixture: 5 COCO128 images, shared)
 
 ROOT = Path(__file__).resolve().parent.parent
 IMGSZ = 320

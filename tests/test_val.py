@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from pathlib import Path
 
 import cv2
@@ -20,26 +19,13 @@ from utils.data.augment import letterbox
 from utils.metrics import IOU_THRESHOLDS, ap_per_class, match_predictions
 from utils.nms import non_max_suppression
 
+from .conftest import VAL_STEMS as STEMS
 from .conftest import LogCapture
 
 ROOT = Path(__file__).resolve().parent.parent
-STEMS = ["000000000009", "000000000025", "000000000030", "000000000034", "000000000036"]
 IMGSZ = 320
 
 
-@pytest.fixture(scope="module")
-def tiny_data(tmp_path_factory) -> Path:
-    """A data YAML over 5 COCO128 images (copied, so the label cache is written in a temporary folder)."""
-    root = tmp_path_factory.mktemp("tiny")
-    for sub in ("images", "labels"):
-        (root / sub).mkdir()
-    src = ROOT / "data/coco128"
-    for s in STEMS:
-        shutil.copy(src / "images/train2017" / f"{s}.jpg", root / "images")
-        shutil.copy(src / "labels/train2017" / f"{s}.txt", root / "labels")
-    names = (ROOT / "data/coco128.yaml").read_text().split("names:", 1)[1]
-    (root / "tiny.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnc: 80\nnames:{names}")
-    return root / "tiny.yaml"
 
 
 

@@ -31,8 +31,8 @@ from utils.files import atomic_write
 from utils.log import LOGGER
 
 __all__ = ["FORMAT", "CheckpointError", "UnsafeCheckpointError", "save_checkpoint", "load_checkpoint", "cast_state",
-           "strip_optimizer", "training_checkpoint", "TrainingState", "training_state", "inference_weights", "Checkpoint",
-           "names_list"]
+           "strip_optimizer", "training_checkpoint", "TrainingState", "training_state", "inference_weights",
+           "Checkpoint", "names_list"]
 
 FORMAT = "yolo-attention-checkpoint/1"
 _ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80"  # torch.save's zip format; the pre-1.6 plain pickle format

@@ -66,7 +66,8 @@ def model_info(model: nn.Module, verbose: bool = False, imgsz: int | tuple[int, 
     """YOLOv5's summary line, with GFLOPs counted at `imgsz` (see utils.flops). Logged and returned."""
     n_p, n_g = parameter_counts(model)
     if verbose:
-        LOGGER.info(f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20} {'mu':>10} {'sigma':>10}")
+        LOGGER.info(f"{'layer':>5} {'name':>40} {'gradient':>9} {'parameters':>12} {'shape':>20} {'mu':>10} "
+                    f"{'sigma':>10}")
         for i, (name, p) in enumerate(model.named_parameters()):
             LOGGER.info(f"{i:5g} {name:>40} {str(p.requires_grad):>9} {p.numel():12g} {str(list(p.shape)):>20} "
                         f"{p.mean():10.3g} {p.std() if p.numel() > 1 else 0:10.3g}")

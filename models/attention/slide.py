@@ -45,9 +45,9 @@ class SlideAttention(nn.Module):
 
     Borders: keys and values are gathered with zero padding, so a neighbour outside the image is a zero key
     and a zero value. By default it still takes softmax weight (its logit is just its position bias); the
-    official code pads with zeros the same way. With `mask_border=True` the offsets that fall outside the image get no weight; this is
-    decided by geometry alone, so once the learnable path is non-zero a masked slot's (partly in-image) mixture
-    is dropped too. The centre offset is always inside, so no query is left without keys.
+    official code pads with zeros the same way. With `mask_border=True` the offsets that fall outside the image
+    get no weight; this is decided by geometry alone, so once the learnable path is non-zero a masked slot's
+    (partly in-image) mixture is dropped too. The centre offset is always inside, so no query is left without keys.
 
     Parameters: qkv and proj (1x1 convolutions), `deform.weight` (the learnable shift path, shape
     (head_dim * k*k, 1, k, k), shared by all heads and by keys and values as in the official default) and
