@@ -240,10 +240,27 @@ def test_plugin_share_is_reported_for_plugin_models_only(tmp_path, log):
     assert not (res.save_dir / SHARE_CSV).exists()
 
 
-def test_plugin_model_with_plugins_held_at_zero_trains_exactly_as_the_baseline(tmp_path):
+def _raccoon_yaml(tmp: Path, n: int) -> Path:
+    """A data YAML over the first n raccoon training photos (one class, far from COCO), from ../shared."""
+    folder = ROOT.parent / "shared" / "datasets" / "raccoon" / "images" / "train"
+    if not folder.is_dir():
+        pytest.skip(f"{folder} is not here (the raccoon data set sits beside the project in ../shared)")
+    ims = sorted(folder.glob("*.jpg"))[:n]
+    (tmp / "raccoon.txt").write_text("".join(f"{p}\n" for p in ims))
+    f = tmp / "raccoon.yaml"
+    f.write_text(yaml.safe_dump({"path": str(tmp), "train": "raccoon.txt", "val": "raccoon.txt", "names": ["raccoon"]}))
+    return f
+
+
+@pytest.mark.parametrize("data", ["coco128", "raccoon"])
+def test_plugin_model_with_plugins_held_at_zero_trains_exactly_as_the_baseline(tmp_path, data):
     # paired runs: same seed, a fresh one-class head (the weights have 80 classes), the plug-ins frozen at
-    # gamma = 0: every epoch's losses, metrics and learning rates equal the baseline's, bit for bit
-    common = _opts(tmp_path, epochs=2, weights="yolov5n.pt", single_cls=True, seed=3, noautoanchor=False)
+    # gamma = 0: every epoch's losses, metrics and learning rates equal the baseline's, bit for bit, on COCO128
+    # images (single-class) and on raccoon photos
+    common = _opts(tmp_path, epochs=2, weights="yolov5n.pt", single_cls=data == "coco128", seed=3,
+                   noautoanchor=False)
+    if data == "raccoon":
+        common["data"] = str(_raccoon_yaml(tmp_path, 4))
     a = train.run(**common, name="base")
     b = train.run(**common, cfg="yolov5n_biformer.yaml", freeze=[20, 24], name="bra")
     assert load_checkpoint(Path(b.save_dir) / "weights" / "last.pt")["yaml"]["nc"] == 1
