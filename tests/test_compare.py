@@ -310,8 +310,16 @@ def test_table_deltas_and_marks_by_hand():
     assert lines[0].startswith("| model | params (M) | GFLOPs@320 | mAP50 | mAP50-95 | ms/img b1 | ms/img b32")
     assert lines[0].endswith("| s/epoch | plug-in share |")
     far_cells = [c.strip() for c in lines[3].split("|")[1:-1]]
+    # far's mAP50-95: paired p 0.033 alone, but two models face the baseline: Holm doubles the smaller p (0.067)
+    from scipy.stats import ttest_rel
+
+    p_raw = ttest_rel([0.40, 0.41], [0.30, 0.32]).pvalue
+    assert p_raw < 0.05 < 2 * p_raw and rows["far"]["map_p_holm"] == pytest.approx(2 * p_raw, abs=1e-4)
     assert far_cells == ["far", "0.002 (+50%)", "1.50 (+50%)", "0.610 ± 0.014 (+0.100 *)",
-                         "0.405 ± 0.007 (+0.095 *)", "12.0 (+20%)", "4.0 (-20%)", "130 (+30)", "3.0 (+50%)", "3%"]
+                         "0.405 ± 0.007 (+0.095 ≈)", "12.0 (+20%)", "4.0 (-20%)", "130 (+30)", "3.0 (+50%)", "3%"]
+    assert rows["far"]["map50_p_holm"] == ""  # every paired difference 0.10: no p, the exact rule's mark stays
+    alone = {r["model"]: r for r in results_rows([base, far])}["far"]  # one model: Holm changes nothing
+    assert alone["map_mark"] == "*" and alone["map_p_holm"] == pytest.approx(p_raw, abs=1e-4)
     assert lines[2].split("|")[-2].strip() == "-"  # the baseline has no plug-in
     assert rows["far"]["plugin_share"] == pytest.approx(0.03) and rows["base"]["plugin_share"] == ""
 

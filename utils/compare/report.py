@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from utils.compare.results import (ModelResult, SeedResult, baseline, finished, instability, model_verdict,
-                                   paired_delta, share_cell)
+from utils.compare.results import (ModelResult, SeedResult, baseline, finished, holm_adjust, instability,
+                                   model_verdict, paired_delta, share_cell)
 from utils.compare.sizes import SIZES
 from utils.compare.stats import NOISE_RULE
 from utils.compare.tables import (control_lines, failed_lines, paired_lines, seed_lines, size_lines, stability_lines,
@@ -97,11 +97,13 @@ def _noise_cols(m: ModelResult, base: ModelResult | None) -> dict:
         row.update({f"{metric}_mean": round(s.mean, 5), f"{metric}_std": round(s.std, 5)})
         if base is None or m is base:  # the baseline is not compared with itself
             delta = 0.0 if m is base else ""
-            row.update({f"{metric}_delta": delta, f"{metric}_mark": "", f"{metric}_p": "", f"{metric}_mark_by": ""})
+            row.update({f"{metric}_delta": delta, f"{metric}_mark": "", f"{metric}_p": "", f"{metric}_mark_by": "",
+                        f"{metric}_p_holm": ""})
             continue
         v = model_verdict(base, m, metric)
         row.update({f"{metric}_delta": round(v.unpaired.delta, 5), f"{metric}_mark": v.mark,
-                    f"{metric}_p": _r(v.unpaired.p_value, 4), f"{metric}_mark_by": v.decided_by})
+                    f"{metric}_p": _r(v.unpaired.p_value, 4), f"{metric}_mark_by": v.decided_by,
+                    f"{metric}_p_holm": _r(v.p_holm, 4)})
     return row
 
 
@@ -124,6 +126,7 @@ def results_rows(models: Sequence[ModelResult]) -> list[dict]:
     A model without a finished run has only its name, config, failure count and errors.
     """
     base = baseline(models)
+    holm_adjust(models)
     runtimes = _deploy_runtimes(models)
     rows = []
     for m in models:
@@ -249,6 +252,7 @@ def table_lines(models: Sequence[ModelResult], imgsz: int) -> list[str]:
     """The comparison table as markdown lines (also printed at the end of a run); a model without a finished
     run gets a row that says so and no figures."""
     base, done = baseline(models), finished(models)
+    holm_adjust(models)
     batch_sizes = sorted({bs for m in models for bs in m.latency})
     runtimes = _deploy_runtimes(models)
     mem_kind = "CUDA" if any(m.memory and m.memory.method.startswith("cuda") for m in done) else "RSS"
@@ -317,7 +321,7 @@ def _head(models: Sequence[ModelResult], meta: ReportMeta) -> list[str]:
 def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path, charts: Sequence[Path] = (),
                  routing: Sequence[Path] = ()) -> Path:
     """Write report.md into `save_dir`; returns its path."""
-
+    holm_adjust(models)
     save_dir = Path(save_dir)
     timed = [m.memory.method for m in models if m.memory]
     method = timed[0] if timed else "cpu_peak_rss_subprocess"

@@ -3,19 +3,21 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
 from models.attention.share import SHARE_CSV, read_epoch_shares
+from utils.compare.bootstrap import holm
 from utils.compare.memory import MemoryStat
 from utils.compare.stats import Summary, Verdict, paired_diff, summarize, verdict
 from utils.deploy.latency import LatencyStat
 
 __all__ = ["SeedResult", "FailedRun", "ModelResult", "finished", "baseline", "model_verdict", "paired_delta",
-           "share_cell", "epoch_peak_shares", "instability", "SHARE_LIMIT", "SPREAD_LIMIT", "UNSTABLE"]
+           "share_cell", "holm_adjust", "MARKED", "epoch_peak_shares", "instability", "SHARE_LIMIT", "SPREAD_LIMIT",
+           "UNSTABLE"]
 
 # A model is called unstable beside its verdict when a layer's share passed SHARE_LIMIT in some epoch (the
 # attention then outweighs the features it sits on), or, with >= 3 seeds on each side, when its seed spread of
@@ -77,6 +79,7 @@ class ModelResult:
     failures: list[FailedRun] = field(default_factory=list)
     # against the baseline: metric -> utils.compare.bootstrap.BootstrapDiff (paired bootstrap over images and seeds)
     bootstrap: dict = field(default_factory=dict)
+    holm_p: dict[str, float] = field(default_factory=dict)  # metric -> Holm-adjusted p of its mark (holm_adjust)
 
     def summary(self, metric: str) -> Summary:
         return summarize([getattr(s, metric) for s in self.seeds])
@@ -114,8 +117,29 @@ def baseline(models: Sequence[ModelResult]) -> ModelResult | None:
 
 
 def model_verdict(base: ModelResult, m: ModelResult, metric: str) -> Verdict:
-    """Paired and unpaired tests of m's `metric` against the baseline's (utils.compare.stats.verdict)."""
-    return verdict(base.by_seed(metric), m.by_seed(metric))
+    """Paired and unpaired tests of m's `metric` against the baseline's (utils.compare.stats.verdict), with the
+    Holm-adjusted p of holm_adjust where it was set."""
+    v = verdict(base.by_seed(metric), m.by_seed(metric))
+    return replace(v, p_holm=m.holm_p.get(metric)) if metric in m.holm_p else v
+
+
+MARKED = ("map50", "map")  # the metrics whose marks are Holm-adjusted over the models
+
+
+def holm_adjust(models: Sequence[ModelResult]) -> None:
+    """Holm's adjustment of the deciding tests' p-values over the finished models against the baseline, per
+    metric in MARKED, into each model's `holm_p` (a model whose test has no p keeps its mark as it is)."""
+    base = baseline(models)
+    others = [m for m in finished(models) if m is not base]
+    if base is None:
+        return
+    for metric in MARKED:
+        ps = [verdict(base.by_seed(metric), m.by_seed(metric)).p_value for m in others]
+        for m, p in zip(others, holm(ps)):
+            if p is None:
+                m.holm_p.pop(metric, None)
+            else:
+                m.holm_p[metric] = p
 
 
 def paired_delta(base: ModelResult, m: ModelResult, metric: str) -> float | None:

@@ -44,8 +44,9 @@ NOISE_RULE = (
     "number, only if it is 0. Otherwise the unpaired rule decides, on all finished seeds: with >= 2 seeds per "
     f"model, Welch's t-test over the seeds, within noise when p >= {ALPHA}; with one seed on one side, within "
     "noise when |delta| <= 1.96 * s * sqrt(1/n_a + 1/n_b), s the other side's seed std; with one seed on both "
-    "sides the noise is unknown (`?`). With 2-3 seeds either test is weak: `≈` means the runs cannot tell the "
-    "models apart, not that they are equal."
+    "sides the noise is unknown (`?`). With several models against one baseline, the deciding test's p of the mAP50 "
+    "and mAP50-95 marks is Holm-adjusted over them (results.csv keeps the raw p beside `*_p_holm`). With 2-3 seeds "
+    "either test is weak: `≈` means the runs cannot tell the models apart, not that they are equal."
 )
 
 
@@ -106,6 +107,7 @@ class Verdict:
 
     unpaired: NoiseCheck
     paired: PairedDiff
+    p_holm: float | None = None  # the deciding test's p, Holm-adjusted over the models against one baseline
 
     @property
     def decided_by(self) -> str:
@@ -113,7 +115,15 @@ class Verdict:
         return "paired" if self.paired.n >= 2 else "unpaired"
 
     @property
+    def p_value(self) -> float | None:
+        """The deciding test's p (None where it has none: no spread, one seed)."""
+        return self.paired.p_value if self.decided_by == "paired" else self.unpaired.p_value
+
+    @property
     def mark(self) -> str:
+        """The deciding test's mark; where that test has a p and the family was adjusted, from Holm's p."""
+        if self.p_holm is not None and self.p_value is not None:
+            return _mark(self.p_holm >= ALPHA)
         return self.paired.mark if self.decided_by == "paired" else self.unpaired.mark
 
 

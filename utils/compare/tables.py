@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from utils.compare.results import (SHARE_LIMIT, SPREAD_LIMIT, UNSTABLE, ModelResult, SeedResult, baseline, finished,
-                                   instability, model_verdict, paired_delta, share_cell)
+                                   holm_adjust, instability, model_verdict, paired_delta, share_cell)
 from utils.compare.sizes import SIZES
 from utils.compare.stats import NoiseCheck, PairedDiff, paired_diff
 
@@ -62,6 +62,7 @@ def paired_lines(models: Sequence[ModelResult]) -> list[str]:
     others = [m for m in finished(models) if m is not base]
     if base is None or not others:
         return []
+    holm_adjust(models)
     lines = ["## Paired against the baseline", "",
              "Seed k of every model starts from the same weights for every layer it shares with the baseline and "
              "sees the same batches and augmentations, so the per-seed difference cancels much of the seed noise. "
