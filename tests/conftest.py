@@ -29,6 +29,7 @@ RUNTIME_FILES = ("test_deploy.py", "test_backends.py", "test_export.py", "test_o
 # `pytest -m "not slow"` is a quick check while CI runs everything. Each entry must name a collected test.
 SLOW = (
     "test_backends.py::test_val_map_equals_pt",
+    "test_bootstrap.py::test_interval_covers_the_true_difference_at_about_95_percent",
     "test_callbacks.py::test_hooks_tensorboard_and_stop",
     "test_compare.py::test_cli_resume_after_a_kill",
     "test_compare.py::test_compare_job_end_to_end",
@@ -56,6 +57,7 @@ SLOW = (
     "test_train_errors.py::test_a_file_size_limit_during_a_checkpoint_write_is_one_line",
     "test_train_errors.py::test_command_line_user_error_is_one_line",
     "test_train_errors.py::test_yaml_files_are_plain_data",
+    "test_val.py::test_saved_image_stats_give_vals_map_and_resample_it",
 )
 
 
