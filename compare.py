@@ -110,7 +110,7 @@ def _validate_tta(opt: CompareOptions, run_dir: Path) -> dict[str, float]:
         (_, _, map50, map_, *_), _, _ = val.run(
             data=opt.data, weights=str(run_dir / "weights" / "best.pt"), batch_size=opt.batch_size * 2,
             imgsz=opt.imgsz, device=opt.device, workers=opt.workers, project=str(run_dir), name="val_tta",
-            exist_ok=True, plots=False, augment=True)
+            exist_ok=True, plots=False, augment=True, save_stats=True)
     return {"map50_tta": float(map50), "map_tta": float(map_)}
 
 

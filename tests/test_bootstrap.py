@@ -90,3 +90,42 @@ def test_holm_and_seeds_needed():
     assert seeds_needed(d, 0.005) is None or seeds_needed(d, 0.005) > n
     noisy = BootstrapDiff("map", 0.0, 0, 0, 1, 0, 0, 2, 128, 1000, seed_var=0.0, image_var=0.01 ** 2)
     assert seeds_needed(noisy, 0.01) is None  # the images' noise alone hides it: more seeds cannot help
+
+
+def _save(stats: ImageStats, folder) -> None:
+    folder.mkdir(parents=True)
+    np.savez_compressed(folder / "image_stats.npz", correct=stats.correct, conf=stats.conf, pcls=stats.pcls,
+                        pimg=stats.pimg, tcls=stats.tcls, timg=stats.timg, files=np.array(stats.files))
+
+
+def test_compare_bootstrap_with_tta_and_the_verdict_sentence(tmp_path):
+    """bootstrap_all over run folders: the plain and the TTA validations' matches, Holm over the models, the
+    verdict sentence and results.csv columns from them."""
+    from pathlib import Path
+
+    from utils.compare.results import ModelResult, SeedResult
+    from utils.compare.verdict import bootstrap_all, bootstrap_cols, bootstrap_lines, verdict_lines
+
+    models = []
+    for name, drop in (("base", 0.0), ("worse", 0.3), ("same", 0.0)):
+        m = ModelResult(name, f"{name}.yaml", 1000 if name == "base" else 1500, 1.0 if name == "base" else 1.2)
+        for seed in (0, 1):
+            a, b = _pair(10 + seed, 200, drop_rate=drop)
+            run = tmp_path / f"{name}_seed{seed}"
+            _save(b, run / "val")
+            _save(b, run / "val_tta")
+            m.seeds.append(SeedResult(seed, 0.5, 0.5, b.map()[0], b.map()[1], [b.map()[1]], 1.0, Path(run)))
+        models.append(m)
+    bootstrap_all(models, 300)
+    base, worse, same = models
+    assert base.bootstrap == {} and set(worse.bootstrap) == {"map", "map50", "map_tta", "map50_tta"}
+    d = worse.bootstrap["map"]
+    assert d.n_seeds == 2 and d.n_images == 200 and d.hi < 0 and d.p_holm == pytest.approx(min(1, 2 * d.p_value))
+    assert same.bootstrap["map"].delta == 0.0 and same.bootstrap["map"].p_value == 1.0
+    sentence = next(line for line in verdict_lines(models) if line.startswith("- worse:"))
+    assert sentence.startswith(f"- worse: mAP50-95 {d.delta:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}], worse than the baseline")
+    assert "(2 seeds, 200 images)" in sentence and "with test-time augmentation" in sentence
+    assert "+50% parameters" in sentence and "+20% GFLOPs" in sentence
+    cols = bootstrap_cols(worse, base)
+    assert cols["boot_map_delta"] == pytest.approx(d.delta, abs=1e-6) and "boot_map_tta_delta" in cols
+    assert any("mAP50-95 (TTA)" in line for line in bootstrap_lines(models))

@@ -4,6 +4,7 @@ table, one sentence per model at the top of report.md, and the columns results.c
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,17 +17,18 @@ from utils.validation.image_stats import IMAGE_STATS, load_image_stats
 __all__ = ["bootstrap_all", "verdict_sentence", "verdict_lines", "bootstrap_lines", "bootstrap_cols", "ALPHA_HOLM"]
 
 ALPHA_HOLM = 0.05
-_LABEL = {"map": "mAP50-95", "map50": "mAP50"}
+_LABEL = {"map": "mAP50-95", "map50": "mAP50", "map_tta": "mAP50-95 (TTA)", "map50_tta": "mAP50 (TTA)"}
 _RT_NAME = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
-def _runs(m: ModelResult) -> dict:
-    """seed -> ((model, seed), ImageStats) of the model's finished runs that kept their validation's matches."""
+def _runs(m: ModelResult, folder: str = "val") -> dict:
+    """seed -> ((model, seed, folder), ImageStats) of the model's finished runs that kept the matches of their
+    validation in run_dir/`folder` (val, or val_tta with --augment)."""
     out = {}
     for s in m.seeds:
-        f = Path(s.run_dir) / "val" / IMAGE_STATS
+        f = Path(s.run_dir) / folder / IMAGE_STATS
         if f.is_file():
-            out[s.seed] = ((m.name, s.seed), load_image_stats(f))
+            out[s.seed] = ((m.name, s.seed, folder), load_image_stats(f))
     return out
 
 
@@ -41,9 +43,13 @@ def bootstrap_all(models: Sequence[ModelResult], resamples: int, seed: int = 0) 
     if not base_runs:
         return
     res = Resamples(next(iter(base_runs.values()))[1].files, resamples, seed)
+    base_tta = _runs(base, "val_tta")
     for m in others:
         m.bootstrap = paired_bootstrap(base_runs, _runs(m), res)
-    for metric in METRICS:
+        if base_tta:  # --augment: the same resamples, the TTA validations' matches
+            tta = paired_bootstrap(base_tta, _runs(m, "val_tta"), res)
+            m.bootstrap.update({f"{k}_tta": replace(d, metric=f"{k}_tta") for k, d in tta.items()})
+    for metric in [*METRICS, *(f"{k}_tta" for k in METRICS)]:
         adjusted = holm([m.bootstrap[metric].p_value if metric in m.bootstrap else None for m in others])
         for m, p in zip(others, adjusted):
             if metric in m.bootstrap:
@@ -82,6 +88,9 @@ def verdict_sentence(m: ModelResult, base: ModelResult) -> str:
         return f"{m.name}: no bootstrap (no run kept its validation's matches, or no seed shared with the baseline)."
     s = (f"{m.name}: mAP50-95 {d.delta:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}], {_told(d)}; this job could not see "
          f"differences under {d.mde:.3f} ({d.n_seeds} seed{'s' * (d.n_seeds != 1)}, {d.n_images} images)")
+    t = m.bootstrap.get("map_tta")
+    if t is not None:
+        s += f"; with test-time augmentation {t.delta:+.3f} [{t.lo:+.3f}, {t.hi:+.3f}], {_told(t)}"
     costs = _costs(m, base)
     if costs:
         s += f"; costs {costs}"
@@ -139,7 +148,7 @@ def bootstrap_lines(models: Sequence[ModelResult]) -> list[str]:
 def bootstrap_cols(m: ModelResult, base: ModelResult | None) -> dict:
     """results.csv columns: boot_<metric>_{delta, lo, hi, p, p_holm, mde} and the verdict sentence."""
     row = {}
-    for metric in METRICS:
+    for metric in [*METRICS, *(k for k in m.bootstrap if k.endswith("_tta"))]:
         d = m.bootstrap.get(metric)
         for k in ("delta", "lo", "hi", "p_value", "p_holm", "mde"):
             v = getattr(d, k) if d is not None else None
