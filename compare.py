@@ -19,6 +19,11 @@ exported as export.py does (fp32, fixed --imgsz, batch 1) and timed at batch 1 i
 the CPU, in the same interleaved rounds as the PyTorch batch-1 figures (report columns `ms/img ORT b1`,
 `ms/img OV b1`). A runtime that is missing or an export that fails leaves `n/a` and its reason; the job goes on.
 
+The verdict: each run's final validation keeps its per-image matches (val/image_stats.npz) and every model is
+compared with the baseline by a paired bootstrap over the validation images and the seeds (--bootstrap B
+resamples, Holm-adjusted over the models; utils/compare/bootstrap.py); report.md opens with one sentence per model
+(difference with its 95% interval, told apart or not, the smallest difference the job could see, its costs).
+
 A run that raises (a non-finite loss, out of memory, any error in its training or validation) is logged and
 recorded with its error; the job goes on and reports what finished, and `python compare.py` then exits with 1.
 `--resume JOB` reads JOB/opt.yaml, reuses every run with a result.json, runs the failed and missing ones again
