@@ -22,7 +22,8 @@ the CPU, in the same interleaved rounds as the PyTorch batch-1 figures (report c
 The verdict: each run's final validation keeps its per-image matches (val/image_stats.npz) and every model is
 compared with the baseline by a paired bootstrap over the validation images and the seeds (--bootstrap B
 resamples, Holm-adjusted over the models; utils/compare/bootstrap.py); report.md opens with one sentence per model
-(difference with its 95% interval, told apart or not, the smallest difference the job could see, its costs).
+(difference with its 95% interval, told apart or not, the smallest difference the job could see, the same for
+AP small/medium/large on the same resamples, its costs).
 
 A run that raises (a non-finite loss, out of memory, any error in its training or validation) is logged and
 recorded with its error; the job goes on and reports what finished, and `python compare.py` then exits with 1.
@@ -295,7 +296,7 @@ def main(opt: argparse.Namespace | CompareOptions):
               bar_format="{desc:<34}{percentage:3.0f}%|{bar:20}| {n}/{total} [{elapsed}<{remaining}]") as job.bar:
         models, reused = _fine_tune_all(job)
         job.bar.set_description(f"bootstrap ({opt.bootstrap} resamples)")
-        bootstrap_all(models, opt.bootstrap)
+        bootstrap_all(models, opt.bootstrap, size_gt=job.size_gt)
         job.bar.update(1)
         routing = _measure(job, models)
         job.bar.set_description("done")

@@ -1,5 +1,6 @@
 """How long the paired bootstrap behind compare's verdict takes: val.py --save-stats on a data set, then mAP on
-B resamples of its validation images (utils.validation.image_stats.ImageStats.resampled_maps), timed.
+B resamples of its validation images (utils.validation.image_stats.ImageStats.resampled_maps), timed; then the
+same for COCO's AP small, medium and large (utils.compare.size_stats.SizeStats.resampled_maps).
 
     python -m benchmarks.bootstrap_speed                          # yolov5n.pt on COCO128 at 320, 1000 resamples
     python -m benchmarks.bootstrap_speed --imgsz 640 --resamples 200
@@ -25,22 +26,37 @@ def main() -> None:
     a = p.parse_args()
     import val
     from utils.compare.bootstrap import Resamples
+    from utils.compare.size_stats import SizeStats
+    from utils.compare.sizes import build_size_gt, detections_from_txt
+    from utils.data.config import load_data_config
     from utils.validation.image_stats import IMAGE_STATS, load_image_stats
 
+    data = load_data_config(a.data)
     with tempfile.TemporaryDirectory() as d:
-        val.run(data=a.data, weights=a.weights, imgsz=a.imgsz, workers=0, project=d, plots=False, save_stats=True)
+        val.run(data=a.data, weights=a.weights, imgsz=a.imgsz, workers=0, project=d, plots=False, save_stats=True,
+                save_txt=True, save_conf=True)
         s = load_image_stats(Path(d) / "exp" / IMAGE_STATS)
-    res = Resamples(s.files, a.resamples, seed=0)
-    times = []
-    for _ in range(a.repeats):
+        size_gt = build_size_gt(data.val, data.names, data.nc)
         t = time.perf_counter()
-        maps = s.resampled_maps(res.counts)
-        times.append(time.perf_counter() - t)
-    lo, hi = np.percentile(maps[:, 1], [2.5, 97.5])
+        sizes = SizeStats.from_coco(size_gt, detections_from_txt(Path(d) / "exp" / "labels", size_gt))
+        t_match = time.perf_counter() - t
+    res = Resamples(s.files, a.resamples, seed=0)
+    sizes = sizes.reordered(s.files)
     print(f"{a.weights} on {a.data} at {a.imgsz}: {s.n_images} images, {len(s.conf)} detections, "
-          f"{len(np.unique(s.tcls))} classes; mAP50-95 {s.map()[1]:.4f} (bootstrap 95% [{lo:.4f}, {hi:.4f}])")
-    each = ", ".join(f"{x:.2f}" for x in times)
-    print(f"{a.resamples} resamples: {np.median(times):.2f} s (median of {a.repeats}; each {each})")
+          f"{len(np.unique(s.tcls))} classes")
+    for name, stats, j in (("mAP50-95", s, 1), ("AP small", sizes, 0), ("AP medium", sizes, 1),
+                           ("AP large", sizes, 2)):
+        if j == 0 or name == "mAP50-95":
+            times = []
+            for _ in range(a.repeats):
+                t = time.perf_counter()
+                maps = stats.resampled_maps(res.counts)
+                times.append(time.perf_counter() - t)
+            each = ", ".join(f"{x:.2f}" for x in times)
+            what = "mAP50, mAP50-95" if stats is s else f"AP small/medium/large (COCOeval matching {t_match:.2f} s)"
+            print(f"{a.resamples} resamples of {what}: {np.median(times):.2f} s (median of {a.repeats}; each {each})")
+        lo, hi = np.nanpercentile(maps[:, j], [2.5, 97.5])
+        print(f"  {name} {stats.map()[j]:.4f} (bootstrap 95% [{lo:.4f}, {hi:.4f}])")
 
 
 if __name__ == "__main__":

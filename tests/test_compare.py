@@ -79,6 +79,15 @@ def _check_verdict_and_bootstrap(job):
     assert f"- {bra['verdict']}" in report and bra["verdict"].startswith("yolov5n_biformer: mAP50-95 ")
     assert "(1 seed, 4 images)" in bra["verdict"] and "GFLOPs" in bra["verdict"]
     assert "## Bootstrap over validation images" in report and "1000 resamples of the 4 validation images" in report
+    # by size (COCOeval's matching on the same resamples): the 4 images have no small object, so no small column
+    by_model = {m.name: m for m in models}
+    assert bra["boot_ap_small_delta"] == "" and bra["boot_ap_large_delta"] != ""
+    for k in ("medium", "large"):
+        if bra[f"boot_ap_{k}_delta"] != "":
+            want = getattr(by_model["yolov5n_biformer"].seeds[0], f"ap_{k}") - getattr(by_model["yolov5n"].seeds[0],
+                                                                                        f"ap_{k}")
+            assert float(bra[f"boot_ap_{k}_delta"]) == pytest.approx(want, abs=1e-5), k
+    assert "; by object size (COCO AP) " in bra["verdict"] and "| yolov5n_biformer | AP large |" in report
 
 
 def _csv(path: Path) -> list[dict]:

@@ -63,37 +63,43 @@ class Resamples:
         self._maps: dict[object, np.ndarray] = {}
 
     def maps(self, key: object, stats: ImageStats) -> np.ndarray:
-        """(B, 2) mAP50, mAP50-95 of one run on every resample (images matched by file name)."""
+        """(B, k) figures of one run on every resample (images matched by file name): mAP50, mAP50-95 of its
+        ImageStats, or AP small, medium, large of its SizeStats (utils.compare.size_stats)."""
         if key not in self._maps:
             self._maps[key] = stats.reordered(self.files).resampled_maps(self.counts)
         return self._maps[key]
 
 
 def paired_bootstrap(base: Mapping[int, tuple[object, ImageStats]], model: Mapping[int, tuple[object, ImageStats]],
-                     res: Resamples) -> dict[str, BootstrapDiff]:
+                     res: Resamples, metrics: Sequence[str] = METRICS) -> dict[str, BootstrapDiff]:
     """{metric: BootstrapDiff} of `model` against `base` over the seeds both have; each maps seed -> (cache key,
-    ImageStats of that run's validation). {} when they share no seed."""
+    ImageStats of that run's validation, or its SizeStats with metrics=SIZE_METRICS). {} when they share no seed.
+    A metric that is NaN on the full set (no object of a size) is left out; resamples where it is NaN (none drawn)
+    are dropped from its interval."""
     seeds = sorted(set(base) & set(model))
     if not seeds:
         return {}
-    full = np.array([[a - b for a, b in zip(model[s][1].map(), base[s][1].map())] for s in seeds])  # (n, 2)
+    full = np.array([[a - b for a, b in zip(model[s][1].map(), base[s][1].map())] for s in seeds])  # (n, k)
     draws = np.stack([res.maps(model[s][0], model[s][1]) - res.maps(base[s][0], base[s][1]) for s in seeds])
     n = len(seeds)
-    image_only = draws.mean(0)  # (B, 2): the seed-mean difference, seeds fixed
+    image_only = draws.mean(0)  # (B, k): the seed-mean difference, seeds fixed
     if n >= 2:  # two levels: which seeds, then which images
         pick = np.random.default_rng(res.b + n).integers(0, n, (res.b, n))
-        boot = draws[pick, np.arange(res.b)[:, None]].mean(1)  # (B, 2)
+        boot = draws[pick, np.arange(res.b)[:, None]].mean(1)  # (B, k)
     else:
         boot = image_only
     out = {}
-    for j, metric in enumerate(METRICS):
-        d = boot[:, j]
+    for j, metric in enumerate(metrics):
+        d = boot[:, j][np.isfinite(boot[:, j])]
+        if not np.isfinite(full[:, j]).all() or len(d) < res.b / 2:
+            continue
+        image_j = image_only[:, j][np.isfinite(image_only[:, j])]
         lo, hi = (float(x) for x in np.percentile(d, [2.5, 97.5]))
         p = float(min(1.0, 2 * min((d <= 0).mean(), (d >= 0).mean())))
         se = float(d.std(ddof=1)) if len(d) > 1 else 0.0
         out[metric] = BootstrapDiff(metric, float(full[:, j].mean()), lo, hi, p, se, POWER_Z * se, n,
                                     len(res.files), res.b, float(full[:, j].var(ddof=1)) if n > 1 else 0.0,
-                                    float(image_only[:, j].var(ddof=1)))
+                                    float(image_j.var(ddof=1)))
     return out
 
 

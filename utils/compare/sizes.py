@@ -19,6 +19,7 @@ import numpy as np
 
 from utils.boxes import xywhn2xyxy
 from utils.coco_eval import coco_detections, image_ids, yolo_to_coco_gt
+from utils.compare.size_stats import evaluated
 from utils.data.dataset import LoadImagesAndLabels
 from utils.errors import UserError
 from utils.log import LOGGER
@@ -106,22 +107,8 @@ def _none_if_missing(x: float) -> float | None:
 
 def size_ap(gt: dict, detections: list[dict]) -> SizeAP:
     """COCOeval (bbox, at most 100 detections per image) of `detections` on every image of `gt`."""
-    # lazy: pycocotools is loaded only where AP by size is scored
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
-    anno, pred = COCO(), COCO()
-    anno.dataset = gt
+    ev = evaluated(gt, detections)
     with contextlib.redirect_stdout(io.StringIO()):
-        anno.createIndex()
-        if detections:
-            pred = anno.loadRes(detections)
-        else:  # loadRes cannot take an empty list; no detection scores 0 wherever there is ground truth
-            pred.dataset = {"images": gt["images"], "annotations": [], "categories": gt["categories"]}
-            pred.createIndex()
-        ev = COCOeval(anno, pred, "bbox")
-        ev.params.imgIds = sorted(anno.getImgIds())
-        ev.evaluate()
         ev.accumulate()
         ev.summarize()
     s = ev.stats

@@ -11,13 +11,16 @@ import numpy as np
 
 from utils.compare.bootstrap import METRICS, BootstrapDiff, Resamples, holm, paired_bootstrap, seeds_needed
 from utils.compare.results import ModelResult, baseline, finished, instability
+from utils.compare.size_stats import SIZE_METRICS, SizeStats
+from utils.compare.sizes import SizeGT, detections_from_txt
 from utils.deploy.runners import RUNTIMES
 from utils.validation.image_stats import IMAGE_STATS, load_image_stats
 
 __all__ = ["bootstrap_all", "verdict_sentence", "verdict_lines", "bootstrap_lines", "bootstrap_cols", "ALPHA_HOLM"]
 
 ALPHA_HOLM = 0.05
-_LABEL = {"map": "mAP50-95", "map50": "mAP50", "map_tta": "mAP50-95 (TTA)", "map50_tta": "mAP50 (TTA)"}
+_LABEL = {"map": "mAP50-95", "map50": "mAP50", "map_tta": "mAP50-95 (TTA)", "map50_tta": "mAP50 (TTA)",
+          "ap_small": "AP small", "ap_medium": "AP medium", "ap_large": "AP large"}
 _RT_NAME = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
@@ -32,9 +35,23 @@ def _runs(m: ModelResult, folder: str = "val") -> dict:
     return out
 
 
-def bootstrap_all(models: Sequence[ModelResult], resamples: int, seed: int = 0) -> None:
+def _size_runs(m: ModelResult, size_gt: SizeGT | None) -> dict:
+    """seed -> ((model, seed, 'size'), SizeStats) of the model's finished runs whose validation wrote its
+    detections (run_dir/val/labels, as compare's validation does); {} without ground truth by size."""
+    out = {}
+    if size_gt is None:
+        return out
+    for s in m.seeds:
+        labels = Path(s.run_dir) / "val" / "labels"
+        if labels.is_dir():
+            out[s.seed] = ((m.name, s.seed, "size"), SizeStats.from_coco(size_gt, detections_from_txt(labels, size_gt)))
+    return out
+
+
+def bootstrap_all(models: Sequence[ModelResult], resamples: int, seed: int = 0, size_gt: SizeGT | None = None) -> None:
     """Set each finished model's `bootstrap` against the baseline, with Holm's adjustment over the models; nothing
-    when `resamples` < 1 or the baseline kept no matches."""
+    when `resamples` < 1 or the baseline kept no matches. With the split's ground truth by size (`size_gt`) the
+    same resamples also give AP small, medium and large (COCOeval's, from each run's val/labels)."""
     base = baseline(models)
     others = [m for m in finished(models) if m is not base]
     if base is None or resamples < 1 or not others:
@@ -43,13 +60,15 @@ def bootstrap_all(models: Sequence[ModelResult], resamples: int, seed: int = 0) 
     if not base_runs:
         return
     res = Resamples(next(iter(base_runs.values()))[1].files, resamples, seed)
-    base_tta = _runs(base, "val_tta")
+    base_tta, base_size = _runs(base, "val_tta"), _size_runs(base, size_gt)
     for m in others:
         m.bootstrap = paired_bootstrap(base_runs, _runs(m), res)
         if base_tta:  # --augment: the same resamples, the TTA validations' matches
             tta = paired_bootstrap(base_tta, _runs(m, "val_tta"), res)
             m.bootstrap.update({f"{k}_tta": replace(d, metric=f"{k}_tta") for k, d in tta.items()})
-    for metric in [*METRICS, *(f"{k}_tta" for k in METRICS)]:
+        if base_size:
+            m.bootstrap.update(paired_bootstrap(base_size, _size_runs(m, size_gt), res, SIZE_METRICS))
+    for metric in [*METRICS, *(f"{k}_tta" for k in METRICS), *SIZE_METRICS]:
         adjusted = holm([m.bootstrap[metric].p_value if metric in m.bootstrap else None for m in others])
         for m, p in zip(others, adjusted):
             if metric in m.bootstrap:
@@ -91,12 +110,24 @@ def verdict_sentence(m: ModelResult, base: ModelResult) -> str:
     t = m.bootstrap.get("map_tta")
     if t is not None:
         s += f"; with test-time augmentation {t.delta:+.3f} [{t.lo:+.3f}, {t.hi:+.3f}], {_told(t)}"
+    s += _size_clause(m)
     costs = _costs(m, base)
     if costs:
         s += f"; costs {costs}"
     if instability(base, m):
         s += "; unstable (see below the results table)"
     return s + "."
+
+
+def _size_clause(m: ModelResult) -> str:
+    """'; by object size (COCO AP) small +0.010 [-0.020, +0.030], ...; none told apart' (or the sizes that are)."""
+    sizes = [(k.removeprefix("ap_"), m.bootstrap[k]) for k in SIZE_METRICS if k in m.bootstrap]
+    if not sizes:
+        return ""
+    parts = ", ".join(f"{name} {d.delta:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]" for name, d in sizes)
+    apart = [f"{name} {_told(d).split(' (')[0].removesuffix(' than the baseline')}" for name, d in sizes
+             if (d.p_holm if d.p_holm is not None else d.p_value) < ALPHA_HOLM]
+    return f"; by object size (COCO AP) {parts}; {'told apart: ' + ', '.join(apart) if apart else 'none told apart'}"
 
 
 def verdict_lines(models: Sequence[ModelResult]) -> list[str]:
@@ -109,7 +140,9 @@ def verdict_lines(models: Sequence[ModelResult]) -> list[str]:
             "Differences are mAP50-95 minus the baseline's, mean over paired seeds; the interval is the paired "
             "bootstrap's 95% over seeds and validation images; \"could not see differences under\" is the "
             "difference a two-sided 5% test would find 80% of the time with this job's seeds and images "
-            "(see \"Bootstrap over validation images\").", ""]
+            "(see \"Bootstrap over validation images\"). By object size: COCO's AP50-95 of small, medium and large "
+            "objects (pycocotools' matching), its difference bootstrapped on the same resamples; \"told apart\" "
+            "names the sizes whose Holm-adjusted p is under 0.05.", ""]
 
 
 def _seeds_cell(d: BootstrapDiff, effect: float) -> str:
@@ -148,7 +181,7 @@ def bootstrap_lines(models: Sequence[ModelResult]) -> list[str]:
 def bootstrap_cols(m: ModelResult, base: ModelResult | None) -> dict:
     """results.csv columns: boot_<metric>_{delta, lo, hi, p, p_holm, mde} and the verdict sentence."""
     row = {}
-    for metric in [*METRICS, *(k for k in m.bootstrap if k.endswith("_tta"))]:
+    for metric in [*METRICS, *(k for k in m.bootstrap if k.endswith("_tta")), *SIZE_METRICS]:
         d = m.bootstrap.get(metric)
         for k in ("delta", "lo", "hi", "p_value", "p_holm", "mde"):
             v = getattr(d, k) if d is not None else None
