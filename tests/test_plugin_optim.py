@@ -1,5 +1,6 @@
 """The plug-in optimizer's settings: the gates and the blocks at rates of their own (hyp.plugin_block_lr), and the
-warmup ramp (hyp.plugin_warmup); the defaults keep one group at plugin_lr and no ramp."""
+warmup ramp (hyp.plugin_warmup); by default the gates at plugin_lr, the blocks at 0.7 of it and no ramp, and
+plugin_block_lr 1 keeps one group at plugin_lr."""
 
 from __future__ import annotations
 
@@ -19,9 +20,17 @@ def bra():
     return model, plugin_parameter_names(model, None)
 
 
-def test_defaults_one_group_at_plugin_lr(bra):
+def test_defaults_gates_at_plugin_lr_blocks_at_0_7_of_it(bra):
     model, names = bra
-    opt = plugin_optimizer(model, names, Hyp())
+    assert Hyp().plugin_block_lr == 0.7 and Hyp().plugin_warmup == 0  # chosen in benchmarks/README.md
+    gates, blocks = plugin_optimizer(model, names, Hyp()).param_groups
+    assert gates["lr"] == 0.003 and blocks["lr"] == pytest.approx(0.0021)
+    assert len(gates["params"]) + len(blocks["params"]) == len(names)
+
+
+def test_block_lr_one_keeps_one_group_at_plugin_lr(bra):
+    model, names = bra
+    opt = plugin_optimizer(model, names, Hyp(plugin_block_lr=1.0))
     assert len(opt.param_groups) == 1 and opt.param_groups[0]["lr"] == opt.param_groups[0]["initial_lr"] == 0.003
     assert sum(p.numel() for p in opt.param_groups[0]["params"]) == sum(
         p.numel() for n, p in model.named_parameters() if n in set(names))

@@ -53,7 +53,7 @@ class Hyp:
     # benchmarks/README.md ("Plug-ins that learn").
     plugin_lr: float = 0.003
     plugin_weight_decay: float = 0.0  # AdamW's decoupled weight decay for those layers
-    plugin_block_lr: float = 1.0  # the plug-in blocks' learning rate as a fraction of plugin_lr (gates keep plugin_lr)
+    plugin_block_lr: float = 0.7  # the plug-in blocks' learning rate as a fraction of plugin_lr (gates keep plugin_lr)
     plugin_warmup: float = 0.0  # 1: plugin_lr ramps up from 0 over the recipe's warmup iterations; 0: no ramp
 
     @classmethod
