@@ -314,8 +314,7 @@ def main(opt: argparse.Namespace | CompareOptions):
 
 
 def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Compare attention plug-ins against the YOLOv5 baseline",
-                                allow_abbrev=False)
+    p = argparse.ArgumentParser(description="Compare attention plug-ins against the YOLOv5 baseline")
     p.add_argument("--cfgs", nargs="+", default=None,
                    help="model configs, baseline first (default: yolov5n.yaml, yolov5n_biformer.yaml and every "
                         "other bundled plug-in config at the scale of --weights)")

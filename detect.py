@@ -279,7 +279,7 @@ def _report(seen, dt, imgsz, bs, save_dir: Path, save_txt: bool, saved: bool) ->
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt",
                    help="model path(s): .pt, .torchscript, .onnx or *_openvino_model; several make an ensemble")
     p.add_argument("--source", type=str, default=str(ROOT / "data/images"),

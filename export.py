@@ -194,7 +194,7 @@ def _summary(rows, w: Path, imgsz: list[int], seconds: float) -> None:
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=str, default="coco128.yaml",
                    help="--int8: dataset.yaml whose train images calibrate the quantization (names come from the "
                         "weights)")

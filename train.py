@@ -271,7 +271,7 @@ def _final(r: _Loop) -> tuple[tuple, dict[str, float]]:
 # ---- command line ---------------------------------------------------------------------------------------
 def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Namespace:
     """The command line's options; `args` None reads sys.argv (scripts only), [] gives the defaults."""
-    p = argparse.ArgumentParser(description="Train a YOLOv5 detector", allow_abbrev=False)
+    p = argparse.ArgumentParser(description="Train a YOLOv5 detector")
     p.add_argument("--weights", type=str, default="yolov5n.pt", help="initial weights path ('' to start fresh)")
     p.add_argument("--cfg", type=str, default="", help="model.yaml path or name, e.g. yolov5n_biformer.yaml")
     p.add_argument("--data", type=str, default="coco128.yaml", help="dataset.yaml path")

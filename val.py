@@ -272,7 +272,7 @@ def _loop(s: _Setup, opt: ValOptions, compute_loss, confusion_matrix, out: Outpu
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--data", type=str, default="coco128.yaml", help="dataset.yaml path (or a name in data/)")
     p.add_argument("--weights", nargs="+", type=str, default="yolov5n.pt",
                    help="model path(s); several make an ensemble")

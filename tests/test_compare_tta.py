@@ -50,5 +50,4 @@ def test_validate_tta_on_a_run_folder(tmp_path):
     tta = compare._validate_tta(opt, run_dir)
     assert tta == {"map50_tta": pytest.approx(plain[2]), "map_tta": pytest.approx(plain[3])}
     assert (run_dir / "val_tta" / "image_stats.npz").is_file()  # for the TTA bootstrap
-    with pytest.raises(SystemExit):
-        compare.parse_opt(args=["--aug"])  # no abbreviations
+    assert compare.parse_opt(args=["--aug"]).augment  # official YOLOv5's prefixes are accepted

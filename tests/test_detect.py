@@ -405,15 +405,16 @@ def test_visualize_feature_maps(tmp_path):
         detect.run(weights="m.onnx", source=BUS, project=tmp_path, visualize=True)
 
 
-def test_parser_takes_no_abbreviations(capsys):
-    """allow_abbrev=False: '--visualize' is its own flag, no longer a prefix of --visualize-routing; prefixes
-    of long options are errors."""
+def test_parser_exact_flags_and_prefixes(capsys):
+    """'--visualize' is its own flag beside --visualize-routing (an exact match wins); unambiguous prefixes mean
+    the option they begin, as in official YOLOv5; an ambiguous one is an error naming the candidates."""
     opt = detect.parse_opt(["--visualize", "--augment", "--view-img", "--save-csv"])
     assert opt.visualize and not opt.visualize_routing and opt.augment and opt.view_img and opt.save_csv
-    for argv in (["--visualize-rout"], ["--conf", "0.5"], ["--save-c"]):
-        with pytest.raises(SystemExit) as e:
-            detect.parse_opt(argv)
-        assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+    opt = detect.parse_opt(["--visualize-rout", "--conf", "0.5", "--save-cs"])
+    assert opt.visualize_routing and not opt.visualize and opt.conf_thres == 0.5 and opt.save_csv
+    with pytest.raises(SystemExit) as e:
+        detect.parse_opt(["--save-c"])
+    assert e.value.code == 2 and "ambiguous option: --save-c" in capsys.readouterr().err
 
 
 def test_every_option_is_a_typed_field():

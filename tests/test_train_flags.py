@@ -1,5 +1,5 @@
 """train.py's smaller YOLOv5 flags: --image-weights, --batch-size -1 (AutoBatch), labels_correlogram.jpg, and a
-parser that takes no abbreviations."""
+parser that takes official YOLOv5's prefixes."""
 
 from __future__ import annotations
 
@@ -94,11 +94,14 @@ def test_image_weights_and_autobatch_in_a_run(tmp_path):
     assert sorted(seen) == sorted(ds.im_files[i] for i in drawn)
 
 
-def test_no_abbreviations(monkeypatch, capsys):
-    monkeypatch.setattr(sys, "argv", ["train.py", "--image-weight"])
+def test_prefixes_as_official_and_unknown_flags_refused(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["train.py", "--image-weight", "--batch", "8"])
+    opt = train.parse_opt()
+    assert opt.image_weights and opt.batch_size == 8
+    monkeypatch.setattr(sys, "argv", ["train.py", "--image-weightz"])
     with pytest.raises(SystemExit):
         train.parse_opt()
-    assert "unrecognized arguments: --image-weight" in capsys.readouterr().err
+    assert "unrecognized arguments: --image-weightz" in capsys.readouterr().err
 
 
 def test_every_option_is_a_typed_field():

@@ -187,15 +187,17 @@ def test_internal_errors_keep_their_traceback():
         cli_errors(buggy)(None)
 
 
-def test_parser_flags_and_no_abbreviations(capsys):
-    """--augment and several --weights parse; prefixes of long options are errors (allow_abbrev=False)."""
+def test_parser_flags_and_official_prefixes(capsys):
+    """--augment and several --weights parse; official YOLOv5's prefixes (--conf, --iou, --batch) mean the options
+    they begin; an unknown flag is an error."""
     opt = val.parse_opt(["--augment", "--weights", "a.pt", "b.pt"])
     assert opt.augment and opt.weights == ["a.pt", "b.pt"]
     assert not val.parse_opt([]).augment
-    for argv in (["--conf", "0.5"], ["--aug"], ["--batch", "4"]):
-        with pytest.raises(SystemExit) as e:
-            val.parse_opt(argv)
-        assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
+    opt = val.parse_opt(["--conf", "0.5", "--iou", "0.7", "--batch", "4", "--aug"])
+    assert (opt.conf_thres, opt.iou_thres, opt.batch_size, opt.augment) == (0.5, 0.7, 4, True)
+    with pytest.raises(SystemExit) as e:
+        val.parse_opt(["--confidence", "0.5"])
+    assert e.value.code == 2 and "unrecognized arguments" in capsys.readouterr().err
 
 
 def test_flags_are_the_options_and_unknown_keywords_are_refused():
