@@ -141,14 +141,11 @@ def test_save_crop_render(custom, tmp_path):
     before = results.ims[0].copy()
     drawn = results.render()
     assert drawn[0].shape == before.shape and not np.array_equal(drawn[0], before)
-    try:
-        import pandas  # noqa: F401
-    except ModuleNotFoundError:
-        with pytest.raises(ModuleNotFoundError, match="pip install pandas"):
-            results.pandas()
-    else:
-        df = results.pandas().xyxy[0]
-        assert list(df.columns) == ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
+    df = results.pandas().xyxy[0]  # pandas is a requirement, as in YOLOv5
+    assert list(df.columns) == ["xmin", "ymin", "xmax", "ymax", "confidence", "class", "name"]
+    np.testing.assert_allclose(df.iloc[:, :6].to_numpy(float), results.xyxy[0].numpy(), rtol=1e-6)
+    assert list(df["name"]) == [results.names[int(c)] for c in results.xyxy[0][:, 5]]
+    assert list(results.pandas().xywhn[0].columns)[:4] == ["xcenter", "ycenter", "width", "height"]
 
 
 def test_bad_inputs_are_named(custom, tmp_path):
