@@ -124,6 +124,9 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
     fmts = _check_options(include, dev, half, dynamic, optimize, int(opset), int(batch_size), int8)
     if isinstance(imgsz, (list, tuple)) and len(imgsz) not in (1, 2):
         raise UserError(f"--imgsz {' '.join(map(str, imgsz))}: give one size or two (height width)")
+    if isinstance(weights, (list, tuple)) and len(weights) != 1:
+        raise UserError(f"export.run exports one checkpoint, got {len(weights)}: {' '.join(map(str, weights))} "
+                        "(export.py --weights a.pt b.pt exports each in turn)")
     w = resolve_weights(weights[0] if isinstance(weights, (list, tuple)) else weights)
     if w.suffix != ".pt":
         raise UserError(f"--weights {w}: export reads a PyTorch checkpoint (.pt), got {w.suffix or 'no suffix'}")
@@ -215,8 +218,11 @@ def parse_opt(argv=None) -> argparse.Namespace:
 
 
 def main(opt: argparse.Namespace) -> dict:
+    """Export each of --weights in turn, as official YOLOv5 does; {checkpoint: {format: path written}}."""
     setup_logging()
-    return run(**vars(opt))
+    kw = vars(opt)
+    weights = kw.pop("weights")
+    return {w: run(weights=w, **kw) for w in ([weights] if isinstance(weights, str) else weights)}
 
 
 def cli(argv: list[str] | None = None) -> None:

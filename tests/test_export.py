@@ -233,6 +233,26 @@ def test_cli_errors_and_non_checkpoint_weights(tmp_path, capsys):
     assert e.value.code == 2 and "missing.pt" in capsys.readouterr().err
 
 
+def test_several_weights_are_each_exported_from_the_command_line(tmp_path):
+    """export.py --weights a.pt b.pt exported a.pt only; now each in turn (as official YOLOv5), and export.run
+    given two checkpoints says it takes one."""
+    import shutil
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    for name in ("a.pt", "b.pt"):
+        shutil.copy(root / "weights" / "yolov5n.pt", tmp_path / name)
+    r = subprocess.run([sys.executable, str(root / "export.py"), "--weights", "a.pt", "b.pt", "--img", "64",
+                        "--include", "torchscript"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ("a", "b"):
+        ts = torch.jit.load(str(tmp_path / f"{name}.torchscript"))
+        assert ts(torch.zeros(1, 3, 64, 64))[0].shape == (1, 252, 85)
+    with pytest.raises(UserError, match="exports one checkpoint, got 2"):
+        export.run(weights=[str(tmp_path / "a.pt"), str(tmp_path / "b.pt")], include="torchscript")
+
+
 def test_a_failed_reexport_keeps_the_previous_files(tmp_path, monkeypatch):
     """Each writer fails (or is interrupted) midway through a re-export, after part of its output is on disk: the
     previous export stays byte for byte, and no partial or temporary file is left beside it. (ONNX was written in
