@@ -125,7 +125,7 @@ def _one(name: str, fmt: str | None, weights: Path, imgsz: int, batch_size: int,
 
 
 def run(weights="yolov5n.pt", imgsz: int = 640, batch_size: int = 1, data: str = "coco128.yaml",
-        device: str = "cpu", half: bool = False, test: bool = False, pt_only: bool = False, hard_fail=False,
+        device: str = "", half: bool = False, test: bool = False, pt_only: bool = False, hard_fail=False,
         include=None, workers: int = 2, project: str | Path = ROOT / "runs" / "benchmarks") -> list[BenchRow]:
     """Benchmark every format (or `include`, or PyTorch only); returns the rows, after logging the table.
 
@@ -198,12 +198,13 @@ def table_lines(rows: list[BenchRow], test: bool = False) -> list[str]:
 
 
 def parse_opt(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--weights", type=str, default="yolov5n.pt", help="weights path (.pt)")
     p.add_argument("--imgsz", "--img", "--img-size", type=int, default=640, help="inference size (pixels)")
     p.add_argument("--batch-size", type=int, default=1, help="batch size")
     p.add_argument("--data", type=str, default="coco128.yaml", help="dataset.yaml path")
-    p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu (default: the first GPU, "
+                                                 "else the CPU, as official YOLOv5)")
     p.add_argument("--half", action="store_true", help="use FP16 half-precision inference (CUDA only)")
     p.add_argument("--test", action="store_true", help="test exports only")
     p.add_argument("--pt-only", action="store_true", help="test PyTorch only")

@@ -16,10 +16,12 @@ import detect
 import export
 import train
 import val
+from benchmarks import deploy as deploy_bench
 
 ROOT = Path(__file__).resolve().parent.parent
 PARSERS = {"train.py": lambda a: train.parse_opt(args=a), "val.py": val.parse_opt, "detect.py": detect.parse_opt,
-           "export.py": export.parse_opt, "compare.py": lambda a: compare.parse_opt(args=a)}
+           "export.py": export.parse_opt, "compare.py": lambda a: compare.parse_opt(args=a),
+           "benchmarks.py": deploy_bench.parse_opt}
 
 # (command as official YOLOv5's README, tutorials and issue answers write it, what it means there)
 OFFICIAL = [
@@ -50,6 +52,7 @@ OFFICIAL = [
      dict(weights=["yolov5s.pt"], include=["torchscript", "onnx"])),
     ("python export.py --weights yolov5s.pt --include onnx --img 640 --batch 1 --dynamic",
      dict(include=["onnx"], imgsz=[640], batch_size=1, dynamic=True)),
+    ("python benchmarks.py --weights yolov5s.pt --img 640", dict(weights="yolov5s.pt", imgsz=640, device="")),
     ("python compare.py --cfgs yolov5n.yaml yolov5n_biformer.yaml --img 320 --batch 8 --epochs 5",
      dict(imgsz=320, batch_size=8, epochs=5)),
 ]
