@@ -40,6 +40,7 @@ from utils.boxes import scale_boxes
 from utils.checks import check_finite_outputs, check_img_size
 from utils.cli import cli_errors
 from utils.data.images import IMG_FORMATS
+from utils.data.inputs import fetch_url_source
 from utils.data.sources import LoadImages, LoadStreams, cv2_reason, is_stream_source
 from utils.deploy.runtimes import OV_PRECISIONS
 from utils.detection.features import FeatureMaps
@@ -234,7 +235,7 @@ def _detect(opt: DetectOptions) -> tuple[Path, list[ImageDetections]]:
         raise UserError(f"--augment runs the model on rescaled inputs, and {' '.join(map(str, ws))} was exported "
                         f"for {fh}x{fw} images only; use the .pt or an export made with --dynamic")
     _warn_classes(opt.classes, model.names)
-    src = _dataset(source, imgsz, stride, opt.vid_stride, auto=model.fixed_shape is None)
+    src = _dataset(fetch_url_source(source), imgsz, stride, opt.vid_stride, auto=model.fixed_shape is None)
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
     (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
     out = ImageOutputs(opt, save_dir, list(model.names))

@@ -95,3 +95,43 @@ def test_official_detect_command_runs(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     classes = [line.split()[0] for line in (tmp_path / "exp" / "labels" / "bus.txt").read_text().splitlines()]
     assert "0" in classes and set(classes) <= {"0", "5"}  # people and the bus, nothing else at confidence 0.5
+
+
+def test_detect_downloads_an_image_url(tmp_path):
+    """An image URL as --source is downloaded into the working directory and detected, as official YOLOv5 does
+    (it was opened as a stream and failed); a URL that cannot be fetched is one ERROR line naming it. The URL is
+    served by an HTTP server this test starts on 127.0.0.1."""
+    import functools
+    import http.server
+    import shutil
+    import threading
+
+    site = tmp_path / "site"
+    site.mkdir()
+    shutil.copy(ROOT / "data" / "images" / "bus.jpg", site / "bus.jpg")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(site))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    work = tmp_path / "work"
+    work.mkdir()
+    try:
+        def detect_cli(source, name):
+            return subprocess.run([sys.executable, str(ROOT / "detect.py"), "--weights",
+                                   str(ROOT / "weights" / "yolov5n.pt"), "--img", "320", "--source", source,
+                                   "--save-txt", "--save-conf", "--nosave", "--project", str(tmp_path),
+                                   "--name", name, "--device", "cpu"],
+                                  cwd=work, capture_output=True, text=True, timeout=300)
+
+        r = detect_cli(f"{url}/bus.jpg?size=full", "url")
+        assert r.returncode == 0, r.stderr[-2000:]
+        assert (work / "bus.jpg").read_bytes() == (site / "bus.jpg").read_bytes()
+        local = detect_cli(str(site / "bus.jpg"), "local")
+        assert local.returncode == 0, local.stderr[-2000:]
+        got = (tmp_path / "url" / "labels" / "bus.txt").read_text()
+        assert got and got == (tmp_path / "local" / "labels" / "bus.txt").read_text()
+        r = detect_cli(f"{url}/missing.jpg", "missing")
+        assert r.returncode == 2 and "ERROR: --source " in r.stderr and "missing.jpg: cannot download" in r.stderr
+        assert "Traceback" not in r.stderr and not (work / "missing.jpg").exists()
+    finally:
+        server.shutdown()

@@ -1,11 +1,14 @@
 """One-call inference's inputs (utils.hub.AutoShape): a file path, an http(s) URL, a PIL image or a numpy
 array, each to an HWC RGB uint8 array. Files are read as detect.py reads them (OpenCV, EXIF orientation applied,
-the size limit), so both see the same pixels."""
+the size limit), so both see the same pixels. `fetch_url_source`: detect.py's source given as the URL of an image
+or video file, downloaded first as official YOLOv5's detect.py does."""
 
 from __future__ import annotations
 
 import tempfile
+import os
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -13,10 +16,11 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from utils.data.images import imread_bgr, oversize
+from utils.data.images import IMG_FORMATS, VID_FORMATS, imread_bgr, oversize
 from utils.errors import UserError
+from utils.log import LOGGER
 
-__all__ = ["INPUTS_HELP", "URL_TIMEOUT", "as_rgb"]
+__all__ = ["INPUTS_HELP", "URL_TIMEOUT", "as_rgb", "fetch_url_source"]
 
 URL_TIMEOUT = 10.0  # seconds to wait for an image URL before giving up
 INPUTS_HELP = ("a file path, an http(s) URL, a PIL image, a numpy array (HWC, RGB), a list of those, or a "
@@ -39,6 +43,34 @@ def _read_url(url: str) -> np.ndarray:
         if im is None:
             raise UserError(f"{url!r}: {oversize(f) or 'the downloaded data is not an image that can be decoded'}")
     return im
+
+
+def fetch_url_source(source: str, folder: str | Path = ".") -> str:
+    """`source` unchanged, unless it is an http(s) URL whose path names an image or video file: then that file is
+    downloaded into `folder` (the working directory, as official YOLOv5's detect.py does; a file already there is
+    reused) and its path returned. Other URLs are streams. A failed download is a UserError naming the URL."""
+    s = str(source)
+    if not s.lower().startswith(("http://", "https://")):
+        return source
+    name = Path(urllib.parse.unquote(urllib.parse.urlparse(s).path)).name
+    if Path(name).suffix[1:].lower() not in IMG_FORMATS + VID_FORMATS:
+        return source  # a stream (an MJPEG or HLS URL, say): cv2 opens it
+    dest = Path(folder) / name
+    if dest.is_file():
+        LOGGER.info(f"Found {s} locally at {dest}")
+        return str(dest)
+    tmp = dest.with_name(f".{name}.part{os.getpid()}")
+    try:
+        with urllib.request.urlopen(s, timeout=URL_TIMEOUT) as r:  # noqa: S310 (http(s) only, checked above)
+            tmp.write_bytes(r.read())
+        os.replace(tmp, dest)
+    except (urllib.error.URLError, OSError, ValueError) as e:
+        tmp.unlink(missing_ok=True)
+        reason = getattr(e, "reason", None) or e
+        raise UserError(f"--source {s}: cannot download it ({reason}); is this machine offline? Pass a local "
+                        "file instead") from None
+    LOGGER.info(f"Downloaded {s} to {dest}")
+    return str(dest)
 
 
 def as_rgb(im: Any, i: int) -> tuple[np.ndarray, str]:
