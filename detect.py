@@ -292,6 +292,8 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--save-txt", action="store_true", help="save results to *.txt")
     p.add_argument("--save-conf", action="store_true", help="save confidences in --save-txt labels")
+    p.add_argument("--save-format", type=int, default=0,
+                   help="--save-txt boxes: 0 YOLO (cls cx cy w h, normalized), 1 Pascal-VOC (cls x1 y1 x2 y2, pixels)")
     p.add_argument("--save-crop", action="store_true", help="save cropped prediction boxes")
     p.add_argument("--nosave", action="store_true", help="do not save images/videos")
     p.add_argument("--classes", nargs="+", type=int, help="filter by class: --classes 0, or --classes 0 2 3")

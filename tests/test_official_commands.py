@@ -87,14 +87,32 @@ def test_exact_flags_win_over_longer_ones():
 
 
 def test_official_detect_command_runs(tmp_path):
-    """The README's detect command with official prefixes, through the command line."""
-    r = subprocess.run([sys.executable, str(ROOT / "detect.py"), "--weights", str(ROOT / "weights" / "yolov5n.pt"),
-                        "--img", "320", "--conf", "0.5", "--iou", "0.5", "--source",
-                        str(ROOT / "data" / "images" / "bus.jpg"), "--save-txt", "--project", str(tmp_path),
-                        "--device", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    """The README's detect command with official prefixes, through the command line; --save-format 1 writes the
+    same boxes as Pascal-VOC lines (cls x1 y1 x2 y2 conf, pixels), and another value is one ERROR line."""
+    import cv2
+    import numpy as np
+
+    def detect_cli(*extra):
+        return subprocess.run([sys.executable, str(ROOT / "detect.py"), "--weights",
+                               str(ROOT / "weights" / "yolov5n.pt"), "--img", "320", "--conf", "0.5", "--iou", "0.5",
+                               "--source", str(ROOT / "data" / "images" / "bus.jpg"), "--save-txt", "--save-conf",
+                               "--project", str(tmp_path), "--device", "cpu", *extra],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+
+    r = detect_cli()
     assert r.returncode == 0, r.stderr[-2000:]
-    classes = [line.split()[0] for line in (tmp_path / "exp" / "labels" / "bus.txt").read_text().splitlines()]
-    assert "0" in classes and set(classes) <= {"0", "5"}  # people and the bus, nothing else at confidence 0.5
+    yolo = np.loadtxt(tmp_path / "exp" / "labels" / "bus.txt", ndmin=2)
+    assert 0 in yolo[:, 0] and set(yolo[:, 0]) <= {0, 5}  # people and the bus, nothing else at confidence 0.5
+    r = detect_cli("--save-format", "1", "--nosave")
+    assert r.returncode == 0, r.stderr[-2000:]
+    voc = np.loadtxt(tmp_path / "exp2" / "labels" / "bus.txt", ndmin=2)
+    h, w = cv2.imread(str(ROOT / "data" / "images" / "bus.jpg")).shape[:2]
+    assert voc[:, 3].max() > 1  # pixels
+    as_yolo = np.stack([voc[:, 0], (voc[:, 1] + voc[:, 3]) / 2 / w, (voc[:, 2] + voc[:, 4]) / 2 / h,
+                        (voc[:, 3] - voc[:, 1]) / w, (voc[:, 4] - voc[:, 2]) / h, voc[:, 5]], 1)
+    np.testing.assert_allclose(as_yolo, yolo, atol=2e-3)  # %g keeps 6 digits
+    r = detect_cli("--save-format", "2")
+    assert r.returncode == 2 and "ERROR: --save-format 2: valid are 0 (YOLO" in r.stderr
 
 
 def test_detect_downloads_an_image_url(tmp_path):

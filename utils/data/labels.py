@@ -270,15 +270,17 @@ def scan_labels(im_files: list[str], cache_path: Path | None = None, prefix: str
     return scan
 
 
-def save_one_txt(predn: torch.Tensor, save_conf: bool, shape: tuple[int, int], file: str | Path) -> None:
+def save_one_txt(predn: torch.Tensor, save_conf: bool, shape: tuple[int, int], file: str | Path,
+                 voc: bool = False) -> None:
     """Write detections (n, 6) [x1, y1, x2, y2, conf, cls] in pixels of an image of `shape` (h, w) to `file`
-    as YOLO lines `cls cx cy w h [conf]`, normalized. The file is written afresh: a run rewrites the labels an
-    earlier run (--exist-ok) left there."""
+    as YOLO lines `cls cx cy w h [conf]`, normalized, or with `voc` as Pascal-VOC lines `cls x1 y1 x2 y2 [conf]` in
+    pixels (detect.py --save-format 1). The file is written afresh: a run rewrites the labels an earlier run
+    (--exist-ok) left there."""
     gn = torch.tensor(shape, dtype=torch.float32)[[1, 0, 1, 0]]
     lines = []
     for *xyxy, conf, cls in predn.tolist():
-        xywh = (xyxy2xywh(torch.tensor(xyxy).view(1, 4)) / gn).view(-1).tolist()
-        line = (cls, *xywh, conf) if save_conf else (cls, *xywh)
+        box = xyxy if voc else (xyxy2xywh(torch.tensor(xyxy).view(1, 4)) / gn).view(-1).tolist()
+        line = (cls, *box, conf) if save_conf else (cls, *box)
         lines.append(("%g " * len(line)).rstrip() % line + "\n")
     Path(file).parent.mkdir(parents=True, exist_ok=True)
     with open(file, "w") as f:

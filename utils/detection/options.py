@@ -28,6 +28,7 @@ class DetectOptions:
     conf_thres, iou_thres, max_det: NMS's confidence and IoU thresholds and its most boxes per image
     device: '' (the first CUDA device, else the CPU), 'cpu' or CUDA indices such as '0' or '0,1'
     save_txt, save_conf: YOLO labels per image / video frame under <run>/labels, with confidences
+    save_format: save_txt's boxes: 0 YOLO (cls cx cy w h, normalized), 1 Pascal-VOC (cls x1 y1 x2 y2, pixels)
     save_crop: each box's crop under <run>/crops/<class>
     nosave: neither drawn images nor videos are written
     classes: the class indices kept (None: all); agnostic_nms: NMS across classes
@@ -53,6 +54,7 @@ class DetectOptions:
     device: str = ""
     save_txt: bool = False
     save_conf: bool = False
+    save_format: int = 0
     save_crop: bool = False
     nosave: bool = False
     classes: list[int] | None = None
@@ -98,6 +100,9 @@ class DetectOptions:
         """Options that cannot make a run, found before the model loads: the line width, and --visualize /
         --visualize-routing, which read inside one PyTorch model."""
         check_line_width(self.line_thickness)
+        if self.save_format not in (0, 1):
+            raise UserError(f"--save-format {self.save_format!r}: valid are 0 (YOLO: cls cx cy w h, normalized) and 1 "
+                            "(Pascal-VOC: cls x1 y1 x2 y2, pixels)")
         ws = self.weights_list
         fmts = [weights_format(x) for x in ws]
         for flag, on, what in (("--visualize-routing", self.visualize_routing, "the attention"),

@@ -77,7 +77,8 @@ class ImageOutputs:
         imc = im0.copy() if o.save_crop else im0
         annotator = Annotator(im0, line_width=o.line_thickness)
         if o.save_txt and len(det):
-            save_one_txt(det.flip(0), o.save_conf, im0.shape[:2], txt_path)  # least confident first, as YOLOv5
+            save_one_txt(det.flip(0), o.save_conf, im0.shape[:2], txt_path,  # least confident first, as YOLOv5
+                         voc=o.save_format == 1)
         elif o.save_txt:
             txt_path.unlink(missing_ok=True)  # no detections now: an earlier run's file (--exist-ok) must not stay
         rows = []
