@@ -128,3 +128,16 @@ def test_errors_name_the_problem(tmp_path, root):
     torch.manual_seed(0)
     with pytest.raises(FileNotFoundError, match="missing.jpg"):
         visualize_routing(Model("yolov5n_biformer.yaml", verbose=False), [tmp_path / "missing.jpg"], tmp_path)
+
+
+def test_titles_stay_inside_a_narrow_panel(bra_model, tmp_path, root):
+    """The header's two lines (layer, grid, top-k, detection; the routed regions and weights) were clipped at the
+    right edge of a narrow panel: now their font shrinks to fit, so the margin stays white and text is drawn."""
+    files = visualize_routing(bra_model, [root / "data" / "images" / "zidane.jpg"], tmp_path,
+                              query_points=[(600.0, 300.0)], top_detections=0, imgsz=IMGSZ, max_size=160)
+    for f in files:
+        header = cv2.imread(str(f))[:HEADER_H]
+        assert header.shape[1] <= 160
+        dark = (header < 128).any(2)
+        assert dark[:, :-4].any(1).sum() >= 8  # both lines drawn (rows of text pixels)
+        assert not dark[:, -3:].any(), f"{f.name}: text reaches the panel's right edge"

@@ -214,8 +214,21 @@ def draw_panel(base: np.ndarray, record, query: Query, stride: int, lb: Letterbo
     note = f" ({off} of them in padding, off the photo)" if off else ""
     lines = (title + (f" | {query.label}" if query.label else ""), f"regions {routed}, weights {weights}{note}")
     for k, line in enumerate(lines):
-        cv2.putText(header, line, (4, 17 + 20 * k), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+        _put_fitted(header, line, 17 + 20 * k)
     return np.concatenate((header, im), 0)
+
+
+def _put_fitted(header: np.ndarray, line: str, y: int, scale: float = 0.45, margin: int = 4) -> None:
+    """`line` at baseline y, its font shrunk where needed so that it ends inside the panel (a long title or a
+    narrow photo was clipped at the panel's edge)."""
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    width = cv2.getTextSize(line, font, scale, 1)[0][0]
+    room = header.shape[1] - 2 * margin
+    if width > room:
+        scale *= room / width
+        while scale > 0.1 and cv2.getTextSize(line, font, scale, 1)[0][0] > room:
+            scale *= 0.97
+    cv2.putText(header, line, (margin, y), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
 
 
 def _letterbox_input(photo: np.ndarray, imgsz: int, stride: int, device, dtype):
