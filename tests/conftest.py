@@ -48,6 +48,7 @@ SLOW = (
     "test_official_commands.py::test_official_detect_command_runs",
     "test_parse_errors.py::test_unknown_module_is_a_user_error_with_close_matches",
     "test_precision.py::test_half_and_int8_exports_from_the_command_line",
+    "test_readme_example.py::test_adding_your_own_attention_module_runs_as_written",
     "test_precision.py::test_val_refuses_an_unknown_openvino_precision",
     "test_runtime_isolation.py::test_child_timing_equals_shape_of_in_process_and_loads_no_runtime",
     "test_runtime_isolation.py::test_compare_jobs_in_a_row_with_workers_and_deployed_latency",
