@@ -42,14 +42,21 @@ def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
 
 
 def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
-    """Total FLOPs of `module(*inputs)` in eval mode without gradients; the module's mode is restored."""
-    was_training = module.training
+    """Total FLOPs of `module(*inputs)` in eval mode without gradients; the module's mode is restored.
+
+    nn.MultiheadAttention and nn.TransformerEncoderLayer run fused "fast path" kernels in eval mode without
+    gradients, which the counter has no rule for (a user's attention built on them counted 0 FLOPs): the fast path
+    is switched off while counting (torch.backends.mha), so their projections and attention products are counted
+    as the matrix products they are; what the module computes is the same."""
+    was_training, fast = module.training, torch.backends.mha.get_fastpath_enabled()
     module.eval()
+    torch.backends.mha.set_fastpath_enabled(False)
     try:
         with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION_FLOPS) as counter:
             module(*inputs)
     finally:
         module.train(was_training)
+        torch.backends.mha.set_fastpath_enabled(fast)
     return int(counter.get_total_flops())
 
 
