@@ -220,7 +220,7 @@ def parse_opt(argv=None) -> argparse.Namespace:
 def main(opt: argparse.Namespace) -> dict:
     """Export each of --weights in turn, as official YOLOv5 does; {checkpoint: {format: path written}}."""
     setup_logging()
-    kw = vars(opt)
+    kw = dict(vars(opt))  # a copy: the namespace keeps its --weights
     weights = kw.pop("weights")
     return {w: run(weights=w, **kw) for w in ([weights] if isinstance(weights, str) else weights)}
 

@@ -44,20 +44,19 @@ def main() -> None:
     sizes = sizes.reordered(s.files)
     print(f"{a.weights} on {a.data} at {a.imgsz}: {s.n_images} images, {len(s.conf)} detections, "
           f"{len(np.unique(s.tcls))} classes")
-    for name, stats, j in (("mAP50-95", s, 1), ("AP small", sizes, 0), ("AP medium", sizes, 1),
-                           ("AP large", sizes, 2)):
-        if j == 0 or name == "mAP50-95":
-            times = []
-            for _ in range(a.repeats):
-                t = time.perf_counter()
-                maps = stats.resampled_maps(res.counts)
-                times.append(time.perf_counter() - t)
-            each = ", ".join(f"{x:.2f}" for x in times)
-            what = "mAP50, mAP50-95" if stats is s else f"AP small/medium/large (COCOeval matching {t_match:.2f} s)"
-            print(f"{a.resamples} resamples of {what}: {np.median(times):.2f} s (median of {a.repeats}; each {each})")
-        lo, hi = np.nanpercentile(maps[:, j], [2.5, 97.5])
-        print(f"  {name} {stats.map()[j]:.4f} (bootstrap 95% [{lo:.4f}, {hi:.4f}])")
-
+    for what, stats, names in (("mAP50, mAP50-95", s, {"mAP50-95": 1}),
+                               (f"AP small/medium/large (COCOeval matching {t_match:.2f} s)", sizes,
+                                {"AP small": 0, "AP medium": 1, "AP large": 2})):
+        times = []
+        for _ in range(a.repeats):
+            t = time.perf_counter()
+            maps = stats.resampled_maps(res.counts)
+            times.append(time.perf_counter() - t)
+        each = ", ".join(f"{x:.2f}" for x in times)
+        print(f"{a.resamples} resamples of {what}: {np.median(times):.2f} s (median of {a.repeats}; each {each})")
+        for name, j in names.items():
+            lo, hi = np.nanpercentile(maps[:, j], [2.5, 97.5])
+            print(f"  {name} {stats.map()[j]:.4f} (bootstrap 95% [{lo:.4f}, {hi:.4f}])")
 
 if __name__ == "__main__":
     main()

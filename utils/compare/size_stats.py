@@ -133,18 +133,20 @@ class SizeStats:
         out = np.full((len(counts), len(_AREAS)), np.nan)
         for j, name in enumerate(_AREAS):
             r = self.ranges[name]
+            order = []  # each class's detections in COCOeval.accumulate's order, found once for every chunk
+            for c in r.classes:
+                sel = np.flatnonzero(r.cls == c)
+                order.append(sel[np.argsort(-r.score[sel], kind="mergesort")])
             for lo in range(0, len(counts), chunk):
                 w = counts[lo:lo + chunk]
                 ap_sum, n_cls = np.zeros(len(w)), np.zeros(len(w))
-                for k, c in enumerate(r.classes):
-                    n_obj = w @ r.n_obj[k]  # (b,) weighted objects of class c in the range
+                for k, sel in enumerate(order):
+                    n_obj = w @ r.n_obj[k]  # (b,) weighted objects of class k in the range
                     present = n_obj > 0
                     if not present.any():
                         continue
                     n_cls += present
-                    sel = np.flatnonzero(r.cls == c)
                     if len(sel):
-                        sel = sel[np.argsort(-r.score[sel], kind="mergesort")]  # as COCOeval.accumulate sorts
                         ap = _weighted_coco_ap(r.tp[sel], r.fp[sel], w[:, r.img[sel]], n_obj, self.rec_thrs)
                         ap_sum += np.where(present, ap, 0.0)
                 with np.errstate(invalid="ignore", divide="ignore"):

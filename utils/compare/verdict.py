@@ -92,11 +92,20 @@ def _costs(m: ModelResult, base: ModelResult) -> str:
     return ", ".join(f"{d} {label}" for label, x, b in pairs if (d := _pct(x, b)) is not None)
 
 
+def _p(d: BootstrapDiff) -> float:
+    """The p the verdict decides on: Holm-adjusted where it was set."""
+    return d.p_holm if d.p_holm is not None else d.p_value
+
+
+def _direction(d: BootstrapDiff) -> str:
+    return "better" if d.delta > 0 else "worse"
+
+
 def _told(d: BootstrapDiff) -> str:
-    p = d.p_holm if d.p_holm is not None else d.p_value
+    p = _p(d)
     if p >= ALPHA_HOLM:
         return f"not told apart from the baseline (p {p:.2g}, Holm-adjusted)"
-    return f"{'better' if d.delta > 0 else 'worse'} than the baseline (p {p:.2g}, Holm-adjusted)"
+    return f"{_direction(d)} than the baseline (p {p:.2g}, Holm-adjusted)"
 
 
 def verdict_sentence(m: ModelResult, base: ModelResult) -> str:
@@ -125,8 +134,7 @@ def _size_clause(m: ModelResult) -> str:
     if not sizes:
         return ""
     parts = ", ".join(f"{name} {d.delta:+.3f} [{d.lo:+.3f}, {d.hi:+.3f}]" for name, d in sizes)
-    apart = [f"{name} {_told(d).split(' (')[0].removesuffix(' than the baseline')}" for name, d in sizes
-             if (d.p_holm if d.p_holm is not None else d.p_value) < ALPHA_HOLM]
+    apart = [f"{name} {_direction(d)}" for name, d in sizes if _p(d) < ALPHA_HOLM]
     return f"; by object size (COCO AP) {parts}; {'told apart: ' + ', '.join(apart) if apart else 'none told apart'}"
 
 

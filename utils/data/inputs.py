@@ -5,8 +5,8 @@ or video file, downloaded first as official YOLOv5's detect.py does."""
 
 from __future__ import annotations
 
-import tempfile
 import os
+import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -27,15 +27,21 @@ INPUTS_HELP = ("a file path, an http(s) URL, a PIL image, a numpy array (HWC, RG
                 "torch tensor (B, 3, H, W) of 0-1 values")
 
 
-def _read_url(url: str) -> np.ndarray:
-    """The image at `url` as BGR; a UserError saying why when it cannot be fetched (offline, refused, 404)."""
+def _url_bytes(url: str, what: str, advice: str) -> bytes:
+    """The body at `url` (http(s), checked by the caller); when it cannot be fetched, a UserError
+    "<what> (<why>: offline, refused, 404); is this machine offline? <advice>"."""
     try:
         with urllib.request.urlopen(url, timeout=URL_TIMEOUT) as r:  # noqa: S310 (http(s) only, checked by caller)
-            data = r.read()
+            return r.read()
     except (urllib.error.URLError, OSError, ValueError) as e:
         reason = getattr(e, "reason", None) or e
-        raise UserError(f"cannot download image {url!r} ({reason}); is this machine offline? Pass a local file, a "
-                        f"PIL image or a numpy array instead") from None
+        raise UserError(f"{what} ({reason}); is this machine offline? {advice}") from None
+
+
+def _read_url(url: str) -> np.ndarray:
+    """The image at `url` as BGR; a UserError saying why when it cannot be fetched (offline, refused, 404)."""
+    data = _url_bytes(url, f"cannot download image {url!r}",
+                      "Pass a local file, a PIL image or a numpy array instead")
     with tempfile.TemporaryDirectory() as d:  # read through imread_bgr: its size limit and EXIF handling
         f = Path(d) / "image"
         f.write_bytes(data)
@@ -59,16 +65,13 @@ def fetch_url_source(source: str, folder: str | Path = ".") -> str:
     if dest.is_file():
         LOGGER.info(f"Found {s} locally at {dest}")
         return str(dest)
+    data = _url_bytes(s, f"--source {s}: cannot download it", "Pass a local file instead")
     tmp = dest.with_name(f".{name}.part{os.getpid()}")
     try:
-        with urllib.request.urlopen(s, timeout=URL_TIMEOUT) as r:  # noqa: S310 (http(s) only, checked above)
-            tmp.write_bytes(r.read())
+        tmp.write_bytes(data)
         os.replace(tmp, dest)
-    except (urllib.error.URLError, OSError, ValueError) as e:
+    finally:
         tmp.unlink(missing_ok=True)
-        reason = getattr(e, "reason", None) or e
-        raise UserError(f"--source {s}: cannot download it ({reason}); is this machine offline? Pass a local "
-                        "file instead") from None
     LOGGER.info(f"Downloaded {s} to {dest}")
     return str(dest)
 
