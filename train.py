@@ -53,6 +53,7 @@ from utils.training.plots import plot_results
 from utils.training.run_files import Checkpoints
 from utils.training.run_folder import open_run_folder
 from utils.training.seeds import init_seeds, seed_epoch
+from utils.training.share_cap import ShareCap
 from utils.training.setup import Progress, TrainSetup, build_setup, optimizer_step
 
 __all__ = ["parse_opt", "run", "main", "train", "TrainResult"]
@@ -127,6 +128,7 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
     s.scheduler.last_epoch = p.start_epoch - 1  # YOLOv5's: after warmup, epoch e runs at lf(e - 1)
     stopper, stop = EarlyStopping(patience=opt.patience), False
     results, seconds, shares = NO_RESULTS, [], {}
+    cap = ShareCap(de_parallel(s.model), r.hyp.plugin_share_max)
     if r.ck:
         r.ck.results.truncate(p.start_epoch)
     LOGGER.info(f"Image sizes {s.imgsz} train, {s.imgsz} val\n"
@@ -141,7 +143,7 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
         if s.plugin_optimizer is not None:  # the recipe's schedule (its warmup ramp with hyp.plugin_warmup)
             for g in s.plugin_optimizer.param_groups:
                 g["lr"] = g["initial_lr"] * s.lf(epoch)
-        mloss = _train_epoch(r, epoch, nw)
+        mloss = _train_epoch(r, epoch, nw, cap)
         lr = [x["lr"] for x in s.optimizer.param_groups]  # for the log
         s.scheduler.step()
         r.hook("on_train_epoch_end", epoch=epoch)
@@ -154,7 +156,7 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
         if r.info.main and diverged is None:
             shares = loader_share(s.ema.ema, s.val_loader, r.device, n_images=16)
             r.loggers.log_plugins(shares, s.ema.ema, s.plugin_optimizer.param_groups[0]["lr"]
-                                  if s.plugin_optimizer else None, epoch)
+                                  if s.plugin_optimizer else None, epoch, capped=_cap_line(cap))
             fi = _fitness(results)
             stop = stopper(epoch=epoch, fitness=fi)
             p.best_fitness = max(p.best_fitness, fi)
@@ -175,15 +177,26 @@ def _fit(r: _Loop) -> tuple[tuple, list[float], dict[str, float]]:
         LOGGER.info(f"\n{epoch - p.start_epoch + 1} epochs completed in {(time.time() - t0) / 3600:.3f} hours.")
         results, shares = _final(r)
         r.hook("on_train_end", r.ck.last, r.ck.best, epoch, results)
+    cap.remove()
     r.hook("teardown")
     return results, seconds, shares
+
+
+def _cap_line(cap: ShareCap) -> dict[str, float]:
+    """Log which plug-in layers the share cap held back this epoch; {layer: fraction of the epoch's steps}."""
+    capped = cap.summary()
+    held = {n: f for n, f in capped.items() if f > 0}
+    if held:
+        LOGGER.info(f"Plug-in share held at plugin_share_max {cap.cap:g} (hyp) in "
+                    + ", ".join(f"{n} {100 * f:.0f}%" for n, f in held.items()) + " of this epoch's steps")
+    return capped
 
 
 def _fitness(results) -> float:
     return float(fitness(np.array(results, dtype=np.float64).reshape(1, -1))[0])
 
 
-def _train_epoch(r: _Loop, epoch: int, nw: int) -> torch.Tensor:
+def _train_epoch(r: _Loop, epoch: int, nw: int, cap: ShareCap) -> torch.Tensor:
     opt, s, device = r.opt, r.setup, r.device
     s.model.train()
     seed_epoch(s.train_loader, opt.seed, r.info.rank, epoch)
@@ -218,7 +231,7 @@ def _train_epoch(r: _Loop, epoch: int, nw: int) -> torch.Tensor:
             loss *= r.info.world_size  # DDP averages gradients over the processes
         s.scaler.scale(loss).backward()
         if ni - r.progress.last_opt_step >= accumulate:
-            optimizer_step(s.optimizers, s.scaler, s.model, s.ema, lambda: r.hook("on_before_zero_grad"))
+            optimizer_step(s.optimizers, s.scaler, s.model, s.ema, lambda: r.hook("on_before_zero_grad"), cap.step)
             r.progress.last_opt_step = ni
         if r.info.main:
             mloss = (mloss * i + loss_items) / (i + 1)

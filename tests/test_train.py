@@ -56,10 +56,10 @@ def test_resume_after_kill_matches_uninterrupted_run(tmp_path, monkeypatch):
 
     real_epoch = train._train_epoch
 
-    def kill_at_epoch_1(r, epoch, nw):
+    def kill_at_epoch_1(r, epoch, nw, *rest):
         if epoch == 1:
             raise _Killed  # as if the process died after epoch 0 was saved
-        return real_epoch(r, epoch, nw)
+        return real_epoch(r, epoch, nw, *rest)
 
     monkeypatch.setattr(train, "_train_epoch", kill_at_epoch_1)
     with pytest.raises(_Killed):
@@ -292,10 +292,10 @@ def test_plugin_optimizer_switches_plugins_on_and_resumes(tmp_path, monkeypatch)
         saved[(r.save_dir.name, epoch)] = ckpt
         return ckpt
 
-    def kill_at_epoch_1(r, epoch, nw):
+    def kill_at_epoch_1(r, epoch, nw, *rest):
         if epoch == 1:
             raise _Killed
-        return real_epoch(r, epoch, nw)
+        return real_epoch(r, epoch, nw, *rest)
 
     monkeypatch.setattr(train, "_checkpoint", record)
     train.run(**base, name="full")

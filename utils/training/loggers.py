@@ -137,11 +137,13 @@ class TrainLoggers:
             self.wandb.log({**scalars, "epoch": epoch})
 
     def log_plugins(self, shares: dict[str, float], model: nn.Module, plugin_lr: float | None,
-                    epoch: int | None = None) -> None:
+                    epoch: int | None = None, capped: dict[str, float] | None = None) -> None:
         """Queue this epoch's plug-in figures, written with the epoch's other scalars; with `epoch`, also into the
         run folder's plugin_share.csv (models.attention.share.SHARE_CSV: the share per epoch, which compare.py
-        charts)."""
+        charts). `capped`: {layer: fraction of the epoch's steps at which the share cap held it back}."""
         gates = gate_stats(model)
+        for name, f in (capped or {}).items():
+            self.extra[f"plugin/capped/{name}"] = f
         for name, s in shares.items():
             self.extra[f"plugin/share/{name}"] = s
         for name, (mean, mx) in gates.items():

@@ -138,15 +138,18 @@ def channels_last_weights(model: nn.Module) -> None:
 
 
 def optimizer_step(optimizers: list[torch.optim.Optimizer], scaler: torch.amp.GradScaler, model: nn.Module,
-                   ema: ModelEMA | None = None, before_zero_grad: Callable[[], None] | None = None) -> None:
+                   ema: ModelEMA | None = None, before_zero_grad: Callable[[], None] | None = None,
+                   after_step: Callable[[], object] | None = None) -> None:
     """One step of every optimizer on the accumulated gradients: unscale (AMP), clip the gradient norm at 10,
-    step, zero the gradients, update the EMA."""
+    step, `after_step` (the plug-in share cap), zero the gradients, update the EMA."""
     for o in optimizers:
         scaler.unscale_(o)
     torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm=10.0)
     for o in optimizers:
         scaler.step(o)
     scaler.update()
+    if after_step is not None:
+        after_step()
     if before_zero_grad is not None:
         before_zero_grad()
     for o in optimizers:
