@@ -69,3 +69,33 @@ def test_sdpa_einsum_and_batched_matmul_on_the_cpu():
 
     for m in (Sdpa(), Einsum(), Bmm()):
         assert count_flops(m, q, k, v) == want, type(m).__name__
+
+
+def test_an_operator_without_a_counting_rule_is_named_not_counted_silently(log, monkeypatch):
+    """A forward that runs arithmetic the counter has no rule for (here a matrix-vector product and an FFT) warns
+    naming each operator once, and counts the rest exactly; the bundled plug-in models warn about nothing."""
+    import utils.flops as flops
+    from models.yolo import Model
+
+    monkeypatch.setattr(flops, "_WARNED", set())
+
+    class Uncounted(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 8, 3, bias=False)
+
+        def forward(self, x):
+            y = self.conv(x)  # 2 * 8 * 3 * 3 * 3 * 10 * 12 FLOPs
+            return torch.mv(y[0, 0], y[0, 1, 0]) + torch.fft.rfft2(y).real.sum()
+
+    x = torch.randn(1, 3, 12, 14)
+    assert count_flops(Uncounted(), x) == 2 * 8 * 27 * 10 * 12
+    warned = [m for m in log if "GFLOPs leave out" in m]
+    assert len(warned) == 1 and "aten._fft_r2c, aten.mv" in warned[0] and "Uncounted's count is too low" in warned[0]
+    count_flops(Uncounted(), x)
+    assert len([m for m in log if "GFLOPs leave out" in m]) == 1  # once per process
+    assert flops.uncounted_operators({torch.ops.aten.mm, torch.ops.aten.relu}, {torch.ops.aten.mm: None}) == []
+
+    for cfg in ("yolov5n_biformer.yaml", "yolov5n_hilo.yaml", "yolov5n_slide.yaml", "yolov5n_transformer.yaml"):
+        count_flops(Model(cfg, verbose=False), torch.zeros(1, 3, 64, 96))
+    assert len([m for m in log if "GFLOPs leave out" in m]) == 1, log

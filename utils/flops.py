@@ -7,11 +7,16 @@ FLOPs, as in YOLOv5's GFLOPs figures.
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn as nn
+from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode, sdpa_backward_flop_count, sdpa_flop_count
 
-__all__ = ["count_flops", "gflops"]
+from utils.log import LOGGER
+
+__all__ = ["count_flops", "gflops", "uncounted_operators"]
 
 
 # Formulas on shapes. torch.utils.flop_counter.sdpa_flop itself cannot be reused here: it is registered already
@@ -33,6 +38,31 @@ _CPU_ATTENTION_FLOPS = {
 }
 
 
+# Operators whose cost is products and sums over a dimension (matrix products, convolutions, attention kernels,
+# transforms, distances, recurrent layers): one of these without a counting rule would count as 0 FLOPs.
+# Element-wise operators (activations, additions, softmax) are left out of the count by design, as in YOLOv5.
+_HAS_FLOPS = re.compile(r"mm|mv|dot|conv|attention|fft|cdist|linear|lstm|gru|rnn|multi_head|transformer|matmul|einsum")
+_WARNED: set[str] = set()
+
+
+class _Operators(TorchDispatchMode):
+    """The operators a forward pass runs (as the FLOP counter sees them: after composite ones are decomposed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: set = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.seen.add(func._overloadpacket)
+        return func(*args, **(kwargs or {}))
+
+
+def uncounted_operators(seen, registry) -> list[str]:
+    """Names of the operators in `seen` that do arithmetic of their own (_HAS_FLOPS) but have no counting rule in
+    `registry` (FlopCounterMode.flop_registry): the count leaves their cost out."""
+    return sorted({str(op) for op in seen if op not in registry and _HAS_FLOPS.search(str(op).split(".")[-1])})
+
+
 def _as_hw(imgsz: int | tuple[int, int] | list[int]) -> tuple[int, int]:
     if isinstance(imgsz, int):
         return imgsz, imgsz
@@ -47,16 +77,26 @@ def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
     nn.MultiheadAttention and nn.TransformerEncoderLayer run fused "fast path" kernels in eval mode without
     gradients, which the counter has no rule for (a user's attention built on them counted 0 FLOPs): the fast path
     is switched off while counting (torch.backends.mha), so their projections and attention products are counted
-    as the matrix products they are; what the module computes is the same."""
+    as the matrix products they are; what the module computes is the same.
+
+    An operator that does arithmetic of its own but has no counting rule (a user's custom kernel, a transform)
+    would add 0: the count is then too low, and a warning names each such operator once per process."""
     was_training, fast = module.training, torch.backends.mha.get_fastpath_enabled()
     module.eval()
     torch.backends.mha.set_fastpath_enabled(False)
     try:
-        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION_FLOPS) as counter:
+        with torch.no_grad(), FlopCounterMode(display=False, custom_mapping=_CPU_ATTENTION_FLOPS) as counter, \
+                _Operators() as ops:
             module(*inputs)
     finally:
         module.train(was_training)
         torch.backends.mha.set_fastpath_enabled(fast)
+    missing = [op for op in uncounted_operators(ops.seen, counter.flop_registry) if op not in _WARNED]
+    if missing:
+        _WARNED.update(missing)
+        LOGGER.warning(f"WARNING: GFLOPs leave out {', '.join(missing)}: torch.utils.flop_counter has no rule for "
+                       f"{'this operator' if len(missing) == 1 else 'these operators'}, so "
+                       f"{type(module).__name__}'s count is too low by {'its' if len(missing) == 1 else 'their'} cost")
     return int(counter.get_total_flops())
 
 
