@@ -20,8 +20,16 @@ from models.blocks import Residual
 from utils.files import atomic_write
 from utils.log import LOGGER
 
-__all__ = ["plugin_share", "mean_share", "first_images", "share_line", "loader_share", "SHARE_CSV",
+__all__ = ["branch_sums", "plugin_share", "mean_share", "first_images", "share_line", "loader_share", "SHARE_CSV",
            "write_epoch_shares", "read_epoch_shares"]
+
+
+@torch.no_grad()
+def branch_sums(gamma: torch.Tensor, x: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """[sum of (gamma * out)^2, sum of x^2] in float32 for a Residual's block input `x` and output `out`: the two
+    sums a share is the square root of the ratio of."""
+    branch = gamma.detach().float().view(1, -1, 1, 1) * out.detach().float()  # (B, C, H, W)
+    return torch.stack([branch.square().sum(), x.detach().float().square().sum()])
 
 
 @torch.no_grad()
@@ -38,9 +46,9 @@ def plugin_share(model: nn.Module, batches: Iterable[torch.Tensor]) -> dict[str,
 
     def hook(name: str, gamma: torch.Tensor):
         def record(block: nn.Module, inputs: tuple, output: torch.Tensor) -> None:  # on the wrapped block
-            branch = gamma.float().view(1, -1, 1, 1) * output.float()  # (B, C, H, W)
-            sums[name][0] += float(branch.square().sum())
-            sums[name][1] += float(inputs[0].float().square().sum())
+            b, x = branch_sums(gamma, inputs[0], output).tolist()
+            sums[name][0] += b
+            sums[name][1] += x
         return record
 
     handles = [m.m.register_forward_hook(hook(name, m.gamma)) for name, m in layers.items()]

@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from models.attention.share import branch_sums
 from models.blocks import Residual
 
 __all__ = ["ShareCap"]
@@ -40,9 +41,7 @@ class ShareCap:
         def record(block: nn.Module, inputs: tuple, output: torch.Tensor) -> None:
             if not block.training:  # validation and share measurements in eval mode are not training batches
                 return
-            with torch.no_grad():
-                branch = layer.gamma.detach().float().view(1, -1, 1, 1) * output.detach().float()
-                s = torch.stack([branch.square().sum(), inputs[0].detach().float().square().sum()])
+            s = branch_sums(layer.gamma, inputs[0], output)
             acc = self.sums.get(name)
             self.sums[name] = s if acc is None else acc + s
         return record
