@@ -20,7 +20,7 @@ from models.backends import DetectBackend
 from models.yolo import Model
 from utils.checkpoint import save_checkpoint
 from utils.deploy.runtimes import (compile_openvino, compiled_precision, cpu_has_bf16, is_pinned_f32, openvino_config,
-                                   unpin)
+                                   precision_name, unpin)
 from utils.deploy.writers import run_exported
 from utils.errors import UserError
 
@@ -132,6 +132,16 @@ def test_every_path_compiles_at_f32(ov_export, compiles, tmp_path):
     runner = OpenVINORunner(folder, threads=1)
     assert runner(runner.prepare(torch.rand(1, 3, IMGSZ, IMGSZ))).shape[0] == 1
     _assert_all_f32(compiles)
+
+
+def test_precision_names_whatever_the_cpu_reports():
+    """A compiled model reports its precision as an element type (bf16 only on a CPU that has it); every form OpenVINO
+    prints it in reads as the name the hint takes, so the bf16 branch is checked on a CPU without bf16 too."""
+    for t, name in ((ov.Type.f32, "f32"), (ov.Type.bf16, "bf16"), (ov.Type.f16, "f16")):
+        assert precision_name(t) == name
+        assert precision_name(str(t)) == name  # "<Type: 'bfloat16'>"
+        assert precision_name(name) == name
+    assert precision_name("float32") == "f32" and precision_name("bfloat16") == "bf16"
 
 
 def test_lower_precision_only_on_request(ov_export, compiles):

@@ -139,9 +139,16 @@ def cpu_has_bf16() -> bool:
 
 def compiled_precision(compiled) -> str:
     """'f32', 'bf16' or 'f16': the precision a compiled model runs at (its INFERENCE_PRECISION_HINT)."""
-    t = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
-    return {"float32": "f32", "f32": "f32", "bf16": "bf16", "float16": "f16", "f16": "f16"}.get(
-        t.split("'")[1] if "'" in t else t, t)
+    return precision_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
+
+
+def precision_name(t) -> str:
+    """'f32', 'bf16' or 'f16' for an OpenVINO element type or its printed forms ("<Type: 'bfloat16'>", 'float32')."""
+    if hasattr(t, "get_type_name"):
+        t = t.get_type_name()
+    t = str(t)
+    t = t.split("'")[1] if "'" in t else t
+    return {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(t, t)
 
 
 def pin_f32(xml: str | Path) -> Path:
