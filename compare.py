@@ -51,6 +51,7 @@ from utils.compare import memory
 from utils.compare.charts import plot_all
 from utils.compare.measure import routing_figures, share, share_batches, size
 from utils.compare.options import DEFAULTS, CompareOptions, model_name
+from utils.compare.parallel import plan_slots, run_side_by_side, where_this_runs
 from utils.compare.report import ReportMeta, environment, results_rows, seed_rows, table_lines, write_csv, write_report
 from utils.compare.results import FailedRun, ModelResult, SeedResult, finished
 from utils.compare.runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,
@@ -149,8 +150,9 @@ def _latency(opt: CompareOptions, models, device, bar) -> None:
         m.deploy_errors = t.deploy_errors[m.name]
 
 
-def _finish_run(job: _Job, cfg: str, seed: int, run_dir: Path, batches: list) -> RunRecord:
-    """Train, validate and measure one run, then write its result.json; returns its RunRecord."""
+def _finish_run(job: _Job, cfg: str, seed: int, run_dir: Path, batches: list, where: dict | None = None) -> RunRecord:
+    """Train, validate and measure one run, then write its result.json; returns its RunRecord. `where`: the host,
+    device, threads and attempts to record (default: this process's)."""
     opt, bar = job.opt, job.bar
     bar.set_description(f"train {run_dir.name}")
     epoch_s = _train_one(opt, cfg, seed, run_dir)
@@ -163,7 +165,8 @@ def _finish_run(job: _Job, cfg: str, seed: int, run_dir: Path, batches: list) ->
     size_fields = {f"ap_{k}": getattr(sizes, k) for k in ("all", "small", "medium", "large")} if sizes else {}
     size_fields.update(tta)
     res = SeedResult(seed, float(mp), float(mr), float(map50), float(map_), [float(x) for x in maps],
-                     float(epoch_s), run_dir, share(run_dir, batches), **size_fields)
+                     float(epoch_s), run_dir, share(run_dir, batches), **size_fields,
+                     **(where or where_this_runs(job.device, torch.get_num_threads())))
     rec = RunRecord(model_name(cfg), cfg, *size(run_dir / "weights" / "best.pt", opt.imgsz), res)
     save_result(rec)
     return rec
@@ -194,27 +197,45 @@ def _fine_tune_all(job: _Job) -> tuple[list, int]:
     """Train and validate every (model, seed), or with --resume reuse it; (ModelResults, runs reused).
 
     Runs go seed by seed through all models (A0 B0 C0 A1 B1 C1 ...), so a slow spell of a shared machine
-    spreads over the models instead of landing on one of them.
+    spreads over the models instead of landing on one of them; with --jobs N they start in that order, N at a time,
+    each in a process of its own (utils.compare.parallel).
     """
     opt = job.opt
-    models = {cfg: ModelResult(model_name(cfg), cfg, None, None) for cfg in opt.cfgs}
-    batches = share_batches(opt.imgsz, job.data.val)
-    reused = 0
-    for seed in range(opt.seeds):
-        for cfg, m in models.items():
-            run_dir = job.save_dir / run_name(m.name, seed)
-            rec = load_result(run_dir, m.name, seed) if opt.resume else None
-            if rec is not None:
-                reused += 1
-                job.bar.update(2)
-            else:
-                rec = _attempt(job, cfg, seed, run_dir, batches)
+    order = [(cfg, seed) for seed in range(opt.seeds) for cfg in opt.cfgs]
+    records, todo = {}, []
+    for cfg, seed in order:
+        rec = load_result(job.save_dir / run_name(model_name(cfg), seed), model_name(cfg), seed) if opt.resume else None
+        if rec is None:
+            todo.append((cfg, seed))
+        else:
+            records[cfg, seed] = rec
+            job.bar.update(2)
+    reused = len(records)
+    if opt.jobs > 1 and todo:
+        slots = plan_slots(opt.device, opt.jobs, torch.get_num_threads())
+        LOGGER.info(f"{len(todo)} runs, {opt.jobs} at a time, each in a process of its own: "
+                    + ", ".join(f"device {s.device or 'default'} with {s.threads} thread(s)" for s in slots))
+
+        def done(cfg, seed, rec):
+            records[cfg, seed] = rec
+            job.bar.update(2)
             if isinstance(rec, FailedRun):
-                m.failures.append(rec)
-                continue
-            if m.params is None:
-                m.params, m.gflops = rec.params, rec.gflops
-            m.seeds.append(rec.result)
+                LOGGER.error(f"{rec.log.parent.name} failed: {rec.error[:300]} (log in {rec.log}); going on")
+
+        run_side_by_side(job.save_dir, todo, slots, opt.retries, done)
+    else:
+        batches = share_batches(opt.imgsz, job.data.val)
+        for cfg, seed in todo:
+            records[cfg, seed] = _attempt(job, cfg, seed, job.save_dir / run_name(model_name(cfg), seed), batches)
+    models = {cfg: ModelResult(model_name(cfg), cfg, None, None) for cfg in opt.cfgs}
+    for cfg, seed in order:
+        rec, m = records[cfg, seed], models[cfg]
+        if isinstance(rec, FailedRun):
+            m.failures.append(rec)
+            continue
+        if m.params is None:
+            m.params, m.gflops = rec.params, rec.gflops
+        m.seeds.append(rec.result)
     return list(models.values()), reused
 
 
@@ -241,7 +262,7 @@ def _report(job: _Job, models, routing: list[Path], wall_s: float, resumed: str)
     charts = plot_all(models, save_dir, data.names, classes_present(data.val), opt.imgsz)
     versions, dev = environment(device)
     settings = dict(data=opt.data, weights=opt.weights, hyp=opt.hyp, epochs=opt.epochs, imgsz=opt.imgsz,
-                    batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda")
+                    batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda", jobs=opt.jobs)
     meta = ReportMeta(opt.command(), versions, dev, settings, wall_s, opt.imgsz, opt.imgsz, resumed,
                       size_counts(job.size_gt.gt) if job.size_gt else None, _deploy_line(opt, versions, device))
     return write_report(models, meta, save_dir, charts, routing)
@@ -344,6 +365,11 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
     p.add_argument("--bootstrap", type=int, default=CompareOptions.bootstrap, metavar="B",
                    help="resamples of the paired bootstrap over validation images and seeds behind the verdict "
                         "(0 to skip; about 10 s per run and 1000 resamples on COCO128)")
+    p.add_argument("--jobs", type=int, default=CompareOptions.jobs, metavar="N",
+                   help="runs at a time, each in a process of its own (with --device 0,1,.. one GPU each; on the "
+                        "CPU the threads divided between them); same figures as one after another")
+    p.add_argument("--retries", type=int, default=CompareOptions.retries,
+                   help="with --jobs: times a run whose process died (killed, out of memory) starts again")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="JOB",
                    help="finish the job in folder JOB (default: the latest under --project) with its own options: "
                         "reuse its finished runs, re-run failed and missing ones, rewrite its report")

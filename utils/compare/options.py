@@ -49,6 +49,8 @@ class CompareOptions:
     augment: bool = False  # also validate with test-time augmentation
     no_deploy_latency: bool = False
     bootstrap: int = 1000  # resamples of the paired bootstrap over validation images and seeds (0: none)
+    jobs: int = 1  # runs at a time, each in a process of its own (utils.compare.parallel)
+    retries: int = 1  # with jobs > 1: restarts of a run whose worker process died
     resume: Any = False  # False, True (the latest job under project) or a job folder
 
     @classmethod
@@ -72,6 +74,10 @@ class CompareOptions:
         for k in ("epochs", "seeds", "batch_size", "imgsz"):
             if getattr(self, k) < 1:
                 raise UserError(f"--{k.replace('_', '-')} must be >= 1, got {getattr(self, k)}")
+        if self.jobs < 1:
+            raise UserError(f"--jobs must be >= 1 (runs at a time), got {self.jobs}")
+        if self.retries < 0:
+            raise UserError(f"--retries must be >= 0, got {self.retries}")
         if self.bootstrap < 0:
             raise UserError(f"--bootstrap must be >= 0 (0 skips it), got {self.bootstrap}")
 
@@ -79,9 +85,9 @@ class CompareOptions:
         """The `python compare.py ...` line that runs this job again."""
         parts = ["python compare.py", "--cfgs", *self.cfgs]
         for k in ("weights", "data", "hyp", "epochs", "imgsz", "batch_size", "seeds", "device", "workers", "project",
-                  "name", "bootstrap"):
+                  "name", "bootstrap", "jobs", "retries"):
             v = getattr(self, k)
-            if v not in ("", None):
+            if v not in ("", None) and not (k in ("jobs", "retries") and v == getattr(CompareOptions, k)):
                 parts += [f"--{k.replace('_', '-')}", str(v)]
         flags = ("exist_ok", "visualize_routing", "val_every_epoch", "no_deploy_latency", "augment")
         return " ".join(parts + [f"--{k.replace('_', '-')}" for k in flags if getattr(self, k)])

@@ -172,7 +172,8 @@ def _seed_row(m: ModelResult, s: SeedResult) -> dict:
                 ap_medium=_r(s.ap_medium), ap_large=_r(s.ap_large), map50_tta=_r(s.map50_tta), map_tta=_r(s.map_tta),
                 epoch_s=round(s.epoch_s, 3),
                 plugin_share="" if s.share is None else round(s.share, 6), run_dir=str(s.run_dir), error="",
-                train_log=str(s.run_dir / "train.log"))
+                train_log=str(s.run_dir / "train.log"), host=s.host or "", device=s.device or "",
+                threads="" if s.threads is None else s.threads, attempts=s.attempts)
 
 
 def seed_rows(models: Sequence[ModelResult]) -> list[dict]:

@@ -46,6 +46,10 @@ class SeedResult:
     ap_large: float | None = None
     map50_tta: float | None = None  # with compare.py --augment: val.py --augment's mAP50 and mAP50-95
     map_tta: float | None = None
+    host: str | None = None  # where the run trained: the machine's name, its device, its torch threads
+    device: str | None = None
+    threads: int | None = None
+    attempts: int = 1  # 2 and more: its worker process died before and the run started again (--retries)
 
 
 @dataclass

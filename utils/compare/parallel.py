@@ -1,0 +1,234 @@
+"""compare.py --jobs N: the job's (config, seed) runs side by side on one machine, each in a Python process of its
+own that trains, validates and measures exactly what a run of a sequential job does and writes the same result.json.
+
+Slots: N at a time. With --device 0,1,2,3 slot i gets GPU i modulo the list; on the CPU (or one GPU) the driver's
+torch threads are divided between the slots (threads per run = threads // N, at least 1, recorded in each run's
+results_seeds.csv row with its host and device). Every run is seeded as in a sequential job, so with the same
+threads per run its figures are the same bit for bit (tests/test_compare_parallel.py).
+
+Faults: a run that raises (a non-finite loss, a bad config) is a failed run with its error, as in a sequential job;
+a worker process that dies without a word (killed, out of memory, a crash in native code) is started again up to
+--retries times, then recorded as failed ('WorkerDied'). Ctrl-C stops every worker and leaves a job that
+`compare.py --resume` finishes.
+
+The worker is `python -m utils.compare.parallel JOB CFG SEED --device D --threads T --attempt K`, run in the
+driver's working folder (the job's relative paths mean what they meant to the user); it reads the job's options
+from JOB/opt.yaml.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import socket
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from utils.compare.options import CompareOptions, model_name
+from utils.compare.results import FailedRun
+from utils.compare.runs import RunRecord, failed_run, fresh_run_dir, load_result, load_options, run_name
+from utils.files import atomic_write
+from utils.log import LOGGER
+from utils.paths import ROOT
+
+__all__ = ["Slot", "plan_slots", "run_side_by_side", "FAILED_FILE", "WORKER_LOG", "where_this_runs"]
+
+FAILED_FILE = "failed.json"  # a worker whose run raised writes what it raised here
+WORKER_LOG = "worker.log"  # a worker's own output (the run's training output goes to train.log)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """Where one of the N side-by-side runs goes: a device as --device takes it, and its torch threads."""
+
+    device: str
+    threads: int
+
+
+def plan_slots(device: str, jobs: int, threads: int) -> list[Slot]:
+    """`jobs` slots: the devices of a comma-separated --device list in turn (every slot gets `device` itself when
+    it names one device, the CPU or none), each with threads // jobs torch threads (at least 1)."""
+    devices = [d.strip() for d in str(device).split(",") if d.strip()] or [str(device)]
+    per_run = max(1, int(threads) // int(jobs))
+    return [Slot(devices[i % len(devices)], per_run) for i in range(int(jobs))]
+
+
+def where_this_runs(device, threads: int, attempt: int = 1) -> dict:
+    """A run's host, device and threads, as its SeedResult records them."""
+    return dict(host=socket.gethostname(), device=str(device), threads=int(threads), attempts=int(attempt))
+
+
+@dataclass
+class _Worker:
+    cfg: str
+    seed: int
+    attempt: int
+    slot: int
+    run_dir: Path
+    proc: object
+    log: object
+
+
+def _start(job_dir: Path, cfg: str, seed: int, attempt: int, slot: Slot, slot_index: int) -> _Worker:
+    run_dir = fresh_run_dir(Path(job_dir) / run_name(model_name(cfg), seed))
+    import subprocess
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
+           "OMP_NUM_THREADS": str(slot.threads), "PYTHONUNBUFFERED": "1"}
+    log = open(run_dir / WORKER_LOG, "ab")
+    cmd = [sys.executable, "-m", "utils.compare.parallel", str(Path(job_dir).resolve()), cfg, str(seed),
+           "--device", slot.device, "--threads", str(slot.threads), "--attempt", str(attempt)]
+    proc = subprocess.Popen(cmd, cwd=os.getcwd(), env=env, stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)  # Ctrl-C reaches the driver only
+    return _Worker(cfg, seed, attempt, slot_index, run_dir, proc, log)
+
+
+def _tail(path: Path, n: int = 300) -> str:
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    lines = [x for x in text.replace("\r", "\n").splitlines() if x.strip()]
+    return " ".join(" ".join(lines[-3:]).split())[-n:]
+
+
+def _outcome(w: _Worker, rc: int) -> RunRecord | FailedRun | None:
+    """The run's RunRecord, a FailedRun for a run that raised, or None when the worker died without a word."""
+    log = w.run_dir / "train.log"
+    failed = w.run_dir / FAILED_FILE
+    if failed.is_file():
+        try:
+            d = json.loads(failed.read_text(encoding="utf-8"))
+            return FailedRun(w.seed, str(d["error_type"]), str(d["message"]), log)
+        except (ValueError, KeyError, OSError):
+            pass
+    if rc == 0:
+        rec = load_result(w.run_dir, model_name(w.cfg), w.seed)
+        if rec is not None:
+            return rec
+        return FailedRun(w.seed, "RuntimeError", f"the run's worker ended without a result in {w.run_dir}", log)
+    return None
+
+
+def _ended(w: _Worker, rc: int) -> str:
+    how = f"signal {signal.Signals(-rc).name}" if rc < 0 and -rc in signal.valid_signals() else f"exit code {rc}"
+    return f"its worker process ended with {how} on attempt {w.attempt}"
+
+
+def _died(w: _Worker, rc: int) -> FailedRun:
+    tail = _tail(w.run_dir / WORKER_LOG)
+    msg = _ended(w, rc) + (f"; last output: {tail}" if tail else "")
+    return FailedRun(w.seed, "WorkerDied", msg, w.run_dir / WORKER_LOG)
+
+
+def _stop(w: _Worker) -> None:
+    """End a worker and everything it started (its own process group)."""
+    if w.proc.poll() is None:
+        try:
+            os.killpg(w.proc.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            w.proc.kill()
+    w.proc.wait()
+    w.log.close()
+
+
+def run_side_by_side(job_dir: Path, todo: list[tuple[str, int]], slots: list[Slot], retries: int,
+                     on_done: Callable[[str, int, RunRecord | FailedRun], None], poll_s: float = 0.2) -> None:
+    """Run every (cfg, seed) of `todo` in order, len(slots) at a time, each in its own worker process; call
+    on_done(cfg, seed, RunRecord or FailedRun) as each ends. A worker that dies without a result starts again up to
+    `retries` times. KeyboardInterrupt (and any other exception in the driver) stops every worker and goes through."""
+    queue = deque((cfg, seed, 1) for cfg, seed in todo)
+    free = list(range(len(slots)))
+    running: list[_Worker] = []
+    try:
+        while queue or running:
+            while queue and free:
+                cfg, seed, attempt = queue.popleft()
+                i = free.pop(0)
+                running.append(_start(job_dir, cfg, seed, attempt, slots[i], i))
+            time.sleep(poll_s)
+            for w in list(running):
+                rc = w.proc.poll()
+                if rc is None:
+                    continue
+                running.remove(w)
+                w.log.close()
+                free.append(w.slot)
+                free.sort()
+                out = _outcome(w, rc)
+                if out is None and w.attempt <= retries:
+                    LOGGER.warning(f"WARNING: {w.run_dir.name}: {_ended(w, rc)}; starting it again "
+                                   f"(attempt {w.attempt + 1} of {retries + 1})")
+                    queue.appendleft((w.cfg, w.seed, w.attempt + 1))
+                    continue
+                on_done(w.cfg, w.seed, out if out is not None else _died(w, rc))
+    finally:
+        for w in running:
+            _stop(w)
+
+
+class _NoBar:
+    """The progress bar a worker has: none (the driver's counts the runs)."""
+
+    n = 0
+
+    def set_description(self, *_):
+        pass
+
+    def update(self, *_):
+        pass
+
+
+def work(job_dir: Path, cfg: str, seed: int, device: str, threads: int, attempt: int) -> int:
+    """One run of the job in JOB (the worker's body): 0 with result.json written, 1 with failed.json written."""
+    import torch
+
+    import compare
+    from utils.compare.measure import share_batches
+    from utils.compare.sizes import build_size_gt
+    from utils.data.config import load_data_config
+    from utils.log import setup_logging
+    from utils.torch_utils import select_device
+
+    setup_logging()
+    torch.set_num_threads(threads)
+    job_dir = Path(job_dir)
+    run_dir = job_dir / run_name(model_name(cfg), seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        defaults = {k: v for k, v in vars(compare.parse_opt(args=[])).items() if k != "resume"}
+        opt = CompareOptions.from_namespace(argparse.Namespace(**{**defaults, **load_options(job_dir, defaults)}))
+        opt.device = device
+        data = load_data_config(opt.data)
+        dev = select_device(device)
+        job = compare._Job(opt, job_dir, data, dev, build_size_gt(data.val, data.names, data.nc), _NoBar())
+        compare._finish_run(job, cfg, seed, run_dir, share_batches(opt.imgsz, data.val),
+                            where_this_runs(dev, threads, attempt))
+        return 0
+    except Exception as e:  # noqa: BLE001  (the run's error, for the driver's report)
+        fail = failed_run(e, seed, run_dir / "train.log")
+        atomic_write(run_dir / FAILED_FILE, lambda f: f.write(json.dumps(
+            dict(error_type=fail.error_type, message=fail.message)).encode("utf-8")))
+        return 1
+
+
+def _main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="one run of a compare.py job (started by compare.py --jobs)")
+    p.add_argument("job_dir")
+    p.add_argument("cfg")
+    p.add_argument("seed", type=int)
+    p.add_argument("--device", default="")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--attempt", type=int, default=1)
+    a = p.parse_args(argv)
+    return work(Path(a.job_dir), a.cfg, a.seed, a.device, a.threads, a.attempt)
+
+
+if __name__ == "__main__":
+    sys.exit(_main())
