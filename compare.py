@@ -51,6 +51,7 @@ from utils.compare import memory
 from utils.compare.charts import plot_all
 from utils.compare.measure import routing_figures, share, share_batches, size
 from utils.compare.options import DEFAULTS, CompareOptions, model_name
+from utils.compare.cluster import run_on_ray
 from utils.compare.parallel import plan_slots, run_side_by_side, where_this_runs
 from utils.compare.report import ReportMeta, environment, results_rows, seed_rows, table_lines, write_csv, write_report
 from utils.compare.results import FailedRun, ModelResult, SeedResult, finished
@@ -193,6 +194,18 @@ def _free_memory() -> None:
         torch.cuda.empty_cache()
 
 
+def _run_done(job: _Job, records: dict):
+    """What the driver does as a run of --jobs or --ray ends: keep its record, count it, log a failure."""
+
+    def done(cfg, seed, rec):
+        records[cfg, seed] = rec
+        job.bar.update(2)
+        if isinstance(rec, FailedRun):
+            LOGGER.error(f"{rec.log.parent.name} failed: {rec.error[:300]} (log in {rec.log}); going on")
+
+    return done
+
+
 def _fine_tune_all(job: _Job) -> tuple[list, int]:
     """Train and validate every (model, seed), or with --resume reuse it; (ModelResults, runs reused).
 
@@ -211,18 +224,16 @@ def _fine_tune_all(job: _Job) -> tuple[list, int]:
             records[cfg, seed] = rec
             job.bar.update(2)
     reused = len(records)
-    if opt.jobs > 1 and todo:
+    if opt.ray and todo:
+        weights = [Path(opt.weights)] if Path(opt.weights).is_file() else []
+        paths = [p for p in [job.data.yaml_file, *job.data.train, *job.data.val, *weights] if p is not None]
+        run_on_ray(job.save_dir, todo, opt.ray, opt.ray_cpus_per_run, opt.ray_gpus_per_run, opt.retries, paths,
+                   _run_done(job, records))
+    elif opt.jobs > 1 and todo:
         slots = plan_slots(opt.device, opt.jobs, torch.get_num_threads())
         LOGGER.info(f"{len(todo)} runs, {opt.jobs} at a time, each in a process of its own: "
                     + ", ".join(f"device {s.device or 'default'} with {s.threads} thread(s)" for s in slots))
-
-        def done(cfg, seed, rec):
-            records[cfg, seed] = rec
-            job.bar.update(2)
-            if isinstance(rec, FailedRun):
-                LOGGER.error(f"{rec.log.parent.name} failed: {rec.error[:300]} (log in {rec.log}); going on")
-
-        run_side_by_side(job.save_dir, todo, slots, opt.retries, done)
+        run_side_by_side(job.save_dir, todo, slots, opt.retries, _run_done(job, records))
     else:
         batches = share_batches(opt.imgsz, job.data.val)
         for cfg, seed in todo:
@@ -262,7 +273,8 @@ def _report(job: _Job, models, routing: list[Path], wall_s: float, resumed: str)
     charts = plot_all(models, save_dir, data.names, classes_present(data.val), opt.imgsz)
     versions, dev = environment(device)
     settings = dict(data=opt.data, weights=opt.weights, hyp=opt.hyp, epochs=opt.epochs, imgsz=opt.imgsz,
-                    batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda", jobs=opt.jobs)
+                    batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda", jobs=opt.jobs,
+                    **({"ray": opt.ray} if opt.ray else {}))
     meta = ReportMeta(opt.command(), versions, dev, settings, wall_s, opt.imgsz, opt.imgsz, resumed,
                       size_counts(job.size_gt.gt) if job.size_gt else None, _deploy_line(opt, versions, device))
     return write_report(models, meta, save_dir, charts, routing)
@@ -369,7 +381,16 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
                    help="runs at a time, each in a process of its own (with --device 0,1,.. one GPU each; on the "
                         "CPU the threads divided between them); same figures as one after another")
     p.add_argument("--retries", type=int, default=CompareOptions.retries,
-                   help="with --jobs: times a run whose process died (killed, out of memory) starts again")
+                   help="with --jobs or --ray: times a run whose process or node died (killed, out of memory) "
+                        "starts again")
+    p.add_argument("--ray", default=CompareOptions.ray, metavar="ADDRESS",
+                   help="run each (config, seed) as a task on a Ray cluster: 'auto' or ADDRESS (host:port of "
+                        "`ray start --head`), or 'local' to start a one-machine cluster; the job folder, data and "
+                        "weights must be at the same paths on every node")
+    p.add_argument("--ray-cpus-per-run", type=int, default=CompareOptions.ray_cpus_per_run,
+                   help="CPUs a run asks Ray for (its torch threads)")
+    p.add_argument("--ray-gpus-per-run", type=int, default=CompareOptions.ray_gpus_per_run,
+                   help="GPUs a run asks Ray for (default -1: 1 where the cluster has GPUs, else 0)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="JOB",
                    help="finish the job in folder JOB (default: the latest under --project) with its own options: "
                         "reuse its finished runs, re-run failed and missing ones, rewrite its report")

@@ -12,6 +12,10 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/.requirements.in
 fi
 cmd=${1:-main}
 [ $# -gt 0 ] && shift
+if [ "$cmd" = test ] && ! cmp -s requirements-cluster.txt .venv/.cluster.installed; then
+    .venv/bin/python -m pip install -q -r requirements-cluster.txt
+    cp requirements-cluster.txt .venv/.cluster.installed
+fi
 case "$cmd" in
     main) exec .venv/bin/python main.py "$@" ;;
     test) exec .venv/bin/python -m pytest -q -n 2 --durations=15 tests "$@" ;;

@@ -36,6 +36,7 @@ SLOW = (
     "test_compare.py::test_peak_training_memory_grows_with_the_batch",
     "test_compare_parallel.py::test_a_killed_worker_is_run_again_then_recorded",
     "test_compare_parallel.py::test_jobs_two_equal_a_sequential_job_from_the_command_line",
+    "test_compare_ray.py::test_two_node_cluster_survives_a_dead_node",
     "test_ddp.py::test_torchrun_two_processes_on_cpu",
     "test_deploy.py::test_compare_deploy_columns_and_a_failed_export",
     "test_evolve.py::test_evolve_two_generations",

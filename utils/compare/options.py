@@ -50,7 +50,10 @@ class CompareOptions:
     no_deploy_latency: bool = False
     bootstrap: int = 1000  # resamples of the paired bootstrap over validation images and seeds (0: none)
     jobs: int = 1  # runs at a time, each in a process of its own (utils.compare.parallel)
-    retries: int = 1  # with jobs > 1: restarts of a run whose worker process died
+    retries: int = 1  # with jobs > 1 or ray: restarts of a run whose worker process or node died
+    ray: str = ""  # '' (no Ray), 'local', 'auto' or a cluster's ADDRESS (utils.compare.cluster)
+    ray_cpus_per_run: int = 1
+    ray_gpus_per_run: int = -1  # -1: 1 where the cluster has GPUs, else 0
     resume: Any = False  # False, True (the latest job under project) or a job folder
 
     @classmethod
@@ -78,6 +81,11 @@ class CompareOptions:
             raise UserError(f"--jobs must be >= 1 (runs at a time), got {self.jobs}")
         if self.retries < 0:
             raise UserError(f"--retries must be >= 0, got {self.retries}")
+        if self.ray and self.jobs > 1:
+            raise UserError(f"--jobs {self.jobs} and --ray {self.ray}: choose one (Ray places the runs itself)")
+        if self.ray_cpus_per_run < 1 or self.ray_gpus_per_run < -1:
+            raise UserError(f"--ray-cpus-per-run must be >= 1 and --ray-gpus-per-run >= 0 (or -1: 1 where the "
+                            f"cluster has GPUs), got {self.ray_cpus_per_run} and {self.ray_gpus_per_run}")
         if self.bootstrap < 0:
             raise UserError(f"--bootstrap must be >= 0 (0 skips it), got {self.bootstrap}")
 
@@ -85,9 +93,10 @@ class CompareOptions:
         """The `python compare.py ...` line that runs this job again."""
         parts = ["python compare.py", "--cfgs", *self.cfgs]
         for k in ("weights", "data", "hyp", "epochs", "imgsz", "batch_size", "seeds", "device", "workers", "project",
-                  "name", "bootstrap", "jobs", "retries"):
+                  "name", "bootstrap", "jobs", "retries", "ray", "ray_cpus_per_run", "ray_gpus_per_run"):
             v = getattr(self, k)
-            if v not in ("", None) and not (k in ("jobs", "retries") and v == getattr(CompareOptions, k)):
+            optional = ("jobs", "retries", "ray_cpus_per_run", "ray_gpus_per_run")
+            if v not in ("", None) and not (k in optional and v == getattr(CompareOptions, k)):
                 parts += [f"--{k.replace('_', '-')}", str(v)]
         flags = ("exist_ok", "visualize_routing", "val_every_epoch", "no_deploy_latency", "augment")
         return " ".join(parts + [f"--{k.replace('_', '-')}" for k in flags if getattr(self, k)])

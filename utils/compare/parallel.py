@@ -19,6 +19,7 @@ from JOB/opt.yaml.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -37,7 +38,8 @@ from utils.files import atomic_write
 from utils.log import LOGGER
 from utils.paths import ROOT
 
-__all__ = ["Slot", "plan_slots", "run_side_by_side", "FAILED_FILE", "WORKER_LOG", "where_this_runs"]
+__all__ = ["Slot", "plan_slots", "run_side_by_side", "FAILED_FILE", "WORKER_LOG", "where_this_runs", "outcome",
+           "die_with_parent"]
 
 FAILED_FILE = "failed.json"  # a worker whose run raised writes what it raised here
 WORKER_LOG = "worker.log"  # a worker's own output (the run's training output goes to train.log)
@@ -59,9 +61,9 @@ def plan_slots(device: str, jobs: int, threads: int) -> list[Slot]:
     return [Slot(devices[i % len(devices)], per_run) for i in range(int(jobs))]
 
 
-def where_this_runs(device, threads: int, attempt: int = 1) -> dict:
-    """A run's host, device and threads, as its SeedResult records them."""
-    return dict(host=socket.gethostname(), device=str(device), threads=int(threads), attempts=int(attempt))
+def where_this_runs(device, threads: int, attempt: int = 1, host: str = "") -> dict:
+    """A run's host (default: this machine's name), device and threads, as its SeedResult records them."""
+    return dict(host=host or socket.gethostname(), device=str(device), threads=int(threads), attempts=int(attempt))
 
 
 @dataclass
@@ -85,7 +87,8 @@ def _start(job_dir: Path, cfg: str, seed: int, attempt: int, slot: Slot, slot_in
     cmd = [sys.executable, "-m", "utils.compare.parallel", str(Path(job_dir).resolve()), cfg, str(seed),
            "--device", slot.device, "--threads", str(slot.threads), "--attempt", str(attempt)]
     proc = subprocess.Popen(cmd, cwd=os.getcwd(), env=env, stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)  # Ctrl-C reaches the driver only
+                            stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches the driver only
+                            preexec_fn=die_with_parent)
     return _Worker(cfg, seed, attempt, slot_index, run_dir, proc, log)
 
 
@@ -98,22 +101,32 @@ def _tail(path: Path, n: int = 300) -> str:
     return " ".join(" ".join(lines[-3:]).split())[-n:]
 
 
-def _outcome(w: _Worker, rc: int) -> RunRecord | FailedRun | None:
-    """The run's RunRecord, a FailedRun for a run that raised, or None when the worker died without a word."""
-    log = w.run_dir / "train.log"
-    failed = w.run_dir / FAILED_FILE
+def outcome(run_dir: Path, cfg: str, seed: int, rc: int) -> RunRecord | FailedRun | None:
+    """What a worker that ended with exit code `rc` left in `run_dir`: the run's RunRecord, a FailedRun for a run
+    that raised, or None when the worker died without a word."""
+    log = run_dir / "train.log"
+    failed = run_dir / FAILED_FILE
     if failed.is_file():
         try:
             d = json.loads(failed.read_text(encoding="utf-8"))
-            return FailedRun(w.seed, str(d["error_type"]), str(d["message"]), log)
+            return FailedRun(seed, str(d["error_type"]), str(d["message"]), log)
         except (ValueError, KeyError, OSError):
             pass
     if rc == 0:
-        rec = load_result(w.run_dir, model_name(w.cfg), w.seed)
+        rec = load_result(run_dir, model_name(cfg), seed)
         if rec is not None:
             return rec
-        return FailedRun(w.seed, "RuntimeError", f"the run's worker ended without a result in {w.run_dir}", log)
+        return FailedRun(seed, "RuntimeError", f"the run's worker ended without a result in {run_dir}", log)
     return None
+
+
+def die_with_parent() -> None:
+    """In a worker process (preexec_fn): end when the process that started it ends (Linux), so a killed driver or
+    a dead node leaves no run writing into the job folder."""
+    with contextlib.suppress(Exception):
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
 
 
 def _ended(w: _Worker, rc: int) -> str:
@@ -161,7 +174,7 @@ def run_side_by_side(job_dir: Path, todo: list[tuple[str, int]], slots: list[Slo
                 w.log.close()
                 free.append(w.slot)
                 free.sort()
-                out = _outcome(w, rc)
+                out = outcome(w.run_dir, w.cfg, w.seed, rc)
                 if out is None and w.attempt <= retries:
                     LOGGER.warning(f"WARNING: {w.run_dir.name}: {_ended(w, rc)}; starting it again "
                                    f"(attempt {w.attempt + 1} of {retries + 1})")
@@ -185,7 +198,7 @@ class _NoBar:
         pass
 
 
-def work(job_dir: Path, cfg: str, seed: int, device: str, threads: int, attempt: int) -> int:
+def work(job_dir: Path, cfg: str, seed: int, device: str, threads: int, attempt: int, host: str = "") -> int:
     """One run of the job in JOB (the worker's body): 0 with result.json written, 1 with failed.json written."""
     import torch
 
@@ -209,7 +222,7 @@ def work(job_dir: Path, cfg: str, seed: int, device: str, threads: int, attempt:
         dev = select_device(device)
         job = compare._Job(opt, job_dir, data, dev, build_size_gt(data.val, data.names, data.nc), _NoBar())
         compare._finish_run(job, cfg, seed, run_dir, share_batches(opt.imgsz, data.val),
-                            where_this_runs(dev, threads, attempt))
+                            where_this_runs(dev, threads, attempt, host))
         return 0
     except Exception as e:  # noqa: BLE001  (the run's error, for the driver's report)
         fail = failed_run(e, seed, run_dir / "train.log")
@@ -226,8 +239,9 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--attempt", type=int, default=1)
+    p.add_argument("--host", default="", help="where the run is recorded to have run (default: this machine)")
     a = p.parse_args(argv)
-    return work(Path(a.job_dir), a.cfg, a.seed, a.device, a.threads, a.attempt)
+    return work(Path(a.job_dir), a.cfg, a.seed, a.device, a.threads, a.attempt, a.host)
 
 
 if __name__ == "__main__":
