@@ -58,6 +58,7 @@ from utils.compare.results import FailedRun, ModelResult, SeedResult, finished
 from utils.compare.runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,
                                 resume_job_dir, run_name, save_options, save_result, take_job_options)
 from utils.compare.sizes import build_size_gt, run_size_ap, size_counts
+from utils.compare.sweep import sweep_variants
 from utils.compare.verdict import bootstrap_all
 from utils.data.config import DataConfig, load_data_config
 from utils.data.labels import classes_present
@@ -291,6 +292,10 @@ def _job_folder(opt: CompareOptions) -> Path:
     opt.cfgs = list(opt.cfgs or default_cfgs(opt.weights))
     opt.check()
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok, mkdir=True)
+    if opt.sweep:  # the variants' YAMLs go into the job folder; opt.yaml lists them, so --resume builds the same
+        opt.cfgs = [v.cfg for v in sweep_variants(opt.cfgs, save_dir / "sweep")]
+        opt.check()
+        LOGGER.info(f"--sweep: {len(opt.cfgs)} configs, the variants written to {save_dir / 'sweep'}")
     save_options(opt, save_dir)
     return save_dir
 
@@ -377,6 +382,9 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
     p.add_argument("--bootstrap", type=int, default=CompareOptions.bootstrap, metavar="B",
                    help="resamples of the paired bootstrap over validation images and seeds behind the verdict "
                         "(0 to skip; about 10 s per run and 1000 resamples on COCO128)")
+    p.add_argument("--sweep", action="store_true",
+                   help="where the attention goes: also run each plug-in config with its plug-in alone at P3, P4 "
+                        "or P5 and, for BRA, topk 2/8 and n_win 5/8 (variant YAMLs written into the job folder)")
     p.add_argument("--jobs", type=int, default=CompareOptions.jobs, metavar="N",
                    help="runs at a time, each in a process of its own (with --device 0,1,.. one GPU each; on the "
                         "CPU the threads divided between them); same figures as one after another")

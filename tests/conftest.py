@@ -40,6 +40,7 @@ SLOW = (
     "test_ddp.py::test_torchrun_two_processes_on_cpu",
     "test_deploy.py::test_compare_deploy_columns_and_a_failed_export",
     "test_evolve.py::test_evolve_two_generations",
+    "test_sweep.py::test_sweep_from_the_command_line",
     "test_export.py::test_a_failed_reexport_keeps_the_previous_files",
     "test_export.py::test_dynamic_export_equals_pytorch_at_other_sizes",
     "test_export.py::test_fixed_export_equals_pytorch_in_every_runtime",

@@ -51,6 +51,7 @@ class CompareOptions:
     bootstrap: int = 1000  # resamples of the paired bootstrap over validation images and seeds (0: none)
     jobs: int = 1  # runs at a time, each in a process of its own (utils.compare.parallel)
     retries: int = 1  # with jobs > 1 or ray: restarts of a run whose worker process or node died
+    sweep: bool = False  # also each plug-in config's placement (and BRA topk / n_win) variants
     ray: str = ""  # '' (no Ray), 'local', 'auto' or a cluster's ADDRESS (utils.compare.cluster)
     ray_cpus_per_run: int = 1
     ray_gpus_per_run: int = -1  # -1: 1 where the cluster has GPUs, else 0
@@ -98,5 +99,5 @@ class CompareOptions:
             optional = ("jobs", "retries", "ray_cpus_per_run", "ray_gpus_per_run")
             if v not in ("", None) and not (k in optional and v == getattr(CompareOptions, k)):
                 parts += [f"--{k.replace('_', '-')}", str(v)]
-        flags = ("exist_ok", "visualize_routing", "val_every_epoch", "no_deploy_latency", "augment")
+        flags = ("exist_ok", "visualize_routing", "val_every_epoch", "no_deploy_latency", "augment", "sweep")
         return " ".join(parts + [f"--{k.replace('_', '-')}" for k in flags if getattr(self, k)])

@@ -20,6 +20,7 @@ from utils.compare.results import (ModelResult, SeedResult, baseline, finished, 
                                    model_verdict, paired_delta, share_cell)
 from utils.compare.sizes import SIZES
 from utils.compare.stats import NOISE_RULE
+from utils.compare.sweep import read_sweep
 from utils.compare.tables import (control_lines, failed_lines, paired_lines, seed_lines, size_lines, stability_lines,
                                   tta_lines)
 from utils.compare.verdict import bootstrap_cols, bootstrap_lines, verdict_lines
@@ -319,6 +320,31 @@ def _head(models: Sequence[ModelResult], meta: ReportMeta) -> list[str]:
     return lines + [""]
 
 
+def sweep_lines(models: Sequence[ModelResult], save_dir: Path) -> list[str]:
+    """With --sweep: one table per plug-in config, its variants grouped by what varied (utils.compare.sweep)."""
+    variants = [v for v in read_sweep(save_dir) if v.varied]
+    if not variants:
+        return []
+    by_name, base = {m.name: m for m in models}, baseline(models)
+    lines = ["## Where the attention goes (--sweep)", "",
+             "Each plug-in config beside its variants: the plug-in alone at P3, P4 or P5 of the neck (before the C3 "
+             "that feeds Detect there) and, for BRA, topk and n_win one at a time at the published placement. "
+             "mAP50-95 with its difference from the baseline (as in the table above); the YAML of every variant is "
+             "in `sweep/`.", ""]
+    for cfg in dict.fromkeys(v.base for v in variants):
+        lines += [f"**{cfg}**", "", "| variant | varied | value | params (M) | GFLOPs | mAP50-95 | plug-in share |",
+                  "|---|---|---|---|---|---|---|"]
+        for v in sorted((v for v in variants if v.base == cfg), key=lambda v: (v.varied != "placement", v.varied)):
+            m = by_name.get(v.name)
+            if m is None or not m.seeds:
+                lines.append(f"| {v.name} | {v.varied} | {v.value} | - | - | no finished run | - |")
+                continue
+            lines.append(f"| {v.name} | {v.varied} | {v.value} | {m.params / 1e6:.3f} | {m.gflops:.2f} | "
+                         f"{_metric_cell(m, base, 'map')} | {share_cell(m.share())} |")
+        lines.append("")
+    return lines
+
+
 def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path, charts: Sequence[Path] = (),
                  routing: Sequence[Path] = ()) -> Path:
     """Write report.md into `save_dir`; returns its path."""
@@ -332,7 +358,7 @@ def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path
              _HOW_TO_READ.format(noise=NOISE_RULE, imgsz=meta.imgsz, memory=_MEMORY.get(method, method),
                                  precision="FP16" if meta.settings.get("half") else "FP32"),
              *paired_lines(models), *bootstrap_lines(models), *control_lines(models),
-             *size_lines(models, meta.size_counts), *tta_lines(models),
+             *size_lines(models, meta.size_counts), *tta_lines(models), *sweep_lines(models, save_dir),
              "## Charts", ""]
     lines += [f"![{p.stem}]({p.name})" for p in charts] + [""]
     if routing:
