@@ -50,19 +50,19 @@ from utils.cli import apply_options, cli_errors
 from utils.compare import memory
 from utils.compare.charts import plot_all
 from utils.compare.measure import routing_figures, share, share_batches, size
-from utils.compare.options import DEFAULTS, CompareOptions, model_name
+from utils.compare.options import DEFAULTS, CompareOptions, build_parser, model_name
 from utils.compare.cluster import run_on_ray
-from utils.compare.parallel import plan_slots, run_side_by_side, where_this_runs
+from utils.compare.parallel import plan_slots, run_side_by_side, where_this_runs, worker_parser, write_failure
 from utils.compare.report import ReportMeta, environment, results_rows, seed_rows, table_lines, write_csv, write_report
 from utils.compare.results import FailedRun, ModelResult, SeedResult, finished
 from utils.compare.runs import (RunRecord, failed_run, failure_summary, fresh_run_dir, load_result, output_to,
                                 resume_job_dir, run_name, save_options, save_result, take_job_options)
 from utils.compare.sizes import build_size_gt, run_size_ap, size_counts
 from utils.compare.sweep import sweep_variants
+from utils.compare.tables import deploy_line
 from utils.compare.verdict import bootstrap_all
 from utils.data.config import DataConfig, load_data_config
 from utils.data.labels import classes_present
-from utils.deploy.runners import runtime_versions
 from utils.deploy.timing import time_checkpoints_in_child
 from utils.log import LOGGER, setup_logging
 from utils.paths import increment_path
@@ -251,22 +251,6 @@ def _fine_tune_all(job: _Job) -> tuple[list, int]:
     return list(models.values()), reused
 
 
-def _deploy_line(opt: CompareOptions, versions: dict, device) -> str:
-    """How the ORT / OV columns were measured (the runtimes' versions go into `versions` too)."""
-    if opt.no_deploy_latency:
-        return "not measured (--no-deploy-latency)."
-    rv = runtime_versions(load=False)  # the metadata: the runtimes stay out of this process
-    versions.update(rv)
-    where = (" PyTorch ran on the GPU, these on the CPU: compare each with the baseline in its own column."
-             if device.type == "cuda" else "")
-    return (f"onnxruntime {rv['onnxruntime']} (CPUExecutionProvider, graph optimisation 'all') and openvino "
-            f"{rv['openvino']} (CPU, LATENCY hint, one stream), {torch.get_num_threads()} intra-op thread(s) each "
-            f"as PyTorch; every model exported as export.py writes it (fp32, fixed {opt.imgsz}x{opt.imgsz}, batch "
-            f"1, ONNX opset 17; OpenVINO converted from that ONNX file) into a temporary folder; median of "
-            f"{50 if device.type == 'cuda' else 10} calls timed in the same rotating rounds as the PyTorch batch-1 "
-            f"figures.{where}")
-
-
 def _report(job: _Job, models, routing: list[Path], wall_s: float, resumed: str) -> Path:
     opt, data, device, save_dir = job.opt, job.data, job.device, job.save_dir
     write_csv(results_rows(models), save_dir / "results.csv")
@@ -277,7 +261,7 @@ def _report(job: _Job, models, routing: list[Path], wall_s: float, resumed: str)
                     batch_size=opt.batch_size, seeds=opt.seeds, half=device.type == "cuda", jobs=opt.jobs,
                     **({"ray": opt.ray} if opt.ray else {}))
     meta = ReportMeta(opt.command(), versions, dev, settings, wall_s, opt.imgsz, opt.imgsz, resumed,
-                      size_counts(job.size_gt.gt) if job.size_gt else None, _deploy_line(opt, versions, device))
+                      size_counts(job.size_gt.gt) if job.size_gt else None, deploy_line(opt, versions, device))
     return write_report(models, meta, save_dir, charts, routing)
 
 
@@ -351,57 +335,44 @@ def main(opt: argparse.Namespace | CompareOptions):
     return save_dir, models
 
 
+
+class _NoBar:
+    """A worker's progress bar: none (the driver's counts the runs)."""
+
+    n = 0
+
+    def set_description(self, *_):
+        pass
+
+    def update(self, *_):
+        pass
+
+
+def worker_main(argv: list[str]) -> int:
+    """One run of a job, in a process of its own (utils.compare.parallel starts it): JOB CFG SEED --device D
+    --threads T --attempt K [--host H]. The job's options come from JOB/opt.yaml; 0 with result.json written,
+    1 with failed.json (what the run raised)."""
+    a = worker_parser().parse_args(argv)
+    setup_logging()
+    torch.set_num_threads(a.threads)
+    job_dir = Path(a.job_dir)
+    run_dir = job_dir / run_name(model_name(a.cfg), a.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        opt = CompareOptions.from_namespace(parse_opt(args=[]))
+        take_job_options(opt, job_dir, vars(parse_opt(args=[])))
+        opt.device = a.device
+        data, dev = load_data_config(opt.data), select_device(a.device)
+        job = _Job(opt, job_dir, data, dev, build_size_gt(data.val, data.names, data.nc), _NoBar())
+        _finish_run(job, a.cfg, a.seed, run_dir, share_batches(opt.imgsz, data.val),
+                    where_this_runs(dev, a.threads, a.attempt, a.host))
+        return 0
+    except Exception as e:  # noqa: BLE001  (the run's error, for the driver's report)
+        write_failure(failed_run(e, a.seed, run_dir / "train.log"), run_dir)
+        return 1
+
 def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description="Compare attention plug-ins against the YOLOv5 baseline")
-    p.add_argument("--cfgs", nargs="+", default=None,
-                   help="model configs, baseline first (default: yolov5n.yaml, yolov5n_biformer.yaml and every "
-                        "other bundled plug-in config at the scale of --weights)")
-    p.add_argument("--weights", type=str, default="yolov5n.pt", help="pretrained weights every model starts from")
-    p.add_argument("--data", type=str, default="coco128.yaml", help="dataset.yaml path")
-    p.add_argument("--hyp", type=str, default="hyp.scratch-low.yaml", help="hyperparameters path")
-    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs per run")
-    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="training batch size")
-    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=DEFAULTS["imgsz"],
-                   help="train, val and timing image size (pixels)")
-    p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
-    p.add_argument("--seeds", type=int, default=DEFAULTS["seeds"], help="fine-tuning runs per model (seeds 0..N-1)")
-    p.add_argument("--workers", type=int, default=2, help="max dataloader workers")
-    p.add_argument("--project", default=CompareOptions.project, help="save to project/name")
-    p.add_argument("--name", default="exp", help="save to project/name")
-    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
-    p.add_argument("--val-every-epoch", action="store_true",
-                   help="validate after every training epoch (mAP curves in training_curves.png; slower). By "
-                        "default each run validates its final weights only")
-    p.add_argument("--visualize-routing", action="store_true",
-                   help="draw where BiLevelRoutingAttention routes, on bundled photos, for each BRA model")
-    p.add_argument("--augment", action="store_true",
-                   help="also validate each run with test-time augmentation (val.py --augment): a TTA mAP column")
-    p.add_argument("--no-deploy-latency", action="store_true",
-                   help="skip the ONNX Runtime and OpenVINO CPU latency columns (each model is exported to ONNX "
-                        "and OpenVINO for them, which takes a few seconds a model)")
-    p.add_argument("--bootstrap", type=int, default=CompareOptions.bootstrap, metavar="B",
-                   help="resamples of the paired bootstrap over validation images and seeds behind the verdict "
-                        "(0 to skip; about 10 s per run and 1000 resamples on COCO128)")
-    p.add_argument("--sweep", action="store_true",
-                   help="where the attention goes: also run each plug-in config with its plug-in alone at P3, P4 "
-                        "or P5 and, for BRA, topk 2/8 and n_win 5/8 (variant YAMLs written into the job folder)")
-    p.add_argument("--jobs", type=int, default=CompareOptions.jobs, metavar="N",
-                   help="runs at a time, each in a process of its own (with --device 0,1,.. one GPU each; on the "
-                        "CPU the threads divided between them); same figures as one after another")
-    p.add_argument("--retries", type=int, default=CompareOptions.retries,
-                   help="with --jobs or --ray: times a run whose process or node died (killed, out of memory) "
-                        "starts again")
-    p.add_argument("--ray", default=CompareOptions.ray, metavar="ADDRESS",
-                   help="run each (config, seed) as a task on a Ray cluster: 'auto' or ADDRESS (host:port of "
-                        "`ray start --head`), or 'local' to start a one-machine cluster; the job folder, data and "
-                        "weights must be at the same paths on every node")
-    p.add_argument("--ray-cpus-per-run", type=int, default=CompareOptions.ray_cpus_per_run,
-                   help="CPUs a run asks Ray for (its torch threads)")
-    p.add_argument("--ray-gpus-per-run", type=int, default=CompareOptions.ray_gpus_per_run,
-                   help="GPUs a run asks Ray for (default -1: 1 where the cluster has GPUs, else 0)")
-    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="JOB",
-                   help="finish the job in folder JOB (default: the latest under --project) with its own options: "
-                        "reuse its finished runs, re-run failed and missing ones, rewrite its report")
+    p = build_parser()
     return p.parse_known_args(args)[0] if known else p.parse_args(args)
 
 

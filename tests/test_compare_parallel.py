@@ -74,7 +74,7 @@ def test_a_killed_worker_is_run_again_then_recorded(tiny_data, tmp_path):
         while not log.is_file() and p.poll() is None and time.time() < deadline:
             time.sleep(0.1)
         assert log.is_file(), p.stdout.read().decode()[-2000:]
-        worker = subprocess.run(["pgrep", "-f", f"utils.compare.parallel .*{name} yolov5n_biformer.yaml 0"],
+        worker = subprocess.run(["pgrep", "-f", f"compare.worker_main.*/{name} yolov5n_biformer.yaml 0"],
                                 capture_output=True, text=True).stdout.split()
         assert worker, "the worker of yolov5n_biformer seed 0 is not running"
         os.kill(int(worker[0]), signal.SIGKILL)

@@ -114,7 +114,7 @@ def test_two_node_cluster_survives_a_dead_node(cluster, tiny_data, tmp_path):
         while not log.is_file() and p.poll() is None and time.time() < deadline:
             time.sleep(0.1)
         assert log.is_file(), p.stdout.read().decode()[-3000:]
-        pids = subprocess.run(["pgrep", "-f", "utils.compare.parallel .*/ray yolov5n_biformer.yaml 0"],
+        pids = subprocess.run(["pgrep", "-f", "compare.worker_main.*/ray yolov5n_biformer.yaml 0"],
                               capture_output=True, text=True).stdout.split()
         assert pids, "the run's worker is not running"
         raylet = _raylet_of(int(pids[0]))

@@ -22,12 +22,11 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 from pathlib import Path
 from typing import Callable
 
 from utils.compare.options import model_name
-from utils.compare.parallel import die_with_parent, outcome
+from utils.compare.parallel import die_with_parent, outcome, worker_command
 from utils.compare.results import FailedRun
 from utils.compare.runs import RunRecord, fresh_run_dir, run_name
 from utils.errors import UserError
@@ -66,8 +65,7 @@ def run_task(job_dir: str, cfg: str, seed: int, threads: int, gpus: float, cwd: 
     host = f"{socket.gethostname()} node {node[:8]}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])]),
            "OMP_NUM_THREADS": str(threads), "PYTHONUNBUFFERED": "1"}
-    cmd = [sys.executable, "-m", "utils.compare.parallel", job_dir, cfg, str(seed), "--device",
-           "0" if gpus else "cpu", "--threads", str(threads), "--attempt", str(attempt), "--host", host]
+    cmd = worker_command(job_dir, cfg, seed, "0" if gpus else "cpu", threads, attempt, host)
     with open(run_dir / "worker.log", "ab") as log:
         rc = subprocess.call(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                              preexec_fn=die_with_parent)

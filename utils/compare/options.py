@@ -12,7 +12,7 @@ from models.config import resolve_config_path
 from utils.errors import UserError
 from utils.paths import ROOT
 
-__all__ = ["DEFAULTS", "CompareOptions", "model_name"]
+__all__ = ["DEFAULTS", "CompareOptions", "model_name", "build_parser"]
 
 # Defaults chosen so that the whole job on the bundled COCO128 ends within 20 minutes on a 2-core CPU with one
 # thread: 6 configs (the baseline, three plug-ins, two controls) x 2 seeds x 3 epochs took about 1.8 min a run at
@@ -101,3 +101,58 @@ class CompareOptions:
                 parts += [f"--{k.replace('_', '-')}", str(v)]
         flags = ("exist_ok", "visualize_routing", "val_every_epoch", "no_deploy_latency", "augment", "sweep")
         return " ".join(parts + [f"--{k.replace('_', '-')}" for k in flags if getattr(self, k)])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """compare.py's command line: one flag per CompareOptions field."""
+    p = argparse.ArgumentParser(description="Compare attention plug-ins against the YOLOv5 baseline")
+    p.add_argument("--cfgs", nargs="+", default=None,
+                   help="model configs, baseline first (default: yolov5n.yaml, yolov5n_biformer.yaml and every "
+                        "other bundled plug-in config at the scale of --weights)")
+    p.add_argument("--weights", type=str, default="yolov5n.pt", help="pretrained weights every model starts from")
+    p.add_argument("--data", type=str, default="coco128.yaml", help="dataset.yaml path")
+    p.add_argument("--hyp", type=str, default="hyp.scratch-low.yaml", help="hyperparameters path")
+    p.add_argument("--epochs", type=int, default=DEFAULTS["epochs"], help="training epochs per run")
+    p.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"], help="training batch size")
+    p.add_argument("--imgsz", "--img", "--img-size", type=int, default=DEFAULTS["imgsz"],
+                   help="train, val and timing image size (pixels)")
+    p.add_argument("--device", default="", help="cuda device, i.e. 0, or cpu")
+    p.add_argument("--seeds", type=int, default=DEFAULTS["seeds"], help="fine-tuning runs per model (seeds 0..N-1)")
+    p.add_argument("--workers", type=int, default=2, help="max dataloader workers")
+    p.add_argument("--project", default=CompareOptions.project, help="save to project/name")
+    p.add_argument("--name", default="exp", help="save to project/name")
+    p.add_argument("--exist-ok", action="store_true", help="existing project/name ok, do not increment")
+    p.add_argument("--val-every-epoch", action="store_true",
+                   help="validate after every training epoch (mAP curves in training_curves.png; slower). By "
+                        "default each run validates its final weights only")
+    p.add_argument("--visualize-routing", action="store_true",
+                   help="draw where BiLevelRoutingAttention routes, on bundled photos, for each BRA model")
+    p.add_argument("--augment", action="store_true",
+                   help="also validate each run with test-time augmentation (val.py --augment): a TTA mAP column")
+    p.add_argument("--no-deploy-latency", action="store_true",
+                   help="skip the ONNX Runtime and OpenVINO CPU latency columns (each model is exported to ONNX "
+                        "and OpenVINO for them, which takes a few seconds a model)")
+    p.add_argument("--bootstrap", type=int, default=CompareOptions.bootstrap, metavar="B",
+                   help="resamples of the paired bootstrap over validation images and seeds behind the verdict "
+                        "(0 to skip; about 10 s per run and 1000 resamples on COCO128)")
+    p.add_argument("--sweep", action="store_true",
+                   help="where the attention goes: also run each plug-in config with its plug-in alone at P3, P4 "
+                        "or P5 and, for BRA, topk 2/8 and n_win 5/8 (variant YAMLs written into the job folder)")
+    p.add_argument("--jobs", type=int, default=CompareOptions.jobs, metavar="N",
+                   help="runs at a time, each in a process of its own (with --device 0,1,.. one GPU each; on the "
+                        "CPU the threads divided between them); same figures as one after another")
+    p.add_argument("--retries", type=int, default=CompareOptions.retries,
+                   help="with --jobs or --ray: times a run whose process or node died (killed, out of memory) "
+                        "starts again")
+    p.add_argument("--ray", default=CompareOptions.ray, metavar="ADDRESS",
+                   help="run each (config, seed) as a task on a Ray cluster: 'auto' or ADDRESS (host:port of "
+                        "`ray start --head`), or 'local' to start a one-machine cluster; the job folder, data and "
+                        "weights must be at the same paths on every node")
+    p.add_argument("--ray-cpus-per-run", type=int, default=CompareOptions.ray_cpus_per_run,
+                   help="CPUs a run asks Ray for (its torch threads)")
+    p.add_argument("--ray-gpus-per-run", type=int, default=CompareOptions.ray_gpus_per_run,
+                   help="GPUs a run asks Ray for (default -1: 1 where the cluster has GPUs, else 0)")
+    p.add_argument("--resume", nargs="?", const=True, default=False, metavar="JOB",
+                   help="finish the job in folder JOB (default: the latest under --project) with its own options: "
+                        "reuse its finished runs, re-run failed and missing ones, rewrite its report")
+    return p

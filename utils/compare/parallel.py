@@ -11,8 +11,8 @@ a worker process that dies without a word (killed, out of memory, a crash in nat
 --retries times, then recorded as failed ('WorkerDied'). Ctrl-C stops every worker and leaves a job that
 `compare.py --resume` finishes.
 
-The worker is `python -m utils.compare.parallel JOB CFG SEED --device D --threads T --attempt K`, run in the
-driver's working folder (the job's relative paths mean what they meant to the user); it reads the job's options
+The worker is compare.worker_main (JOB CFG SEED --device D --threads T --attempt K) in a fresh interpreter, run in
+the driver's working folder (the job's relative paths mean what they meant to the user); it reads the job's options
 from JOB/opt.yaml.
 """
 
@@ -31,15 +31,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from utils.compare.options import CompareOptions, model_name
+from utils.compare.options import model_name
 from utils.compare.results import FailedRun
-from utils.compare.runs import RunRecord, failed_run, fresh_run_dir, load_result, load_options, run_name
+from utils.compare.runs import RunRecord, fresh_run_dir, load_result, run_name
 from utils.files import atomic_write
 from utils.log import LOGGER
 from utils.paths import ROOT
 
 __all__ = ["Slot", "plan_slots", "run_side_by_side", "FAILED_FILE", "WORKER_LOG", "where_this_runs", "outcome",
-           "die_with_parent"]
+           "die_with_parent", "worker_parser", "worker_command", "write_failure"]
 
 FAILED_FILE = "failed.json"  # a worker whose run raised writes what it raised here
 WORKER_LOG = "worker.log"  # a worker's own output (the run's training output goes to train.log)
@@ -84,8 +84,7 @@ def _start(job_dir: Path, cfg: str, seed: int, attempt: int, slot: Slot, slot_in
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
            "OMP_NUM_THREADS": str(slot.threads), "PYTHONUNBUFFERED": "1"}
     log = open(run_dir / WORKER_LOG, "ab")
-    cmd = [sys.executable, "-m", "utils.compare.parallel", str(Path(job_dir).resolve()), cfg, str(seed),
-           "--device", slot.device, "--threads", str(slot.threads), "--attempt", str(attempt)]
+    cmd = worker_command(Path(job_dir).resolve(), cfg, seed, slot.device, slot.threads, attempt)
     proc = subprocess.Popen(cmd, cwd=os.getcwd(), env=env, stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True,  # Ctrl-C reaches the driver only
                             preexec_fn=die_with_parent)
@@ -186,53 +185,9 @@ def run_side_by_side(job_dir: Path, todo: list[tuple[str, int]], slots: list[Slo
             _stop(w)
 
 
-class _NoBar:
-    """The progress bar a worker has: none (the driver's counts the runs)."""
-
-    n = 0
-
-    def set_description(self, *_):
-        pass
-
-    def update(self, *_):
-        pass
-
-
-def work(job_dir: Path, cfg: str, seed: int, device: str, threads: int, attempt: int, host: str = "") -> int:
-    """One run of the job in JOB (the worker's body): 0 with result.json written, 1 with failed.json written."""
-    import torch
-
-    import compare
-    from utils.compare.measure import share_batches
-    from utils.compare.sizes import build_size_gt
-    from utils.data.config import load_data_config
-    from utils.log import setup_logging
-    from utils.torch_utils import select_device
-
-    setup_logging()
-    torch.set_num_threads(threads)
-    job_dir = Path(job_dir)
-    run_dir = job_dir / run_name(model_name(cfg), seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        defaults = {k: v for k, v in vars(compare.parse_opt(args=[])).items() if k != "resume"}
-        opt = CompareOptions.from_namespace(argparse.Namespace(**{**defaults, **load_options(job_dir, defaults)}))
-        opt.device = device
-        data = load_data_config(opt.data)
-        dev = select_device(device)
-        job = compare._Job(opt, job_dir, data, dev, build_size_gt(data.val, data.names, data.nc), _NoBar())
-        compare._finish_run(job, cfg, seed, run_dir, share_batches(opt.imgsz, data.val),
-                            where_this_runs(dev, threads, attempt, host))
-        return 0
-    except Exception as e:  # noqa: BLE001  (the run's error, for the driver's report)
-        fail = failed_run(e, seed, run_dir / "train.log")
-        atomic_write(run_dir / FAILED_FILE, lambda f: f.write(json.dumps(
-            dict(error_type=fail.error_type, message=fail.message)).encode("utf-8")))
-        return 1
-
-
-def _main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description="one run of a compare.py job (started by compare.py --jobs)")
+def worker_parser() -> argparse.ArgumentParser:
+    """The command line of a run's worker (compare.worker_main)."""
+    p = argparse.ArgumentParser(description="one run of a compare.py job (started by compare.py --jobs or --ray)")
     p.add_argument("job_dir")
     p.add_argument("cfg")
     p.add_argument("seed", type=int)
@@ -240,9 +195,17 @@ def _main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--attempt", type=int, default=1)
     p.add_argument("--host", default="", help="where the run is recorded to have run (default: this machine)")
-    a = p.parse_args(argv)
-    return work(Path(a.job_dir), a.cfg, a.seed, a.device, a.threads, a.attempt, a.host)
+    return p
 
 
-if __name__ == "__main__":
-    sys.exit(_main())
+def write_failure(fail: FailedRun, run_dir: Path) -> Path:
+    """failed.json: what a worker's run raised, for the driver."""
+    return atomic_write(Path(run_dir) / FAILED_FILE, lambda f: f.write(json.dumps(
+        dict(error_type=fail.error_type, message=fail.message)).encode("utf-8")))
+
+
+def worker_command(job_dir, cfg: str, seed: int, device: str, threads: int, attempt: int, host: str = "") -> list:
+    """The command that runs one run of the job (in the driver's working folder, this project on PYTHONPATH)."""
+    return [sys.executable, "-c", "import sys, compare; sys.exit(compare.worker_main(sys.argv[1:]))", str(job_dir),
+            cfg, str(seed), "--device", device, "--threads", str(threads), "--attempt", str(attempt),
+            *(["--host", host] if host else [])]

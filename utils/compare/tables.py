@@ -8,13 +8,15 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 
 from utils.compare.results import (SHARE_LIMIT, SPREAD_LIMIT, UNSTABLE, ModelResult, SeedResult, baseline, finished,
                                    holm_adjust, instability, model_verdict, paired_delta, share_cell)
 from utils.compare.sizes import SIZES
 from utils.compare.stats import NoiseCheck, PairedDiff, paired_diff
 
-__all__ = ["paired_lines", "control_lines", "size_lines", "failed_lines", "seed_lines", "na", "CONTROL_SUFFIXES"]
+__all__ = ["paired_lines", "control_lines", "size_lines", "failed_lines", "seed_lines", "na", "CONTROL_SUFFIXES",
+           "deploy_line"]
 
 # models whose name ends so are controls: capacity without attention (ConvControl), YOLOv5's own attention (C3TR)
 CONTROL_SUFFIXES = ("_control", "_transformer")
@@ -217,3 +219,21 @@ def seed_lines(models: Sequence[ModelResult]) -> list[str]:
                  for f in m.failures]
         lines += [f"| {m.name} | {k} | {cells} |" for k, cells in sorted(runs, key=lambda x: x[0])]
     return lines
+
+
+def deploy_line(opt, versions: dict, device) -> str:
+    """How the ORT / OV columns were measured (the runtimes' versions go into `versions` too)."""
+    if opt.no_deploy_latency:
+        return "not measured (--no-deploy-latency)."
+    from utils.deploy.runners import runtime_versions
+
+    rv = runtime_versions(load=False)  # the metadata: the runtimes stay out of this process
+    versions.update(rv)
+    where = (" PyTorch ran on the GPU, these on the CPU: compare each with the baseline in its own column."
+             if device.type == "cuda" else "")
+    return (f"onnxruntime {rv['onnxruntime']} (CPUExecutionProvider, graph optimisation 'all') and openvino "
+            f"{rv['openvino']} (CPU, LATENCY hint, one stream), {torch.get_num_threads()} intra-op thread(s) each "
+            f"as PyTorch; every model exported as export.py writes it (fp32, fixed {opt.imgsz}x{opt.imgsz}, batch "
+            f"1, ONNX opset 17; OpenVINO converted from that ONNX file) into a temporary folder; median of "
+            f"{50 if device.type == 'cuda' else 10} calls timed in the same rotating rounds as the PyTorch batch-1 "
+            f"figures.{where}")
