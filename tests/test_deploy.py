@@ -20,6 +20,7 @@ from tests.helpers import FakeClock, Sleeper
 from utils.checkpoint import save_checkpoint
 from utils.compare.report import ReportMeta, results_rows, table_lines, write_report
 from utils.compare.results import ModelResult, SeedResult
+from utils.compare.tables import deploy_line
 from utils.deploy import runners as deploy
 from utils.deploy.latency import measure_latency
 from utils.deploy.timing import time_checkpoints
@@ -129,7 +130,7 @@ def test_compare_deploy_columns_and_a_failed_export(tmp_path, monkeypatch):
     assert float(base_cells[7]) > 0 and float(base_cells[8]) > 0
     assert bra_cells[7].endswith("%)") and bra_cells[8] == "n/a"
     meta = ReportMeta("python compare.py", {"torch": "x"}, "CPU", {"half": False},
-                      deploy=compare._deploy_line(SimpleNamespace(no_deploy_latency=False, imgsz=IMGSZ), {},
+                      deploy=deploy_line(SimpleNamespace(no_deploy_latency=False, imgsz=IMGSZ), {},
                                                   torch.device("cpu")))
     report = write_report([base, bra], meta, tmp_path).read_text(encoding="utf-8")
     versions = deploy.runtime_versions()
@@ -144,7 +145,7 @@ def test_no_deploy_latency_flag():
     opt = compare.parse_opt(args=["--no-deploy-latency", "--cfgs", "yolov5n.yaml"])
     command = compare.CompareOptions.from_namespace(opt).command()
     assert opt.no_deploy_latency and command.endswith("--no-deploy-latency")
-    assert compare._deploy_line(opt, {}, torch.device("cpu")) == "not measured (--no-deploy-latency)."
+    assert deploy_line(opt, {}, torch.device("cpu")) == "not measured (--no-deploy-latency)."
     assert not compare.parse_opt(args=[]).no_deploy_latency
     m = ModelResult("a", "a.yaml", 1000, 1.0, seeds=[SeedResult(0, 0.5, 0.5, 0.4, 0.3, [0.3], 1.0, Path("a"))])
     assert "ORT" not in table_lines([m], 64)[0] and not any(k.startswith("latency_ort") for k in results_rows([m])[0])
