@@ -94,7 +94,8 @@ def _ray_overhead(cpus: int) -> tuple[float, float, float]:
         return time.time()
 
     t0 = time.perf_counter()
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             configure_logging=False)
     start = time.perf_counter() - t0
     try:
         t = time.time()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
-import shutil
 import logging
+import os
+import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,6 +38,7 @@ SLOW = (
     "test_compare.py::test_peak_training_memory_grows_with_the_batch",
     "test_compare_parallel.py::test_a_killed_worker_is_run_again_then_recorded",
     "test_compare_parallel.py::test_jobs_two_equal_a_sequential_job_from_the_command_line",
+    "test_compare_parallel.py::test_ray_local_equals_a_sequential_job_from_the_command_line",
     "test_compare_ray.py::test_two_node_cluster_survives_a_dead_node",
     "test_ddp.py::test_torchrun_two_processes_on_cpu",
     "test_deploy.py::test_compare_deploy_columns_and_a_failed_export",
@@ -122,16 +125,67 @@ VAL_STEMS = ["000000000009", "000000000025", "000000000030", "000000000034", "00
 def tiny_data(tmp_path_factory) -> Path:
     """A data YAML over 5 COCO128 images (copied, so the label cache is written in a temporary folder); files
     that need another subset define a `tiny_data` of their own."""
-    root = tmp_path_factory.mktemp("tiny")
+    return tiny_data_in(tmp_path_factory.mktemp("tiny"))
+
+
+def build_once(tmp_path_factory, name: str, make) -> Path:
+    """The folder `name`, filled by `make(folder)` once for the whole test session: under pytest-xdist every worker
+    that asks waits on one file lock, the first fills the folder and the others read what it left. Tests only read
+    these folders (copy what they change). A `make` that raises leaves nothing, and the next to ask tries again."""
+    from filelock import FileLock
+
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the workers' temporary folders are side by side in one folder of the session
+    folder = base / f"shared-{name}"
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / ".done").is_file():
+            shutil.rmtree(folder, ignore_errors=True)
+            folder.mkdir()
+            try:
+                make(folder)
+            except BaseException:
+                shutil.rmtree(folder, ignore_errors=True)
+                raise
+            (folder / ".done").touch()
+    return folder
+
+
+def tiny_data_in(folder: Path) -> Path:
+    """The data YAML `tiny_data` makes (5 COCO128 images, train = val), written into `folder`."""
     for sub in ("images", "labels"):
-        (root / sub).mkdir()
+        (folder / sub).mkdir(parents=True)
     src = ROOT / "data/coco128"
     for s in VAL_STEMS:
-        shutil.copy(src / "images/train2017" / f"{s}.jpg", root / "images")
-        shutil.copy(src / "labels/train2017" / f"{s}.txt", root / "labels")
+        shutil.copy(src / "images/train2017" / f"{s}.jpg", folder / "images")
+        shutil.copy(src / "labels/train2017" / f"{s}.txt", folder / "labels")
     names = (ROOT / "data/coco128.yaml").read_text().split("names:", 1)[1]
-    (root / "tiny.yaml").write_text(f"path: {root}\ntrain: images\nval: images\nnc: 80\nnames:{names}")
-    return root / "tiny.yaml"
+    (folder / "tiny.yaml").write_text(f"path: {folder}\ntrain: images\nval: images\nnc: 80\nnames:{names}")
+    return folder / "tiny.yaml"
+
+
+# The compare job the scale-out tests hold their jobs against: yolov5n and yolov5n_biformer, one seed, one epoch at
+# 64, one thread a run, no deployed latency and no bootstrap. compare_command(...) is its command line.
+COMPARE_CFGS = ("yolov5n.yaml", "yolov5n_biformer.yaml")
+
+
+def compare_command(data: Path, project: Path, name: str, *extra: str) -> list[str]:
+    return [sys.executable, str(ROOT / "compare.py"), "--cfgs", *COMPARE_CFGS, "--data", str(data), "--epochs", "1",
+            "--imgsz", "64", "--batch-size", "2", "--seeds", "1", "--workers", "0", "--device", "cpu", "--project",
+            str(project), "--name", name, "--no-deploy-latency", "--bootstrap", "0", *extra]
+
+
+@pytest.fixture(scope="session")
+def sequential_job(tmp_path_factory) -> Path:
+    """The folder of compare_command's job run one run after another from the command line (OMP_NUM_THREADS=1), once
+    for the session; --jobs and --ray jobs are held against its figures."""
+    def make(folder: Path) -> None:
+        data = tiny_data_in(folder / "data")
+        r = subprocess.run(compare_command(data, folder, "seq"), cwd=folder, capture_output=True, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+
+    return build_once(tmp_path_factory, "sequential_job", make) / "seq"
 
 
 @pytest.fixture

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 
 import compare
+from tests.conftest import COMPARE_CFGS, compare_command
 
 pytest.importorskip("ray")
 
 ROOT = Path(compare.__file__).resolve().parent
-CFGS = ["yolov5n.yaml", "yolov5n_biformer.yaml"]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
@@ -64,16 +64,29 @@ def _pids() -> set[int]:
 
 def _stop_cluster(temp: str, before: set[int]) -> None:
     """Kill every process of this cluster: those with CLUSTER_OF_TEST=temp in their environment, and those started
-    since the cluster was that renamed themselves 'ray::...' (which overwrites the environment), not another's."""
+    since under one of them (Ray's workers rename themselves 'ray::...', which overwrites the environment); never
+    another's, such as the Ray workers of a `--ray local` job in a test running beside this one."""
     mark = f"CLUSTER_OF_TEST={temp}".encode()
+    marked, parent = set(), {}
     for pid in sorted(_pids() - before - {os.getpid()}):
-        proc = Path(f"/proc/{pid}")
         try:
-            ours = mark in (proc / "environ").read_bytes().split(b"\0")
-            ours = ours or (proc / "cmdline").read_bytes().startswith(b"ray::")
-            if ours:
-                os.kill(pid, signal.SIGKILL)
-        except (OSError, ValueError):
+            if mark in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                marked.add(pid)
+            parent[pid] = _ppid(pid)
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def ours(pid: int) -> bool:
+        for _ in range(8):  # a run's worker -> Ray's worker -> raylet -> ray start
+            if pid in marked:
+                return True
+            pid = parent.get(pid, 0)
+        return False
+
+    for pid in [pid for pid in parent if ours(pid)]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
             pass
 
 
@@ -100,21 +113,17 @@ def _rows(job: Path) -> dict[str, dict]:
         return {r["model"]: r for r in csv.DictReader(f)}
 
 
-def test_two_node_cluster_survives_a_dead_node(cluster, tiny_data, tmp_path):
+def test_two_node_cluster_survives_a_dead_node(cluster, sequential_job, tiny_data, tmp_path):
     address, env, _ = cluster
-    common = ["--cfgs", *CFGS, "--data", str(tiny_data), "--epochs", "1", "--imgsz", "64", "--batch-size", "2",
-              "--seeds", "1", "--workers", "0", "--device", "cpu", "--project", str(tmp_path),
-              "--no-deploy-latency", "--bootstrap", "0"]
-    p = subprocess.Popen([sys.executable, str(ROOT / "compare.py"), *common, "--name", "ray", "--ray", address],
-                         cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                         start_new_session=True)
+    p = subprocess.Popen(compare_command(tiny_data, tmp_path, "ray", "--ray", address), cwd=tmp_path, env=env,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     try:
         log = tmp_path / "ray" / "yolov5n_biformer_seed0" / "train.log"
         deadline = time.time() + 300
         while not log.is_file() and p.poll() is None and time.time() < deadline:
             time.sleep(0.1)
         assert log.is_file(), p.stdout.read().decode()[-3000:]
-        pids = subprocess.run(["pgrep", "-f", "compare.worker_main.*/ray yolov5n_biformer.yaml 0"],
+        pids = subprocess.run(["pgrep", "-f", f"compare.worker_main.* {tmp_path / 'ray'} yolov5n_biformer.yaml 0"],
                               capture_output=True, text=True).stdout.split()
         assert pids, "the run's worker is not running"
         raylet = _raylet_of(int(pids[0]))
@@ -132,10 +141,7 @@ def test_two_node_cluster_survives_a_dead_node(cluster, tiny_data, tmp_path):
     assert all(" node " in r["host"] for r in rows.values())
     assert (job / "report.md").is_file() and "ray=" + address in (job / "report.md").read_text()
 
-    r = subprocess.run([sys.executable, str(ROOT / "compare.py"), *common, "--name", "seq"], cwd=tmp_path,
-                       env={**env, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=900)
-    assert r.returncode == 0, r.stderr[-3000:]
-    seq = _rows(tmp_path / "seq")
+    seq = _rows(sequential_job)  # the same job run one after another, one thread a run
     for model, row in rows.items():
         for col in ("precision", "recall", "map50", "map", "plugin_share", "ap_all"):
             assert row[col] == seq[model][col], (model, col, row[col], seq[model][col])
@@ -159,11 +165,29 @@ def check(ray, paths, writable):
     return real(ray, paths, writable)
 cluster._nodes_can_read = check
 from utils.cli import cli_errors
-cli_errors(compare.main)(compare.parse_opt(args={['--cfgs', *CFGS, '--data', str(data), '--epochs', '1', '--imgsz',
-                                                  '64', '--seeds', '1', '--workers', '0', '--device', 'cpu',
-                                                  '--project', str(tmp_path), '--ray', address]!r}))
+cli_errors(compare.main)(compare.parse_opt(args={['--cfgs', *COMPARE_CFGS, '--data', str(data), '--epochs', '1',
+                                                  '--imgsz', '64', '--seeds', '1', '--workers', '0', '--device',
+                                                  'cpu', '--project', str(tmp_path), '--ray', address]!r}))
 """], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 2, r.stdout[-2000:] + r.stderr[-2000:]
     assert "ERROR: Ray node " in r.stderr, r.stderr[-2000:]
     assert f"cannot read {tmp_path / 'data' / 'images'} (missing)" in r.stderr, r.stderr[-2000:]
     assert not list((tmp_path / "exp").glob("*_seed*/result.json"))
+
+
+def test_ray_local_starts_a_cluster_of_its_own_beside_a_running_one(cluster, tmp_path):
+    """--ray local while another cluster runs on the machine (here the three-node one, named by RAY_ADDRESS as on a
+    cluster's machines): the job gets a new one-node cluster, never the running one, which ray.init() without an
+    address would attach to (RAY_ADDRESS, else the latest cluster started here)."""
+    address, env, _ = cluster
+    home = tmp_path / "home"
+    home.mkdir()
+    r = subprocess.run([sys.executable, "-c", """
+import ray
+from utils.compare.cluster import _connect
+_connect(ray, "local", ".")
+print("nodes", len(ray.nodes()))
+ray.shutdown()
+"""], cwd=ROOT, env={**env, "HOME": str(home), "RAY_ADDRESS": address}, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "nodes 1" in r.stdout, r.stdout[-2000:]

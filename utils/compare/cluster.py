@@ -101,8 +101,10 @@ def _connect(ray, address: str, root: str) -> None:
     env = {"env_vars": {"PYTHONPATH": os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])}}
     try:
         if address == "local":
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False, runtime_env=env,
-                     configure_logging=False)
+            # "local": a new cluster of its own even where one already runs on this machine (ray.init() with no
+            # address would attach to the latest one started)
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     runtime_env=env, configure_logging=False)
         else:
             ray.init(address=address, log_to_driver=False, runtime_env=env, configure_logging=False)
     except (ConnectionError, RuntimeError, ValueError) as e:
