@@ -3,6 +3,7 @@ how far each run's mAP is from the sequential job's (equal at equal threads a ru
 sequential job has every thread and a side-by-side run its share, so sums may be added in another order).
 
     python -m benchmarks.compare_scale --cfgs yolov5n.yaml yolov5n_biformer.yaml --seeds 2 --epochs 1 --imgsz 256
+    python -m benchmarks.compare_scale --main      # the main job (main.py as ./run.sh main runs it), about an hour
 
 Each job is `python compare.py ... --no-deploy-latency --bootstrap 0` in a process of its own with the same
 threads in all (the sequential job gets --threads; --jobs N and --ray split them: threads // N a run). Prints a
@@ -26,10 +27,13 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _job(args: argparse.Namespace, project: Path, name: str, extra: list[str], threads: int) -> tuple[float, dict]:
-    cmd = [sys.executable, str(ROOT / "compare.py"), "--cfgs", *args.cfgs, "--data", args.data, "--epochs",
-           str(args.epochs), "--imgsz", str(args.imgsz), "--seeds", str(args.seeds), "--batch-size",
-           str(args.batch_size), "--device", "cpu", "--project", str(project), "--name", name, "--no-deploy-latency",
-           "--bootstrap", "0", *extra]
+    if args.main:  # the main job as ./run.sh main runs it, all its defaults
+        cmd = [sys.executable, str(ROOT / "main.py"), "--project", str(project), "--name", name, *extra]
+    else:
+        cmd = [sys.executable, str(ROOT / "compare.py"), "--cfgs", *args.cfgs, "--data", args.data, "--epochs",
+               str(args.epochs), "--imgsz", str(args.imgsz), "--seeds", str(args.seeds), "--batch-size",
+               str(args.batch_size), "--device", "cpu", "--project", str(project), "--name", name,
+               "--no-deploy-latency", "--bootstrap", "0", *extra]
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     t0 = time.perf_counter()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
@@ -51,6 +55,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1, help="torch threads of the whole job")
+    p.add_argument("--main", action="store_true", help="time the main job (main.py, its defaults) instead")
     a = p.parse_args()
     per_run = max(1, a.threads // a.jobs)
     project = Path(tempfile.mkdtemp(prefix="compare_scale"))
@@ -65,10 +70,11 @@ def main() -> None:
     for i, (mode, extra, threads) in enumerate(modes):
         out[mode] = _job(a, project, f"m{i}", extra, threads)
         print(f"{mode}: {out[mode][0]:.1f} s", flush=True)
-    runs = len(a.cfgs) * a.seeds
     seq_wall, seq_rows = out["sequential"]
-    print(f"\n{len(a.cfgs)} configs x {a.seeds} seeds x {a.epochs} epoch(s) at {a.imgsz}, {a.threads} thread(s) in "
-          f"all, {per_run} a run side by side\n")
+    runs = len(seq_rows)
+    what = ("the main job (main.py)" if a.main
+            else f"{len(a.cfgs)} configs x {a.seeds} seeds x {a.epochs} epoch(s) at {a.imgsz}")
+    print(f"\n{what}, {a.threads} thread(s) in all, {per_run} a run side by side\n")
     print("| mode | wall (s) | / sequential | largest per-run |mAP50-95 - sequential's| |")
     print("|---|---|---|---|")
     for mode, (wall, rows) in out.items():
