@@ -45,7 +45,7 @@ from tqdm import tqdm
 
 import train
 import val
-from models.config import list_configs, scale_of, scaled_name
+from models.config import CLASSIC_CONFIGS, list_configs, scale_of, scaled_name
 from utils.cli import apply_options, cli_errors
 from utils.compare import memory
 from utils.compare.charts import plot_all
@@ -84,9 +84,10 @@ class _Job:
 
 
 def default_cfgs(weights: str = "yolov5n.pt") -> list[str]:
-    """yolov5{s}.yaml, yolov5{s}_biformer.yaml, then every other config in configs/, at the weights' scale s."""
+    """yolov5{s}.yaml, yolov5{s}_biformer.yaml, then every other config in configs/ but the classic comparators
+    (CLASSIC_CONFIGS: SE, ECA, CBAM, CoordAtt), at the weights' scale s."""
     s = scale_of(weights) or "n"
-    names = [p.name for p in list_configs() if p.stem.startswith("yolov5")]
+    names = [p.name for p in list_configs() if p.stem.startswith("yolov5") and p.name not in CLASSIC_CONFIGS]
     first = [x for x in ("yolov5.yaml", "yolov5_biformer.yaml") if x in names]
     return [scaled_name(x, s) for x in first + sorted(set(names) - set(first))]
 

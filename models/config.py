@@ -14,11 +14,14 @@ from pathlib import Path
 from utils.errors import UserError
 from utils.files import read_yaml
 
-__all__ = ["CONFIG_DIR", "SCALED_NAME", "load_model_config", "resolve_config_path", "list_configs", "scale_of",
-           "scaled_name"]
+__all__ = ["CONFIG_DIR", "SCALED_NAME", "CLASSIC_CONFIGS", "load_model_config", "resolve_config_path", "list_configs",
+           "scale_of", "scaled_name"]
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 # yolov5s_biformer.yaml -> arch 'yolov5', scale 's', rest '_biformer'
+# The classic attention modules at the plug-ins' places (models/attention/classic.py): comparators a user names
+# with compare.py --cfgs, not part of its default configs (the main job).
+CLASSIC_CONFIGS = ("yolov5_se.yaml", "yolov5_eca.yaml", "yolov5_cbam.yaml", "yolov5_coordatt.yaml")
 SCALED_NAME = re.compile(r"^(?P<arch>yolov\d+)(?P<scale>[nsmlx])(?P<rest>(?:[_-].*)?)\.ya?ml$")
 
 

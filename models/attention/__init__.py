@@ -13,3 +13,7 @@ __all__ += ["HiLo", "SlideAttention"]
 from models.attention.bra import BiLevelRoutingAttention  # noqa: E402
 
 __all__ += ["BiLevelRoutingAttention"]
+
+from models.attention.classic import CBAM, ECA, SE, CoordAtt  # noqa: E402
+
+__all__ += ["SE", "ECA", "CBAM", "CoordAtt"]
