@@ -49,7 +49,7 @@ from models.config import CLASSIC_CONFIGS, list_configs, scale_of, scaled_name
 from utils.cli import apply_options, cli_errors
 from utils.compare import memory
 from utils.compare.charts import plot_all
-from utils.compare.measure import routing_figures, share, share_batches, size
+from utils.compare.measure import model_figures, share, share_batches, size
 from utils.compare.options import DEFAULTS, CompareOptions, build_parser, model_name
 from utils.compare.cluster import run_on_ray
 from utils.compare.parallel import plan_slots, run_side_by_side, where_this_runs, worker_parser, write_failure
@@ -131,7 +131,7 @@ def _timing(opt: CompareOptions, models, device, bar, nc: int) -> None:
         bar.set_description(f"memory {m.name}")
         # looked up through the module at call time: tests replace memory.peak_train_memory
         m.memory = memory.peak_train_memory(m.cfg, opt.imgsz, opt.batch_size, nc, device,
-                                            torch.get_num_threads())
+                                            torch.get_num_threads(), opt.modules)
         bar.update(1)
     _latency(opt, models, device, bar)
     bar.update(1)
@@ -296,9 +296,9 @@ def _measure(job: _Job, models) -> list[Path]:
     _timing(opt, done, job.device, bar, job.data.nc)
     if not opt.visualize_routing:
         return []
-    bar.set_description("routing")
-    files = routing_figures({m.name: m.seeds[0].run_dir / "weights" / "best.pt" for m in done}, job.save_dir,
-                            opt.imgsz)
+    bar.set_description("routing, heatmaps")
+    files = model_figures({m.name: m.seeds[0].run_dir / "weights" / "best.pt" for m in done}, job.save_dir,
+                          opt.imgsz)
     bar.update(1)
     return files
 
@@ -363,6 +363,7 @@ def worker_main(argv: list[str]) -> int:
         opt = CompareOptions.from_namespace(parse_opt(args=[]))
         take_job_options(opt, job_dir, vars(parse_opt(args=[])))
         opt.device = a.device
+        opt.check()  # imports the job's --modules in this process
         data, dev = load_data_config(opt.data), select_device(a.device)
         job = _Job(opt, job_dir, data, dev, build_size_gt(data.val, data.names, data.nc), _NoBar())
         _finish_run(job, a.cfg, a.seed, run_dir, share_batches(opt.imgsz, data.val),

@@ -36,9 +36,11 @@ import torch
 from models.attention.routing import bra_layers, visualize_routing
 from models.backends import weights_format
 from models.ensemble import load_detector, weights_label
+from models.user_modules import import_module_files
 from utils.boxes import scale_boxes
 from utils.checks import check_finite_outputs, check_img_size
 from utils.cli import cli_errors
+from utils.data.config import data_names
 from utils.data.images import IMG_FORMATS
 from utils.data.inputs import fetch_url_source
 from utils.data.sources import LoadImages, LoadStreams, cv2_reason, is_stream_source
@@ -48,9 +50,11 @@ from utils.detection.options import DetectOptions
 from utils.detection.outputs import ImageOutputs
 from utils.detection.progress import describe
 from utils.errors import UserError
+from utils.heatmaps import photo_heatmap
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.nms import non_max_suppression
 from utils.paths import ROOT, increment_path
+from utils.plots import Annotator, colors
 from utils.torch_utils import select_device, time_sync
 
 MAX_STREAM_RECORDS = 10_000  # frames of a webcam / stream whose detections run() returns
@@ -203,6 +207,16 @@ def run(**kwargs) -> tuple[Path, list[ImageDetections]]:
 run.__signature__ = DetectOptions.signature(return_annotation="tuple[Path, list[ImageDetections]]")
 
 
+def _names(data, names: list[str]) -> list[str]:
+    """--data's class names in place of the model's own; a count that differs is a UserError naming both."""
+    if not data:
+        return names
+    given = data_names(data)
+    if len(given) != len(names):
+        raise UserError(f"--data {data}: {len(given)} class names, but the model has {len(names)} classes")
+    return given
+
+
 def _warn_classes(classes, names) -> None:
     """A warning naming the --classes the model does not have (they would filter every detection away)."""
     outside = sorted({int(c) for c in (classes or []) if not 0 <= int(c) < len(names)})
@@ -222,6 +236,7 @@ def _detect(opt: DetectOptions) -> tuple[Path, list[ImageDetections]]:
         LOGGER.warning(f"WARNING: --half needs CUDA; running in FP32 on {device.type}")
         half = False
     opt.check()
+    import_module_files(opt.modules)  # before any checkpoint is read
     ws = opt.weights_list
     fmts = [weights_format(x) for x in ws]
     if half and any(f in ("onnx", "openvino") for f in fmts):
@@ -234,11 +249,12 @@ def _detect(opt: DetectOptions) -> tuple[Path, list[ImageDetections]]:
         fh, fw = model.fixed_shape
         raise UserError(f"--augment runs the model on rescaled inputs, and {' '.join(map(str, ws))} was exported "
                         f"for {fh}x{fw} images only; use the .pt or an export made with --dynamic")
-    _warn_classes(opt.classes, model.names)
+    names = _names(opt.data, list(model.names))
+    _warn_classes(opt.classes, names)
     src = _dataset(fetch_url_source(source), imgsz, stride, opt.vid_stride, auto=model.fixed_shape is None)
     save_dir = increment_path(Path(opt.project) / opt.name, exist_ok=opt.exist_ok)
     (save_dir / "labels" if opt.save_txt else save_dir).mkdir(parents=True, exist_ok=True)
-    out = ImageOutputs(opt, save_dir, list(model.names))
+    out = ImageOutputs(opt, save_dir, names)
     features = FeatureMaps(model.model) if opt.visualize else None
     nms_kw = dict(conf_thres=opt.conf_thres, iou_thres=opt.iou_thres, classes=opt.classes, agnostic=opt.agnostic_nms,
                   max_det=opt.max_det)
@@ -252,7 +268,26 @@ def _detect(opt: DetectOptions) -> tuple[Path, list[ImageDetections]]:
         LOGGER.info(f"Feature maps: {features.saved} figures saved to {colorstr('bold', str(save_dir))}/<image>/")
     if opt.visualize_routing:
         _draw_routing(model.model, records, save_dir / "routing", max(imgsz), opt.conf_thres, opt.iou_thres)
+    if opt.heatmap:
+        _draw_heatmaps(model.model, records, save_dir / "heatmaps", max(imgsz), opt.heatmap, out.names)
     return save_dir, records
+
+
+def _draw_heatmaps(model, records: list[ImageDetections], save_dir: Path, imgsz: int, method: str, names) -> None:
+    """Each still image's heatmap (utils.heatmaps; Grad-CAM explains the classes detected there) with its boxes."""
+    images = [r for r in records if Path(r.path).suffix.lower().lstrip(".") in IMG_FORMATS]
+    if not images:
+        LOGGER.warning("WARNING: --heatmap draws on still images only; this source had none")
+        return
+    save_dir.mkdir(parents=True, exist_ok=True)
+    for r in images:
+        photo = cv2.imread(str(r.path))
+        im = photo_heatmap(model.float(), photo, imgsz, method, classes=[int(c) for *_, c in r.boxes] or None)
+        annotator = Annotator(im, line_width=2)
+        for *xyxy, conf, c in r.boxes:
+            annotator.box_label(xyxy, f"{names[int(c)]} {conf:.2f}", color=colors(int(c), True))
+        cv2.imwrite(str(save_dir / Path(r.path).name), annotator.result())
+    LOGGER.info(f"Heatmaps ({method}): {len(images)} saved to {colorstr('bold', str(save_dir))}")
 
 
 def _draw_routing(model, records: list[ImageDetections], save_dir: Path, imgsz: int, conf_thres: float,
@@ -315,6 +350,9 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--save-csv", action="store_true", help="save results in CSV format")
     p.add_argument("--augment", action="store_true", help="augmented inference (TTA: 3 scales, one mirrored)")
     p.add_argument("--visualize", action="store_true", help="visualize features (.pt only)")
+    p.add_argument("--modules", nargs="+", metavar="FILE", help="your Python file(s) registering blocks the model uses")
+    p.add_argument("--data", type=str, default=None, help="(optional) dataset.yaml whose class names label the boxes")
+    p.add_argument("--heatmap", choices=("eigencam", "gradcam"), help="where the model looks: <run>/heatmaps/ (.pt)")
     return p.parse_args(argv)
 
 

@@ -28,6 +28,7 @@ import torch.backends.xnnpack
 import models
 from models import resolve_weights
 from models.yolo import Detect
+from models.user_modules import import_module_files
 from utils.checks import check_finite, check_img_size
 from utils.cli import cli_errors
 from utils.data.config import load_data_config
@@ -214,12 +215,14 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--simplify", action="store_true", help="ONNX: simplify the graph (onnxslim)")
     p.add_argument("--opset", type=int, default=17, help="ONNX: opset version")
     p.add_argument("--include", nargs="+", default=["torchscript"], help=f"formats: {', '.join(FORMATS)}")
+    p.add_argument("--modules", nargs="+", metavar="FILE", help="your Python file(s) registering blocks the model uses")
     return p.parse_args(argv)
 
 
 def main(opt: argparse.Namespace) -> dict:
     """Export each of --weights in turn, as official YOLOv5 does; {checkpoint: {format: path written}}."""
     setup_logging()
+    import_module_files(vars(opt).pop("modules", None))  # before any checkpoint is read
     kw = dict(vars(opt))  # a copy: the namespace keeps its --weights
     weights = kw.pop("weights")
     return {w: run(weights=w, **kw) for w in ([weights] if isinstance(weights, str) else weights)}

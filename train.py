@@ -298,6 +298,7 @@ def parse_opt(known: bool = False, args: list[str] | None = None) -> argparse.Na
     p.add_argument("--nosave", action="store_true", help="only save final checkpoint")
     p.add_argument("--noval", action="store_true", help="only validate final epoch")
     p.add_argument("--noautoanchor", action="store_true", help="disable AutoAnchor")
+    p.add_argument("--modules", nargs="+", metavar="FILE", help="your Python file(s) registering blocks the model uses")
     p.add_argument("--noplots", action="store_true", help="save no plot files")
     p.add_argument("--cache", type=str, nargs="?", const="ram", help="image --cache ram/disk")
     p.add_argument("--device", default="", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from models.backends import weights_format
 from models.ensemble import load_detector, weights_label
 from models.tta import augmented_forward
+from models.user_modules import import_module_files
 from utils.checks import check_finite_outputs, check_img_size
 from utils.cli import cli_errors
 from utils.coco_eval import COCO80_TO_91
@@ -170,6 +171,7 @@ def run(data=None, weights=None, *, model=None, dataloader=None, save_dir=Path("
     augmentation (models.tta); with `compute_loss` the plain forward runs, as YOLOv5.
     """
     opt = ValOptions.from_kwargs(dict(options, data=data, weights=weights))
+    import_module_files(opt.modules)  # before any checkpoint is read
     training = model is not None
     if training:
         s = _in_training(opt, model, dataloader, save_dir)
@@ -300,6 +302,7 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--save-stats", action="store_true",
                    help="save each image's matched detections and labels (image_stats.npz) so that mAP can be "
                         "recomputed on resamples of the images (utils.validation.image_stats)")
+    p.add_argument("--modules", nargs="+", metavar="FILE", help="your Python file(s) registering blocks the model uses")
     return p.parse_args(argv)
 
 

@@ -65,6 +65,24 @@ def resolve_config_path(cfg: str | Path) -> tuple[Path, str | None]:
     )
 
 
+def _all_registered(d: dict) -> bool:
+    """Whether every block the YAML's rows name (and each Residual's block) is registered already."""
+    from models.registry import lookup
+
+    names = set()
+    for row in list(d.get("backbone") or []) + list(d.get("head") or []):
+        if isinstance(row, (list, tuple)) and len(row) > 3:
+            names.add(row[2])
+            if row[2] == "Residual" and isinstance(row[3], list) and row[3] and isinstance(row[3][0], str):
+                names.add(row[3][0])
+    try:
+        for name in names:
+            lookup(name)
+    except KeyError:
+        return False
+    return True
+
+
 def load_model_config(cfg: str | Path | dict) -> dict:
     """The model dict with `depth_multiple` and `width_multiple` set, and `yaml_file` naming its source."""
     if isinstance(cfg, dict):
@@ -76,6 +94,12 @@ def load_model_config(cfg: str | Path | dict) -> dict:
         if not isinstance(d, dict):
             raise UserError(f"{path}: a model YAML must be a mapping with backbone and head, got {type(d).__name__}")
         d["yaml_file"] = Path(cfg).name if scale else path.name
+    if d.get("modules"):  # the user's files that register blocks the YAML names (models/user_modules.py)
+        from models.user_modules import import_module_files
+
+        base = None if isinstance(cfg, dict) else path.parent
+        d["modules"] = [str(f) for f in import_module_files(d["modules"], base, needed_by=f"model YAML {path}",
+                                                            missing_ok=_all_registered(d))]
     for key in ("backbone", "head"):
         if key not in d:
             raise UserError(f"{path}: model YAML has no {key!r} section; keys present: {sorted(d)}")

@@ -20,6 +20,7 @@ from models.config import load_model_config
 from models.fuse import fuse_model
 from models.registry import LayerSpec, detect_head, lookup, register
 from models.tracing import shapes_in_graph
+from models.user_modules import module_files_of
 from utils.data.config import MAX_CLASSES
 from utils.errors import UnknownName, UserError
 from utils.log import LOGGER, colorstr, setup_logging
@@ -238,6 +239,10 @@ class Model(nn.Module):
         if anchors:
             self.yaml["anchors"] = round(anchors) if isinstance(anchors, float) else anchors
         self.model, self.save = parse_model(deepcopy(self.yaml), ch=[ch], verbose=verbose)
+        files = list(self.yaml.get("modules") or [])
+        files += [f for f in module_files_of(self.model) if f not in files]
+        if files:  # checkpoints store the YAML dict: loading one imports these files again
+            self.yaml["modules"] = files
         self.names = [str(i) for i in range(self.yaml["nc"])]
         self.inplace = self.yaml.get("inplace", True)
 

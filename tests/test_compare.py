@@ -99,8 +99,10 @@ def _check_every_report_file_is_written(job):
     save_dir, models, _ = job
     assert save_dir.name == "exp"
     for name in ("opt.yaml", "report.md", "results.csv", "results_seeds.csv", "map_vs_gflops.png", "latency.png",
-                 "class_ap_diff.png", "training_curves.png", "size_ap.png"):
+                 "class_ap_diff.png", "training_curves.png", "size_ap.png", "heatmaps.png"):
         assert (save_dir / name).is_file(), name
+    report = (save_dir / "report.md").read_text()
+    assert "## Where the models look" in report and "![heatmaps](heatmaps.png)" in report
     for png in save_dir.glob("*.png"):
         im = cv2.imread(str(png))
         assert im is not None and im.shape[0] > 200 and im.std() > 5, png  # a real, non-blank picture

@@ -221,5 +221,5 @@ def test_memory_is_measured_before_the_runtimes_load(monkeypatch):
     monkeypatch.setattr(compare, "_latency", lambda opt, models, device, bar: calls.append(("latency",)))
     models = [ModelResult("a", "a.yaml", 1, 1.0), ModelResult("b", "b.yaml", 1, 1.0)]
     bar = SimpleNamespace(set_description=lambda s: None, update=lambda n=1: None)
-    compare._timing(SimpleNamespace(imgsz=IMGSZ, batch_size=2), models, torch.device("cpu"), bar, 80)
+    compare._timing(SimpleNamespace(imgsz=IMGSZ, batch_size=2, modules=None), models, torch.device("cpu"), bar, 80)
     assert calls == [("memory", "a.yaml"), ("memory", "b.yaml"), ("latency",)]

@@ -443,3 +443,30 @@ def test_classes_the_model_lacks_are_warned_about(tmp_path):
     assert all(int(c) == 0 for r in records for c in r.boxes[:, 5]) and len(records[0].boxes) > 0
     _, _, text = _run(tmp_path, source=BUS, classes=[0, 5], nosave=True)
     assert "--classes" not in text
+
+
+def test_data_names_label_the_boxes_from_the_command_line(tmp_path):
+    """`detect.py --data my.yaml` (as official YOLOv5's): the YAML's class names label the boxes (predictions.csv
+    here) instead of the model's; a YAML with another number of classes is one line naming both counts."""
+    import csv
+    import subprocess
+    import sys
+
+    import yaml
+
+    root = Path(detect.__file__).resolve().parent
+    names = [f"thing{i}" for i in range(80)]
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"names": names}))
+    cmd = [sys.executable, str(root / "detect.py"), "--weights", "yolov5n.pt", "--source", str(BUS), "--img", "128",
+           "--nosave", "--save-csv", "--project", str(tmp_path), "--device", "cpu"]
+    r = subprocess.run(cmd + ["--data", str(tmp_path / "mine.yaml")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    with open(tmp_path / "exp" / "predictions.csv", newline="") as f:
+        rows = list(csv.reader(f))[1:]
+    model_names = load_model("yolov5n.pt").names
+    assert rows and all(row[1] in names for row in rows) and not any(row[1] in model_names for row in rows)
+    (tmp_path / "three.yaml").write_text(yaml.safe_dump({"names": ["a", "b", "c"]}))
+    r = subprocess.run(cmd + ["--data", str(tmp_path / "three.yaml")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1] == (f"ERROR: --data {tmp_path / 'three.yaml'}: 3 class names, but the "
+                                                 "model has 80 classes")

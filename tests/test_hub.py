@@ -98,7 +98,7 @@ def test_entries_are_yolov5s_and_one_per_config_and_scale():
     import hubconf
 
     entries = {k for k in dir(hubconf) if not k.startswith("_") and callable(getattr(hubconf, k))}
-    plugins = ("", "_biformer", "_control", "_hilo", "_slide", "_transformer")
+    plugins = ("", "_biformer", "_control", "_hilo", "_slide", "_transformer", "_se", "_eca", "_cbam", "_coordatt")
     assert entries == {"custom"} | {f"yolov5{s}{p}" for s in "nsmlx" for p in plugins}
 
 

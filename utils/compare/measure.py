@@ -1,5 +1,5 @@
 """What compare.py measures on a finished run's best.pt besides mAP: parameters and GFLOPs, the plug-ins' mean
-share of the output, and BRA's routing figures."""
+share of the output, BRA's routing figures and every model's heatmaps."""
 
 from __future__ import annotations
 
@@ -10,13 +10,17 @@ from models.attention.routing import bra_layers, visualize_routing
 from models.attention.share import first_images, mean_share, plugin_share
 from utils.data.dataset import create_dataloader
 from utils.flops import gflops
+from utils.heatmaps import heatmap_grid
 from utils.paths import ROOT
 from utils.torch_utils import parameter_counts
 
-__all__ = ["ROUTING_CONF", "ROUTING_PHOTOS", "routing_figures", "share", "share_batches", "size"]
+__all__ = ["ROUTING_CONF", "ROUTING_PHOTOS", "HEATMAP_METHOD", "model_figures", "routing_figures", "share",
+           "share_batches", "size"]
 
 ROUTING_PHOTOS = ("bus.jpg", "zidane.jpg", "astronaut.jpg")
 ROUTING_CONF = 0.05  # a few epochs leave confidences low; the figure shows the top detections above this
+HEATMAP_METHOD = "gradcam"  # on each photo's top-scoring class (EigenCAM's component has no sign: it may light the
+# background instead of the objects, as it did on bus.jpg)
 
 
 def size(best: Path, imgsz: int) -> tuple[int, float]:
@@ -47,3 +51,12 @@ def routing_figures(weights: dict[str, Path], save_dir: Path, imgsz: int) -> lis
             files += visualize_routing(model, photos, save_dir / "routing" / name, top_detections=3, imgsz=imgsz,
                                        conf_thres=ROUTING_CONF)
     return files
+
+
+def model_figures(weights: dict[str, Path], save_dir: Path, imgsz: int) -> list[Path]:
+    """BRA's routing figures, then save_dir/heatmaps.png: each model's Grad-CAM heatmap (utils.heatmaps) on the
+    bundled photos, a column per model in the order given (the baseline first)."""
+    photos = [ROOT / "data" / "images" / p for p in ROUTING_PHOTOS if (ROOT / "data" / "images" / p).is_file()]
+    grid = heatmap_grid({name: load_model(w) for name, w in weights.items()}, photos, save_dir / "heatmaps.png",
+                        imgsz, HEATMAP_METHOD)
+    return routing_figures(weights, save_dir, imgsz) + [grid]

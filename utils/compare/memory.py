@@ -22,10 +22,12 @@ import logging
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from models.config import load_model_config
+from models.user_modules import import_module_files
 from models.yolo import Model
 from utils.hyp import load_hyp
 from utils.log import LOGGER
@@ -143,8 +145,11 @@ def _peak_cuda(cfg: str, imgsz: int, batch_size: int, nc: int, device: torch.dev
     return MemoryStat(peak / 2**20, 0.0, "cuda_max_memory_allocated")
 
 
-def _peak_cpu_subprocess(cfg: str, imgsz: int, batch_size: int, nc: int, threads: int) -> MemoryStat:
-    spec = json.dumps(dict(cfg=cfg, imgsz=imgsz, batch_size=batch_size, nc=nc, threads=threads))
+def _peak_cpu_subprocess(cfg: str, imgsz: int, batch_size: int, nc: int, threads: int,
+                         modules: list[str] | None) -> MemoryStat:
+    cfg = str(Path(cfg).resolve()) if Path(cfg).is_file() else cfg  # the child runs in the project's folder
+    spec = json.dumps(dict(cfg=cfg, imgsz=imgsz, batch_size=batch_size, nc=nc, threads=threads,
+                           modules=[str(Path(f).resolve()) for f in modules or []]))
     proc = subprocess.run([sys.executable, "-m", "utils.compare.memory", "--train-step", spec], cwd=ROOT,
                           capture_output=True, text=True, timeout=1800)
     if proc.returncode != 0:
@@ -156,12 +161,14 @@ def _peak_cpu_subprocess(cfg: str, imgsz: int, batch_size: int, nc: int, threads
 
 
 def peak_train_memory(cfg: str, imgsz: int, batch_size: int, nc: int = 80,
-                      device: torch.device | str = "cpu", threads: int = 1) -> MemoryStat:
-    """Peak memory of one training step of `cfg` at (batch_size, 3, imgsz, imgsz); see the module docstring."""
+                      device: torch.device | str = "cpu", threads: int = 1,
+                      modules: list[str] | None = None) -> MemoryStat:
+    """Peak memory of one training step of `cfg` at (batch_size, 3, imgsz, imgsz); see the module docstring.
+    `modules`: the user's files that register blocks `cfg` uses (imported in the measuring process too)."""
     device = torch.device(device)
     if device.type == "cuda":
         return _peak_cuda(cfg, imgsz, batch_size, nc, device)
-    return _peak_cpu_subprocess(cfg, imgsz, batch_size, nc, threads)
+    return _peak_cpu_subprocess(cfg, imgsz, batch_size, nc, threads, modules)
 
 
 def _rss_mb() -> float:
@@ -187,6 +194,7 @@ def _child(spec: str) -> None:
     the step uses are loaded (this module's imports) before the baseline reading."""
     d = json.loads(spec)
     torch.set_num_threads(int(d.get("threads", 1)))
+    import_module_files(d.get("modules"))
     base = _rss_mb()
     train_step(d["cfg"], int(d["imgsz"]), int(d["batch_size"]), int(d["nc"]))
     print(json.dumps(dict(peak_mb=_rss_mb(), base_mb=base)))

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from models.config import resolve_config_path
+from models.user_modules import import_module_files
 from utils.errors import UserError
 from utils.paths import ROOT
 
@@ -55,6 +56,7 @@ class CompareOptions:
     ray: str = ""  # '' (no Ray), 'local', 'auto' or a cluster's ADDRESS (utils.compare.cluster)
     ray_cpus_per_run: int = 1
     ray_gpus_per_run: int = -1  # -1: 1 where the cluster has GPUs, else 0
+    modules: list[str] | None = None  # the user's Python files that register blocks the configs use
     resume: Any = False  # False, True (the latest job under project) or a job folder
 
     @classmethod
@@ -70,6 +72,8 @@ class CompareOptions:
         """A user error naming the option for configs that do not resolve or repeat, and counts below 1."""
         if not self.cfgs:
             raise UserError("--cfgs: give at least one model config; the first is the baseline")
+        if self.modules:  # imported here, in the driver and in every run's worker (absolute: workers on any node)
+            self.modules = [str(f) for f in import_module_files(self.modules)]
         for cfg in self.cfgs:
             resolve_config_path(cfg)  # FileNotFoundError naming the bad config and the known ones
         names = [model_name(c) for c in self.cfgs]
@@ -99,6 +103,7 @@ class CompareOptions:
             optional = ("jobs", "retries", "ray_cpus_per_run", "ray_gpus_per_run")
             if v not in ("", None) and not (k in optional and v == getattr(CompareOptions, k)):
                 parts += [f"--{k.replace('_', '-')}", str(v)]
+        parts += ["--modules", *self.modules] if self.modules else []
         flags = ("exist_ok", "visualize_routing", "val_every_epoch", "no_deploy_latency", "augment", "sweep")
         return " ".join(parts + [f"--{k.replace('_', '-')}" for k in flags if getattr(self, k)])
 
@@ -152,6 +157,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CPUs a run asks Ray for (its torch threads)")
     p.add_argument("--ray-gpus-per-run", type=int, default=CompareOptions.ray_gpus_per_run,
                    help="GPUs a run asks Ray for (default -1: 1 where the cluster has GPUs, else 0)")
+    p.add_argument("--modules", nargs="+", default=None, metavar="FILE",
+                   help="your Python file(s) that register blocks the configs use (models/user_modules.py)")
     p.add_argument("--resume", nargs="?", const=True, default=False, metavar="JOB",
                    help="finish the job in folder JOB (default: the latest under --project) with its own options: "
                         "reuse its finished runs, re-run failed and missing ones, rewrite its report")

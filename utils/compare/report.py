@@ -361,6 +361,15 @@ def write_report(models: Sequence[ModelResult], meta: ReportMeta, save_dir: Path
              *size_lines(models, meta.size_counts), *tta_lines(models), *sweep_lines(models, save_dir),
              "## Charts", ""]
     lines += [f"![{p.stem}]({p.name})" for p in charts] + [""]
+    heat = [p for p in routing if Path(p).name == "heatmaps.png"]
+    routing = [p for p in routing if p not in heat]
+    if heat:
+        lines += ["## Where the models look", "",
+                  "Grad-CAM (utils/heatmaps.py, through the `grad-cam` package) on the three maps the Detect head "
+                  "reads (P3-P5, the maps the plug-ins feed), for each photo's top-scoring class: red is where "
+                  "that score's gradient weights the activations most. A column per model (seed 0's best.pt), the "
+                  f"photos letterboxed to {meta.routing_imgsz}; `detect.py --heatmap gradcam` (or `eigencam`) draws "
+                  "the same for any image.", "", f"![heatmaps]({heat[0].name})", ""]
     if routing:
         lines += ["## Routing of Bi-Level Routing Attention", "",
                   "Each panel: the regions of one BRA layer on the photo (grid), a query region outlined in yellow, "

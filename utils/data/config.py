@@ -144,6 +144,12 @@ def _resolve_split(d: dict, key: str, root: Path, where: str, required: bool) ->
     return out
 
 
+def data_names(data: str | Path) -> list[str]:
+    """The class names of a data YAML (a path or a bare name in data/), read without its image folders."""
+    file = resolve_data_yaml(data)
+    return _parse_names(_read_yaml(file), str(file))
+
+
 def load_data_config(data: str | Path | dict[str, Any], single_cls: bool = False) -> DataConfig:
     """Read and check a data YAML (a path, a bare name in data/, or an already loaded dict).
 

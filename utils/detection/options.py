@@ -43,6 +43,9 @@ class DetectOptions:
     view_img: show each drawn image (cv2.imshow)
     save_csv: <run>/predictions.csv (Image Name, Prediction, Confidence)
     ov_precision: what an OpenVINO model computes in: f32, bf16 or f16 (utils.deploy.runtimes.OV_PRECISIONS)
+    data: a data YAML whose class names label the boxes instead of the model's own (as many as the model's classes)
+    modules: the user's Python files that register blocks the model uses (models/user_modules.py)
+    heatmap: <run>/heatmaps: where the model looks on each still image, 'eigencam' or 'gradcam' (utils.heatmaps; .pt)
     """
 
     weights: Any = "yolov5n.pt"  # a path, or a list or tuple of paths
@@ -73,6 +76,9 @@ class DetectOptions:
     view_img: bool = False
     save_csv: bool = False
     ov_precision: str = "f32"
+    data: Any = None  # a data YAML path or name
+    heatmap: str | None = None  # None, 'eigencam' or 'gradcam'
+    modules: Any = None  # a list of .py paths
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace | dict) -> "DetectOptions":
@@ -105,8 +111,11 @@ class DetectOptions:
                             "(Pascal-VOC: cls x1 y1 x2 y2, pixels)")
         ws = self.weights_list
         fmts = [weights_format(x) for x in ws]
+        if self.heatmap not in (None, "eigencam", "gradcam"):
+            raise UserError(f"--heatmap {self.heatmap!r}: valid are eigencam and gradcam")
         for flag, on, what in (("--visualize-routing", self.visualize_routing, "the attention"),
-                               ("--visualize", self.visualize, "the layers' outputs")):
+                               ("--visualize", self.visualize, "the layers' outputs"),
+                               ("--heatmap", bool(self.heatmap), "the layers' activations")):
             if on and len(ws) > 1:
                 raise UserError(f"{flag} draws one model; got an ensemble of {len(ws)} weights: "
                                 f"{' '.join(map(str, ws))}")

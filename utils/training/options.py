@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from models.user_modules import import_module_files
 from utils.checkpoint import load_checkpoint, training_state
 from utils.checks import MAX_IMG_SIZE
 from utils.errors import UserError
@@ -54,6 +55,7 @@ class TrainOptions:
     evolve: int | None
     local_rank: int
     save_dir: str = ""  # the run folder, set once it is chosen
+    modules: Any = None  # the user's Python files that register blocks the model uses (models/user_modules.py)
 
     @classmethod
     def from_namespace(cls, ns: argparse.Namespace | dict) -> "TrainOptions":
@@ -79,6 +81,8 @@ class TrainOptions:
                 raise UserError(f"--{k.replace('_', '-')} {v!r}: must be an integer >= {lo}")
         if self.imgsz > MAX_IMG_SIZE:
             raise UserError(f"--imgsz {self.imgsz}: at most {MAX_IMG_SIZE} pixels")
+        if self.modules:
+            import_module_files(self.modules)
         if distributed:
             if self.batch_size == -1:
                 raise UserError("--batch-size -1 (AutoBatch) sizes one device: give a batch size for DDP runs")

@@ -35,6 +35,7 @@ class ValOptions:
     name: str = "exp"
     exist_ok: bool = False
     half: bool = True  # fp16 where the device is CUDA
+    modules: Any = None  # the user's .py files that register blocks the model uses (models/user_modules.py)
     ov_precision: str = "f32"  # what an OpenVINO model computes in
     augment: bool = False  # test-time augmentation (models.tta)
     save_stats: bool = False  # image_stats.npz: per-image matches and labels (utils.validation.image_stats)
