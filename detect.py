@@ -280,9 +280,10 @@ def _draw_heatmaps(model, records: list[ImageDetections], save_dir: Path, imgsz:
         LOGGER.warning("WARNING: --heatmap draws on still images only; this source had none")
         return
     save_dir.mkdir(parents=True, exist_ok=True)
+    model = model.float()
     for r in images:
         photo = cv2.imread(str(r.path))
-        im = photo_heatmap(model.float(), photo, imgsz, method, classes=[int(c) for *_, c in r.boxes] or None)
+        im = photo_heatmap(model, photo, imgsz, method, classes=[int(c) for *_, c in r.boxes] or None)
         annotator = Annotator(im, line_width=2)
         for *xyxy, conf, c in r.boxes:
             annotator.box_label(xyxy, f"{names[int(c)]} {conf:.2f}", color=colors(int(c), True))

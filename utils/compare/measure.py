@@ -40,23 +40,24 @@ def share(run_dir: Path, batches: list) -> float | None:
     return mean_share(plugin_share(load_model(run_dir / "weights" / "best.pt", device="cpu"), batches))
 
 
-def routing_figures(weights: dict[str, Path], save_dir: Path, imgsz: int) -> list[Path]:
-    """BRA's routing on the bundled photos for each model {name: best.pt} that has BRA layers, into
+def routing_figures(models: dict, save_dir: Path, imgsz: int) -> list[Path]:
+    """BRA's routing on the bundled photos for each model {name: loaded model} that has BRA layers, into
     save_dir/routing/<name>/; the figures' paths."""
-    photos = [ROOT / "data" / "images" / p for p in ROUTING_PHOTOS if (ROOT / "data" / "images" / p).is_file()]
     files = []
-    for name, w in weights.items():
-        model = load_model(w)
+    for name, model in models.items():
         if bra_layers(model):
-            files += visualize_routing(model, photos, save_dir / "routing" / name, top_detections=3, imgsz=imgsz,
+            files += visualize_routing(model, _photos(), save_dir / "routing" / name, top_detections=3, imgsz=imgsz,
                                        conf_thres=ROUTING_CONF)
     return files
 
 
+def _photos() -> list[Path]:
+    return [ROOT / "data" / "images" / p for p in ROUTING_PHOTOS if (ROOT / "data" / "images" / p).is_file()]
+
+
 def model_figures(weights: dict[str, Path], save_dir: Path, imgsz: int) -> list[Path]:
     """BRA's routing figures, then save_dir/heatmaps.png: each model's Grad-CAM heatmap (utils.heatmaps) on the
-    bundled photos, a column per model in the order given (the baseline first)."""
-    photos = [ROOT / "data" / "images" / p for p in ROUTING_PHOTOS if (ROOT / "data" / "images" / p).is_file()]
-    grid = heatmap_grid({name: load_model(w) for name, w in weights.items()}, photos, save_dir / "heatmaps.png",
-                        imgsz, HEATMAP_METHOD)
-    return routing_figures(weights, save_dir, imgsz) + [grid]
+    bundled photos, a column per model in the order given (the baseline first). Each best.pt is loaded once."""
+    models = {name: load_model(w) for name, w in weights.items()}
+    grid = heatmap_grid(models, _photos(), save_dir / "heatmaps.png", imgsz, HEATMAP_METHOD)
+    return routing_figures(models, save_dir, imgsz) + [grid]
