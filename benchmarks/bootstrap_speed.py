@@ -43,7 +43,7 @@ def main() -> None:
     res = Resamples(s.files, a.resamples, seed=0)
     sizes = sizes.reordered(s.files)
     print(f"{a.weights} on {a.data} at {a.imgsz}: {s.n_images} images, {len(s.conf)} detections, "
-          f"{len(np.unique(s.tcls))} classes")
+          f"{len(np.unique(s.tcls))} classes, {_points(s)} points of the precision-recall curves (fp_runs)")
     for what, stats, names in (("mAP50, mAP50-95", s, {"mAP50-95": 1}),
                                (f"AP small/medium/large (COCOeval matching {t_match:.2f} s)", sizes,
                                 {"AP small": 0, "AP medium": 1, "AP large": 2})):
@@ -57,6 +57,15 @@ def main() -> None:
         for name, j in names.items():
             lo, hi = np.nanpercentile(maps[:, j], [2.5, 97.5])
             print(f"  {name} {stats.map()[j]:.4f} (bootstrap 95% [{lo:.4f}, {hi:.4f}])")
+def _points(s) -> int:
+    """How many points the resampling reads: each detection that is a true positive at some IoU threshold, and each
+    run of false positives between them, per class."""
+    from utils.validation.image_stats import fp_runs
+
+    order = np.argsort(-s.conf, kind="stable")
+    correct, pcls, pimg = s.correct[order], s.pcls[order], s.pimg[order]
+    return sum(len(fp_runs(correct[pcls == c].any(1), pimg[pcls == c], s.n_images)[0]) for c in np.unique(s.tcls))
+
 
 if __name__ == "__main__":
     main()

@@ -23,10 +23,11 @@ from utils.data.labels import save_one_txt
 NAMES = ["a", "b", "c", "d"]
 
 
-def _scene(seed: int, n: int = 24, miss: float = 0.0):
+def _scene(seed: int, n: int = 24, miss: float = 0.0, most_fp: int = 2):
     """n images of random size, 1-6 objects each of every COCO size (3-200 px), four classes; detections: each
-    object found with probability 0.8 - miss, its box jittered by 0-15% of its size, plus 0-2 false positives, with
-    scores on a coarse grid (ties across images and classes). Returns (SizeGT, detections per image (k, 6))."""
+    object found with probability 0.8 - miss, its box jittered by 0-15% of its size, plus 0-`most_fp` false
+    positives, with scores on a coarse grid (ties across images and classes). Returns (SizeGT, detections per
+    image (k, 6))."""
     rng = np.random.default_rng(seed)
     files, labels, shapes, preds = [], [], [], []
     for i in range(n):
@@ -40,7 +41,7 @@ def _scene(seed: int, n: int = 24, miss: float = 0.0):
         jit = rng.uniform(-0.15, 0.15, (4, k))
         x1, y1 = cx - bw / 2 + jit[0] * bw, cy - bh / 2 + jit[1] * bh
         det = np.stack([x1, y1, x1 + bw * (1 + jit[2]), y1 + bh * (1 + jit[3]), rng.integers(2, 20, k) / 20, cls], 1)
-        fp = int(rng.integers(0, 3))
+        fp = int(rng.integers(0, most_fp + 1))
         fx, fy = rng.uniform(0, w - 60, fp), rng.uniform(0, h - 60, fp)
         fs = rng.uniform(4, 60, fp)
         extra = np.stack([fx, fy, fx + fs, fy + fs, rng.integers(1, 20, fp) / 20, rng.integers(0, 4, fp)], 1)
@@ -153,3 +154,54 @@ def test_compare_verdict_by_size_from_run_folders(tmp_path):
     assert apart and f"told apart: {', '.join(f'{k} worse' for k in apart)};" in sentence
     assert any(line.startswith("| worse | AP medium |") for line in bootstrap_lines(models))
     assert bootstrap_cols(worse, models[0])["boot_ap_large_delta"] == pytest.approx(d.delta, abs=1e-6)
+
+
+def test_runs_of_false_positives_as_points_change_no_ap():
+    """The bootstrap reads each run of plain false positives as one point of summed weight (fp_runs): on random
+    resamples (0-3 copies of each image) of scenes with many false positives and tied scores, AP small/medium/large
+    and mAP50/mAP50-95 equal those computed from every detection on its own, to 1e-12."""
+    from utils.compare.size_stats import _weighted_coco_ap
+    from utils.validation.image_stats import ImageStats, _weighted_ap, fp_runs
+
+    size_gt, preds = _scene(4, n=20, most_fp=12)
+    stats = SizeStats.from_coco(size_gt, _rows(size_gt, preds))
+    counts = np.random.default_rng(1).integers(0, 4, (40, stats.n_images)).astype(float)
+    want = np.full((len(counts), 3), np.nan)
+    for j, r in enumerate(stats.ranges.values()):  # every detection a point, as COCOeval.accumulate reads them
+        ap_sum, n_cls = np.zeros(len(counts)), np.zeros(len(counts))
+        for k, c in enumerate(r.classes):
+            sel = np.flatnonzero(r.cls == c)
+            sel = sel[np.argsort(-r.score[sel], kind="mergesort")]
+            n_obj = counts @ r.n_obj[k]
+            n_cls += n_obj > 0
+            if len(sel):
+                ap = _weighted_coco_ap(r.tp[sel], r.fp[sel], counts[:, r.img[sel]], n_obj, stats.rec_thrs)
+                ap_sum += np.where(n_obj > 0, ap, 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            want[:, j] = np.where(n_cls > 0, ap_sum / n_cls, np.nan)
+    np.testing.assert_allclose(stats.resampled_maps(counts), want, rtol=0, atol=1e-12)
+    r = stats.ranges["small"]
+    sel = np.flatnonzero(r.cls == r.classes[0])
+    first, a = fp_runs(r.tp[sel].any(1) | ~r.fp[sel].all(1), r.img[sel], stats.n_images)
+    assert len(first) < len(sel) and a.sum() == len(sel)  # runs were merged, every detection counted once
+
+    rng = np.random.default_rng(2)  # mAP50/mAP50-95 (val's matches): 90 labels, 70% found, 480 false positives
+    n_img, t, n_fp = 20, 10, 480
+    tcls, timg = rng.integers(0, 3, 90), rng.integers(0, n_img, 90)
+    found = np.flatnonzero(rng.random(90) < 0.7)  # each found label matched by one detection, at its IoU
+    iou = np.r_[rng.uniform(0.5, 1.0, len(found)), np.zeros(n_fp)]
+    correct = iou[:, None] >= np.linspace(0.5, 0.95, t)[None]
+    n = len(iou)
+    s = ImageStats(correct, rng.integers(1, 30, n) / 30, np.r_[tcls[found], rng.integers(0, 3, n_fp)],
+                   np.r_[timg[found], rng.integers(0, n_img, n_fp)], tcls, timg, [f"im{i}.jpg" for i in range(n_img)])
+    counts = rng.integers(0, 4, (40, n_img)).astype(float)
+    order = np.argsort(-s.conf, kind="stable")
+    tp, pcls, pimg = correct[order].astype(float), s.pcls[order], s.pimg[order]
+    ap_sum, n_cls = np.zeros((len(counts), t)), np.zeros(len(counts))
+    for c in np.unique(s.tcls):
+        n_l = counts[:, s.timg[s.tcls == c]].sum(1)
+        n_cls += n_l > 0
+        sel = pcls == c
+        ap_sum += _weighted_ap(tp[sel], counts[:, pimg[sel]], n_l) * (n_l > 0)[:, None]
+    want = np.stack([ap_sum[:, 0], ap_sum.mean(1)], 1) / np.maximum(n_cls, 1)[:, None]
+    np.testing.assert_allclose(s.resampled_maps(counts), want, rtol=0, atol=1e-12)

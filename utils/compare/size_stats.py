@@ -9,7 +9,8 @@ COCOeval.evaluate() matches each image's detections to its ground truth once per
 makes of those matches is repeated here with a weight per image (how often a resample drew it): the weighted
 cumulative true and false positives, recall over the weighted count of the range's objects, COCO's precision
 envelope read at its 101 recall thresholds (every (resample, IoU threshold) row at once: one exact
-`searchsorted` of the recalls against the thresholds, then a count per row). On the identity resample the
+`searchsorted` of the recalls against the thresholds, then a count per row), with each run of plain false
+positives one point of summed weight (utils.validation.image_stats.fp_runs). On the identity resample the
 figures are COCOeval's to rounding. A detection COCOeval ignores at every IoU threshold (outside the range and
 unmatched) changes no cumulative sum and is dropped; a class with no object of the range in a resample drops out
 of its mean, as in COCOeval, and a resample with no object of the range at all gives NaN.
@@ -24,14 +25,17 @@ from pathlib import Path
 
 import numpy as np
 
+from utils.validation.image_stats import fp_runs
+
 __all__ = ["SizeStats", "SIZE_METRICS", "evaluated"]
 
 SIZE_METRICS = ("ap_small", "ap_medium", "ap_large")  # column order of SizeStats.map and .resampled_maps
 _AREAS = ("small", "medium", "large")
 
 
-def evaluated(gt: dict, detections: list[dict]):
-    """pycocotools' COCOeval (bbox, every image of `gt`) after evaluate(): the per-image matches."""
+def evaluated(gt: dict, detections: list[dict], areas: tuple[str, ...] | None = None):
+    """pycocotools' COCOeval (bbox, every image of `gt`) after evaluate(): the per-image matches; `areas` (names
+    of COCO's size ranges) limits them to those ranges (the others' matching is skipped)."""
     from pycocotools.coco import COCO  # lazy: pycocotools only where sizes are scored
     from pycocotools.cocoeval import COCOeval
 
@@ -46,6 +50,10 @@ def evaluated(gt: dict, detections: list[dict]):
             pred.createIndex()
         ev = COCOeval(anno, pred, "bbox")
         ev.params.imgIds = sorted(anno.getImgIds())
+        if areas is not None:
+            keep = [ev.params.areaRngLbl.index(a) for a in areas]
+            ev.params.areaRng = [ev.params.areaRng[i] for i in keep]
+            ev.params.areaRngLbl = list(areas)
         ev.evaluate()
     return ev
 
@@ -78,7 +86,7 @@ class SizeStats:
     @classmethod
     def from_coco(cls, size_gt, detections: list[dict]) -> "SizeStats":
         """From a split's SizeGT (utils.compare.sizes) and COCO result rows of one validation."""
-        ev = evaluated(size_gt.gt, detections)
+        ev = evaluated(size_gt.gt, detections, _AREAS)  # 'all' is not needed here
         p = ev.params
         max_det = p.maxDets[-1]
         stem_of = {i: s for s, i in size_gt.ids.items()}
@@ -127,27 +135,29 @@ class SizeStats:
         """(AP small, AP medium, AP large) with every image once: COCOeval's stats[3:6], NaN for -1."""
         return tuple(float(x) for x in self.resampled_maps(np.ones((1, self.n_images)))[0])
 
-    def resampled_maps(self, counts: np.ndarray, chunk: int = 64) -> np.ndarray:
+    def resampled_maps(self, counts: np.ndarray, chunk: int = 256) -> np.ndarray:
         """(B, 3) AP small, medium and large on each resample, counts (B, n_images): copies of each image."""
         counts = np.asarray(counts, dtype=np.float64)
         out = np.full((len(counts), len(_AREAS)), np.nan)
         for j, name in enumerate(_AREAS):
             r = self.ranges[name]
-            order = []  # each class's detections in COCOeval.accumulate's order, found once for every chunk
+            points = []  # each class's detections in COCOeval.accumulate's order as points (fp_runs), found once
             for c in r.classes:
                 sel = np.flatnonzero(r.cls == c)
-                order.append(sel[np.argsort(-r.score[sel], kind="mergesort")])
+                sel = sel[np.argsort(-r.score[sel], kind="mergesort")]
+                first, a = fp_runs(r.tp[sel].any(1) | ~r.fp[sel].all(1), r.img[sel], self.n_images)
+                points.append((r.tp[sel[first]], r.fp[sel[first]], a))
             for lo in range(0, len(counts), chunk):
                 w = counts[lo:lo + chunk]
                 ap_sum, n_cls = np.zeros(len(w)), np.zeros(len(w))
-                for k, sel in enumerate(order):
+                for k, (tp, fp, a) in enumerate(points):
                     n_obj = w @ r.n_obj[k]  # (b,) weighted objects of class k in the range
                     present = n_obj > 0
                     if not present.any():
                         continue
                     n_cls += present
-                    if len(sel):
-                        ap = _weighted_coco_ap(r.tp[sel], r.fp[sel], w[:, r.img[sel]], n_obj, self.rec_thrs)
+                    if len(tp):
+                        ap = _weighted_coco_ap(tp, fp, w @ a, n_obj, self.rec_thrs)
                         ap_sum += np.where(present, ap, 0.0)
                 with np.errstate(invalid="ignore", divide="ignore"):
                     out[lo:lo + chunk, j] = np.where(n_cls > 0, ap_sum / np.maximum(n_cls, 1), np.nan)

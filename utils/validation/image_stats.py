@@ -22,7 +22,7 @@ import numpy as np
 
 from utils.metrics import ap_per_class
 
-__all__ = ["IMAGE_STATS", "ImageStats", "save_image_stats", "load_image_stats"]
+__all__ = ["IMAGE_STATS", "ImageStats", "save_image_stats", "load_image_stats", "fp_runs"]
 
 IMAGE_STATS = "image_stats.npz"
 _X = np.linspace(0, 1, 101)  # COCO's 101 recall points, as utils.metrics.compute_ap
@@ -62,7 +62,7 @@ class ImageStats:
         new = np.array([index[f] for f in self.files], dtype=np.int64)
         return ImageStats(self.correct, self.conf, self.pcls, new[self.pimg], self.tcls, new[self.timg], list(files))
 
-    def resampled_maps(self, counts: np.ndarray, chunk: int = 64) -> np.ndarray:
+    def resampled_maps(self, counts: np.ndarray, chunk: int = 256) -> np.ndarray:
         """(B, 2) mAP50 and mAP50-95 on each resample, counts (B, n_images): how often each image is drawn."""
         counts = np.asarray(counts, dtype=np.float64)
         b, t = counts.shape[0], self.correct.shape[1]
@@ -71,19 +71,46 @@ class ImageStats:
             return out
         order = np.argsort(-self.conf, kind="stable")  # as ap_per_class sorts
         tp, pcls, pimg = self.correct[order].astype(np.float64), self.pcls[order], self.pimg[order]
-        classes = np.unique(self.tcls)
+        per_class = []  # (the class's labels per image, its points' tp, images' counts of its points): found once
+        for c in np.unique(self.tcls):
+            sel = np.flatnonzero(pcls == c)
+            n_lab = np.bincount(self.timg[self.tcls == c], minlength=self.n_images).astype(np.float64)
+            first, a = fp_runs(tp[sel].any(1), pimg[sel], self.n_images)
+            per_class.append((n_lab, tp[sel[first]], a))
         for lo in range(0, b, chunk):
             k = counts[lo:lo + chunk]
             ap_sum, n_cls = np.zeros((len(k), t)), np.zeros(len(k))
-            for c in classes:
-                n_l = k[:, self.timg[self.tcls == c]].sum(1)  # (b,) labels of class c in each resample
+            for n_lab, tp_c, a in per_class:
+                n_l = k @ n_lab  # (b,) labels of the class in each resample
                 present = n_l > 0
                 n_cls += present
-                sel = pcls == c
-                if sel.any():
-                    ap_sum += _weighted_ap(tp[sel], k[:, pimg[sel]], n_l) * present[:, None]
+                if len(tp_c):
+                    ap_sum += _weighted_ap(tp_c, k @ a, n_l) * present[:, None]
             out[lo:lo + chunk] = np.stack([ap_sum[:, 0], ap_sum.mean(1)], 1) / np.maximum(n_cls, 1)[:, None]
         return out
+
+
+def fp_runs(kept: np.ndarray, img: np.ndarray, n_images: int) -> tuple[np.ndarray, np.ndarray]:
+    """One class's detections in ranking order, kept[i] where detection i is anything but a false positive at every
+    IoU threshold: the points of its precision-recall curves. Each kept detection is a point of its own; each run
+    of consecutive plain false positives is one point carrying the run's summed weight. Returns first (P,), the
+    index of each point's first detection (its tp/fp row), and a (n_images, P), how many of the point's detections
+    each image holds, so that counts @ a weighs the points on resamples.
+
+    The AP is unchanged, exactly: a run adds no true positive, so its detections share the recall of the point
+    before it; of a stretch of equal recall the interpolation reads only the first and the last point, COCO's read
+    at its recall thresholds only the first; and each detection of a run, with the true positives of the one
+    before it over at least as many detections seen, has no higher precision, so keeping only the run's last
+    (which carries the run's summed weight) lowers no envelope. Counts are integers, so the sums are exact. At
+    0.001 confidence most detections are such false positives."""
+    n = len(kept)
+    start = np.ones(n, dtype=bool)
+    start[1:] = kept[1:] | kept[:-1]
+    point = np.cumsum(start) - 1
+    first = np.flatnonzero(start)
+    a = np.zeros((n_images, len(first)))
+    np.add.at(a, (np.asarray(img, dtype=np.int64), point), 1.0)
+    return first, a
 
 
 def _weighted_ap(tp: np.ndarray, w: np.ndarray, n_l: np.ndarray, eps: float = 1e-16) -> np.ndarray:
