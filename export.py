@@ -1,7 +1,9 @@
-"""Export a trained model to TorchScript, ONNX and OpenVINO, as YOLOv5's export.py, plug-ins included.
+"""Export a trained model to TorchScript, ONNX, OpenVINO, TFLite, CoreML and ExecuTorch, as YOLOv5's export.py,
+plug-ins included.
 
     python export.py --weights yolov5n.pt --include torchscript onnx openvino
     python export.py --weights runs/train/exp/weights/best.pt --include onnx --dynamic --simplify
+    python export.py --weights best.pt --include tflite coreml executorch --imgsz 320   # edge: requirements-edge.txt
 
 Files are written beside the weights: best.torchscript, best.onnx, best_openvino_model/ (best.xml, best.bin and
 best.yaml). Each carries the model's stride and class names where YOLOv5 keeps them (TorchScript: the extra file
@@ -13,11 +15,17 @@ file as --weights. The graphs hold standard ONNX operators only. The single outp
 anyway): the plug-ins' padding to their window grid is computed in the graph, so a model exported at 320 runs at
 416, 256x384 or 640x480 and gives what PyTorch gives there. After writing each file the export runs it once on
 the same input as PyTorch and prints max |diff| / max |output|.
+
+The edge formats (utils.deploy.edge; `pip install -r requirements-edge.txt`) are written at one fixed size:
+best.tflite (LiteRT, float32, metadata in an appended zip), best.mlpackage (CoreML ML Program, float32 or --half
+float16; converted and read back here, run on Apple devices) and best_executorch_model/ (best.pte for XNNPACK and
+metadata.yaml). val.py and detect.py run the .tflite and the ExecuTorch folder.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import time
 from pathlib import Path
 
@@ -33,6 +41,8 @@ from utils.checks import check_finite, check_img_size
 from utils.cli import cli_errors
 from utils.data.config import load_data_config
 from utils.data.images import list_image_files
+from utils.deploy.edge import (EDGE_FORMATS, EDGE_PACKAGES, coreml_summary, export_coreml, export_executorch,
+                               export_tflite, open_edge)
 from utils.deploy.writers import (calibration_batches, export_metadata, export_onnx, export_openvino,
                                   export_torchscript, probe_image, run_exported)
 from utils.errors import UserError
@@ -43,9 +53,9 @@ __all__ = ["FORMATS", "run", "export_formats", "parse_opt", "main", "cli"]
 
 # format: (file suffix, needs a package)
 FORMATS = {"torchscript": (".torchscript", None), "onnx": (".onnx", "onnx"),
-           "openvino": ("_openvino_model", "openvino")}
+           "openvino": ("_openvino_model", "openvino"), **EDGE_FORMATS}
 # what YOLOv5's export.py also writes and this one does not
-OTHER_YOLOV5_FORMATS = ("engine", "coreml", "saved_model", "pb", "tflite", "edgetpu", "tfjs", "paddle")
+OTHER_YOLOV5_FORMATS = ("engine", "saved_model", "pb", "edgetpu", "tfjs", "paddle")
 OPSETS = range(11, 21)  # what torch's TorchScript-based ONNX exporter writes, all of which ONNX Runtime runs
 
 
@@ -68,10 +78,17 @@ def _check_options(include, device: torch.device, half: bool, dynamic: bool, opt
     if not fmts:
         raise UserError(f"--include names no format; valid formats: {', '.join(FORMATS)}")
     fmts = list(dict.fromkeys(fmts))
-    if half and device.type == "cpu" and fmts != ["openvino"]:
-        raise UserError("--half on the CPU applies to OpenVINO only (--include openvino: weights stored in fp16); "
-                        f"an fp16 {', '.join(f for f in fmts if f != 'openvino')} export needs a CUDA device "
-                        "(--device 0)")
+    edge = [f for f in fmts if f in EDGE_FORMATS]
+    if half and set(edge) - {"coreml"}:
+        raise UserError(f"--half: the {', '.join(f for f in edge if f != 'coreml')} export is float32 (CoreML "
+                        "takes --half); export it without --half")
+    if half and device.type == "cpu" and set(fmts) - {"openvino", "coreml"}:
+        raise UserError("--half on the CPU applies to OpenVINO (weights stored in fp16) and CoreML (computing in "
+                        f"float16) only; an fp16 {', '.join(f for f in fmts if f not in ('openvino', 'coreml'))} "
+                        "export needs a CUDA device (--device 0)")
+    if edge and dynamic:
+        raise UserError(f"--dynamic: {', '.join(edge)} exports are made at one fixed size (--imgsz); export them "
+                        "without --dynamic")
     if int8 and fmts != ["openvino"]:
         raise UserError("--int8 applies to OpenVINO only (--include openvino: NNCF post-training quantization); "
                         f"got --include {' '.join(fmts)}")
@@ -99,7 +116,9 @@ def _check_options(include, device: torch.device, half: bool, dynamic: bool, opt
             try:
                 __import__(pkg)
             except ImportError as e:
-                raise UserError(f"--include {f} needs the package {pkg!r} (pip install -r requirements.txt): {e}")
+                req = "requirements-edge.txt" if f in EDGE_FORMATS else "requirements.txt"
+                raise UserError(f"--include {f} needs the package {EDGE_PACKAGES.get(pkg, pkg)!r} "
+                                f"(pip install -r {req}): {e}") from None
     return list(dict.fromkeys(fmts))
 
 
@@ -165,18 +184,35 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
             f = export_torchscript(model, im, w, meta, optimize)
         elif fmt == "onnx":
             f = export_onnx(model, im, w, meta, int(opset), dynamic, simplify)
-        else:
+        elif fmt == "openvino":
             f = export_openvino(model, im, w, meta, int(opset), dynamic, half, written.get("onnx"), calibration)
+        else:
+            f = _export_edge(fmt, model, im, w, meta, half)
         written[fmt] = f
         diff = ""
-        if check and not (optimize and fmt == "torchscript"):
-            out = run_exported(fmt, f, probe)
+        if check and not (optimize and fmt == "torchscript") and fmt != "coreml":  # CoreML runs on Apple only
+            out = open_edge(fmt, f).run(probe.float().cpu().numpy()) if fmt in EDGE_FORMATS else \
+                run_exported(fmt, f, probe)
             diff = f"{np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12):.1e}"
         rows.append((fmt, f, _size_mb(f), time.time() - t, diff))
         LOGGER.info(f"{prefix} export success ({time.time() - t:.1f}s), saved as {f} ({_size_mb(f):.1f} MB)"
                     + (f", max |diff| / max |output| against PyTorch {diff}" if diff else ""))
     _summary(rows, w, imgsz, time.time() - t0)
     return written
+
+
+def _export_edge(fmt: str, model, im: torch.Tensor, w: Path, meta: dict, half: bool) -> Path:
+    """TFLite, CoreML or ExecuTorch (utils.deploy.edge), converted on the CPU at im's size."""
+    model, im = copy.deepcopy(model).cpu().float(), im.cpu().float()  # the model may go on to a CUDA export
+    if fmt == "tflite":
+        return export_tflite(model, im, w, meta)
+    if fmt == "executorch":
+        return export_executorch(model, im, w, meta)
+    f = export_coreml(model, im, w, meta, half)
+    s = coreml_summary(f)
+    LOGGER.info(f"{colorstr('coreml:')} {s['program']} with {len(s['ops'])} operator types, input "
+                f"{s['inputs']}, output {s['outputs']}")
+    return f
 
 
 def _calibration(data, imgsz: list[int], batch_size: int) -> list[np.ndarray]:
@@ -193,6 +229,9 @@ def _summary(rows, w: Path, imgsz: list[int], seconds: float) -> None:
     for fmt, f, mb, s, diff in rows:
         LOGGER.info(f"{fmt:<12}{mb:>9.1f}{s:>7.1f}{diff or '-':>10}  {f}")
     for fmt, f, *_ in rows:
+        if fmt == "coreml":
+            LOGGER.info(f"\n{fmt}:  {f} runs on Apple devices (Xcode, coremltools on macOS); not on this machine")
+            continue
         LOGGER.info(f"\n{fmt}:  python detect.py --weights {f} --imgsz {imgsz[0]} {imgsz[1]}"
                     f"\n{' ' * (len(fmt) + 3)}python val.py --weights {f} --data coco128.yaml --imgsz {max(imgsz)}")
 
@@ -207,7 +246,8 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=1, help="batch size")
     p.add_argument("--device", default="cpu", help="cuda device, i.e. 0 or 0,1,2,3 or cpu")
     p.add_argument("--half", action="store_true",
-                   help="FP16 half-precision export (CUDA; on the CPU OpenVINO only: weights stored in fp16)")
+                   help="FP16 half-precision export (CUDA; on the CPU OpenVINO: weights stored in fp16, CoreML: "
+                        "computing in fp16)")
     p.add_argument("--int8", action="store_true", help="OpenVINO: int8 post-training quantization with NNCF (--data)")
     p.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     p.add_argument("--optimize", action="store_true", help="TorchScript: optimize for mobile")

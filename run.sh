@@ -12,9 +12,13 @@ if [ ! -x .venv/bin/python ] || ! cmp -s requirements.txt .venv/.requirements.in
 fi
 cmd=${1:-main}
 [ $# -gt 0 ] && shift
-if [ "$cmd" = test ] && ! cmp -s requirements-cluster.txt .venv/.cluster.installed; then
-    .venv/bin/python -m pip install -q -r requirements-cluster.txt
-    cp requirements-cluster.txt .venv/.cluster.installed
+if [ "$cmd" = test ]; then  # the optional extras, for their tests
+    for extra in cluster edge; do
+        if ! cmp -s "requirements-$extra.txt" ".venv/.$extra.installed"; then
+            .venv/bin/python -m pip install -q -r "requirements-$extra.txt"
+            cp "requirements-$extra.txt" ".venv/.$extra.installed"
+        fi
+    done
 fi
 case "$cmd" in
     main) exec .venv/bin/python main.py "$@" ;;

@@ -7,10 +7,13 @@
     python benchmarks.py --weights yolov5n.pt --hard-fail                        # exit 1 if a format fails
     python benchmarks.py --weights yolov5n.pt --hard-fail 0.25                   # ... or scores below 0.25
     python benchmarks.py --weights best.pt --include openvino openvino-fp16 openvino-bf16 openvino-int8  # precisions
+    python benchmarks.py --weights best.pt --include tflite executorch coreml  # edge (requirements-edge.txt)
 
 OpenVINO at lower precision on request: `openvino-fp16` (export --half: weights stored in fp16), `openvino-bf16`
 (the fp32 export run with INFERENCE_PRECISION_HINT bf16; a row with its reason on a CPU without bf16) and
-`openvino-int8` (export --int8: NNCF post-training quantization calibrated on --data's train images).
+`openvino-int8` (export --int8: NNCF post-training quantization calibrated on --data's train images). The edge
+formats on request: `tflite` (LiteRT interpreter), `executorch` (XNNPACK), `coreml` (exported and sized only: it
+runs on Apple devices).
 
 For each format (PyTorch, TorchScript, ONNX, OpenVINO): export.run writes the file beside the weights (fp32, or
 fp16 with --half on CUDA; fixed --imgsz and --batch-size), then `val.run(weights=file, task='speed')` scores it on
@@ -41,10 +44,11 @@ __all__ = ["FORMATS", "BenchRow", "BenchmarkFailure", "run", "table_lines", "par
 
 # (name in the table, export.py's --include name; None: the .pt itself)
 FORMATS = (("PyTorch", None), ("TorchScript", "torchscript"), ("ONNX", "onnx"), ("OpenVINO", "openvino"),
-           ("OpenVINO fp16", "openvino-fp16"), ("OpenVINO bf16", "openvino-bf16"), ("OpenVINO int8", "openvino-int8"))
+           ("OpenVINO fp16", "openvino-fp16"), ("OpenVINO bf16", "openvino-bf16"), ("OpenVINO int8", "openvino-int8"),
+           ("TFLite", "tflite"), ("ExecuTorch", "executorch"), ("CoreML", "coreml"))
 _KEYS = {"pytorch": 0, "torchscript": 1, "onnx": 2, "openvino": 3, "openvino-fp16": 4, "openvino-bf16": 5,
-         "openvino-int8": 6}
-DEFAULT = 4  # without --include: the first four (fp32); the OpenVINO precisions on request
+         "openvino-int8": 6, "tflite": 7, "executorch": 8, "coreml": 9}
+DEFAULT = 4  # without --include: the first four (fp32); the OpenVINO precisions and edge formats on request
 
 
 class BenchmarkFailure(RuntimeError):
@@ -112,7 +116,7 @@ def _one(name: str, fmt: str | None, weights: Path, imgsz: int, batch_size: int,
             weights=str(weights), imgsz=(imgsz, imgsz), batch_size=batch_size, device=device, include=(base,),
             half=half or precision == "fp16", int8=precision == "int8", data=data)[base])
         row.file, row.size_mb = f, _size_mb(f)
-        if not test:
+        if not test and base != "coreml":  # a CoreML package runs on Apple devices only: its size, no score
             res, _, times = val.run(data=data, weights=str(f), batch_size=batch_size, imgsz=imgsz, task="speed",
                                     device=device, workers=workers, half=half, plots=False, project=project,
                                     name=name.lower().replace(" ", "_"), exist_ok=True,

@@ -1,13 +1,16 @@
 """One model interface over a PyTorch checkpoint and the files export.py writes, as YOLOv5's DetectMultiBackend.
 
-    model = DetectBackend("best.onnx", device)   # or best.pt, best.torchscript, best_openvino_model/ (or its .xml)
+    model = DetectBackend("best.onnx", device)   # or best.pt, best.torchscript, best_openvino_model/ (or its .xml),
+                                                   # best.tflite, best_executorch_model/ (or its .pte)
     pred = model(im)[0]                            # im (B, 3, H, W) float in 0..1; pred (B, anchors, 5 + nc)
     pred = model(im, augment=True)[0]              # test-time augmentation (models.tta), before NMS
 
 For a .pt the call is the model's own: (decoded, raw maps) in eval mode. An exported file gives (decoded, None):
 the same decoded tensor, boxes as pixel (cx, cy, w, h), before NMS, as a torch tensor on the input's device.
 Stride and class names come from the metadata export.py stores (TorchScript: the extra file config.txt; ONNX:
-metadata_props; OpenVINO: the .yaml beside the .xml). `fixed_shape` and `fixed_batch` say what an export without
+metadata_props; OpenVINO: the .yaml beside the .xml; TFLite: metadata.json in the zip appended to it; ExecuTorch:
+metadata.yaml beside the .pte). A CoreML package is refused with a clear error (it runs on Apple devices only).
+`fixed_shape` and `fixed_batch` say what an export without
 --dynamic accepts: callers letterbox to that size; a batch of another size is run in chunks of the fixed batch.
 `augment=True` runs YOLOv5's test-time augmentation (models.tta: three scaled / flipped passes, concatenated) on
 a .pt or on an export that takes any input size; an export of fixed size cannot take the scaled inputs
@@ -31,6 +34,7 @@ import models
 from models import WEIGHTS_DIR, resolve_weights
 from models.tta import augmented_forward
 from utils.checks import check_finite
+from utils.deploy.edge import open_edge
 from utils.deploy.runtimes import check_precision, compile_openvino, openvino_xml, ort_session
 from utils.errors import UserError
 from utils.log import LOGGER
@@ -40,13 +44,15 @@ __all__ = ["DetectBackend", "DetectMultiBackend", "SUFFIXES", "weights_format"]
 
 # format: what names it on the command line
 SUFFIXES = {"pt": ".pt", "torchscript": ".torchscript", "onnx": ".onnx",
-            "openvino": "a folder *_openvino_model (or its .xml)"}
+            "openvino": "a folder *_openvino_model (or its .xml)", "tflite": ".tflite",
+            "executorch": "a folder *_executorch_model (or its .pte)", "coreml": ".mlpackage (Apple devices only)"}
 _META_KEYS = ("stride", "names", "imgsz", "batch", "dynamic")
 _STRIDES = (8, 16, 32, 64, 128)  # a detector's largest stride: P3 to P7 heads
 
 
 def weights_format(path: str | Path) -> str:
-    """'pt', 'torchscript', 'onnx' or 'openvino' from the file name; a UserError names the valid ones."""
+    """'pt', 'torchscript', 'onnx', 'openvino', 'tflite', 'executorch' or 'coreml' from the file name; a UserError
+    names the valid ones."""
     p = Path(path)
     if p.suffix == ".pt":
         return "pt"
@@ -56,18 +62,26 @@ def weights_format(path: str | Path) -> str:
         return "onnx"
     if p.name.endswith("_openvino_model") or p.suffix == ".xml":
         return "openvino"
+    if p.suffix == ".tflite":
+        return "tflite"
+    if p.name.endswith("_executorch_model") or p.suffix == ".pte":
+        return "executorch"
+    if p.suffix in (".mlpackage", ".mlmodel"):
+        return "coreml"
     raise UserError(f"--weights {str(path)!r}: unknown model format {p.suffix or '(no suffix)'!r}; valid: "
                     f"{', '.join(SUFFIXES.values())}")
 
 
 def _resolve(path: Path, fmt: str) -> Path:
     """The exported file or folder as given; a bare name also finds it in weights/. FileNotFoundError names it."""
-    ok = (lambda p: p.is_dir()) if fmt == "openvino" and path.suffix != ".xml" else (lambda p: p.is_file())
+    folder = (fmt == "openvino" and path.suffix != ".xml") or (fmt == "executorch" and path.suffix != ".pte") \
+        or fmt == "coreml"
+    ok = (lambda p: p.is_dir()) if folder else (lambda p: p.is_file())
     if ok(path):
         return path
     if path.parent == Path(".") and ok(WEIGHTS_DIR / path.name):
         return WEIGHTS_DIR / path.name
-    kind = "folder" if fmt == "openvino" and path.suffix != ".xml" else "file"
+    kind = "folder" if folder else "file"
     raise FileNotFoundError(f"weights {str(path)!r} not found (no such {kind})")
 
 
@@ -205,6 +219,23 @@ class DetectBackend(nn.Module):
                                 f"{' '.join(str(e).split())[:200]}") from None
         return {}
 
+    def _load_tflite(self, path: Path) -> dict:
+        return self._load_edge(path)
+
+    def _load_executorch(self, path: Path) -> dict:
+        return self._load_edge(path)
+
+    def _load_coreml(self, path: Path) -> dict:
+        return self._load_edge(path)  # a UserError: CoreML runs on Apple devices only
+
+    def _load_edge(self, path: Path) -> dict:
+        try:
+            self.edge = open_edge(self.fmt, path)
+        except (RuntimeError, ValueError) as e:  # the runtimes' own errors for a file they cannot read
+            raise UserError(f"--weights {path}: the {self.fmt} runtime cannot load it: {e}") from None
+        self._fixed_dims(list(self.edge.shape))
+        return self.edge.meta
+
     def _fixed_dims(self, dims: list[int | None]) -> None:
         """Record the fixed batch and (h, w) of an input shaped (batch, 3, h, w); None dims are free."""
         if len(dims) != 4:
@@ -302,6 +333,8 @@ class DetectBackend(nn.Module):
         x = im.detach().to("cpu", self._in_dtype).numpy()
         if self.fmt == "onnx":
             y = self.session.run(None, {self._in_name: x})[0]
+        elif self.fmt in ("tflite", "executorch"):
+            y = self.edge.run(x)
         else:
             y = self.compiled([x])[self.compiled.output(0)]
         return torch.from_numpy(np.ascontiguousarray(y))

@@ -67,7 +67,8 @@ class Detect(nn.Module):
                     self.grid[i], self.anchor_grid[i] = self._make_grid(nx, ny, i)
                 xy, wh, conf = x[i].sigmoid().split((2, 2, self.nc + 1), 4)
                 xy = (xy * 2 + self.grid[i]) * self.stride[i]  # YOLOv5 v6: centre offset in (-0.5, 1.5)
-                wh = (wh * 2) ** 2 * self.anchor_grid[i]  # size in (0, 4) anchors
+                wh = wh * 2
+                wh = wh * wh * self.anchor_grid[i]  # size in (0, 4) anchors; x * x, not ** 2: LiteRT has no pow
                 z.append(torch.cat((xy, wh, conf), 4).view(bs, self.na * nx * ny, self.no))
         if self.training:
             return x

@@ -24,7 +24,7 @@ SHARED = ROOT.parent / "shared"
 # starts a process (a DataLoader worker, a subprocess): the serial suite did, in a later test that started one. So
 # these run last, marked `runtime`: marked tests first, then these files in the order listed.
 RUNTIME_FILES = ("test_deploy.py", "test_backends.py", "test_export.py", "test_openvino_f32.py", "test_precision.py",
-                 "test_hub.py", "test_ensemble_tta.py")
+                 "test_hub.py", "test_ensemble_tta.py", "test_edge.py")
 
 
 # Tests that took 5 s or more each on a 2-core machine (pytest --durations, 2026-12-05): marked `slow`, so that
@@ -42,6 +42,10 @@ SLOW = (
     "test_compare_ray.py::test_two_node_cluster_survives_a_dead_node",
     "test_ddp.py::test_torchrun_two_processes_on_cpu",
     "test_deploy.py::test_compare_deploy_columns_and_a_failed_export",
+    "test_edge.py::test_every_config_converts_and_equals_pytorch",
+    "test_edge.py::test_export_cli_writes_each_with_its_metadata",
+    "test_edge.py::test_val_map_of_tflite_and_executorch_equals_pt",
+    "test_edge.py::test_detect_cli_runs_the_edge_files_and_refuses_coreml_clearly",
     "test_evolve.py::test_evolve_two_generations",
     "test_sweep.py::test_sweep_from_the_command_line",
     "test_export.py::test_a_failed_reexport_keeps_the_previous_files",

@@ -203,10 +203,10 @@ def test_simplify_and_fixed_size_graphs(tmp_path):
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"include": ["tflite"]}, "'tflite' is not supported (tflite is one of YOLOv5's formats"),
+    ({"include": ["saved_model"]}, "'saved_model' is not supported (saved_model is one of YOLOv5's formats"),
     ({"include": ["pdf"]}, "valid formats: torchscript, onnx, openvino"),
     ({"include": []}, "names no format"),
-    ({"include": ["onnx"], "half": True}, "--half on the CPU applies to OpenVINO only"),
+    ({"include": ["onnx"], "half": True}, "--half on the CPU applies to OpenVINO (weights stored in fp16) and CoreML"),
     ({"include": ["onnx"], "opset": 7}, "--opset 7 is outside the supported 11..20"),
     ({"include": ["onnx"], "batch_size": 0}, "--batch-size 0 must be >= 1"),
     ({"include": ["onnx"], "imgsz": 0}, "image sizes must be positive"),

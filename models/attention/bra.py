@@ -207,13 +207,14 @@ class BiLevelRoutingAttention(nn.Module):
         if padded:
             x = F.pad(x, (0, Wp - W, 0, Hp - H))
         real = _real_tokens(H, W, n, h, w, x.device) if self.mask_padding and padded else None
-        # (N, C, Hp, Wp) -> (N*p2, h*w, C): regions row-major, tokens row-major inside each region
-        tokens = x.reshape(N, C, n, h, n, w).permute(0, 2, 4, 3, 5, 1).reshape(N * n * n, h * w, C)
+        # (N, C, Hp, Wp) -> (N*p2, h*w, C): regions row-major, tokens row-major inside each region (no tensor of
+        # rank > 5 on the way: CoreML's limit)
+        tokens = x.permute(0, 2, 3, 1).reshape(N * n, h, n, w, C).transpose(1, 2).reshape(N * n * n, h * w, C)
         weight, index = self._route(tokens, real, N)  # (N, p2, topk) each
         q, k, v = (self.qkv.project(tokens, i) for i in range(3))  # (N*p2, h*w, c) each
         keys, values, key_real = self._downsample(k, v, h, w, real)
         out = self._attend(q, keys, values, key_real, index, weight)  # (N*p2, h*w, dim)
-        out = out.view(N, n, n, h, w, self.dim).transpose(2, 3)  # (N, n, h, n, w, dim): image order
+        out = out.view(N * n, n, h, w, self.dim).transpose(1, 2)  # (N*n, h, n, w, dim): image order
         if self.lepe is not None:
             out = self._lepe(v, N, h, w, real) + out  # takes LePE's channels-last layout
         return self._project_out(out.reshape(N, Hp * Wp, self.dim), (Hp, Wp), (H, W))
@@ -301,13 +302,13 @@ class BiLevelRoutingAttention(nn.Module):
         return out.transpose(1, 2).reshape(B, Lq, self.dim)
 
     def _lepe(self, v, N: int, h: int, w: int, real):
-        """LePE on the padded map, (N, n, h, n, w, dim) in image order; padded V reads as 0 when masked."""
+        """LePE on the padded map, (N*n, h, n, w, dim) in image order; padded V reads as 0 when masked."""
         n = self.n_win
-        img = v.view(N, n, n, h, w, self.dim).transpose(2, 3).reshape(N, n * h, n * w, self.dim)
+        img = v.view(N * n, n, h, w, self.dim).transpose(1, 2).reshape(N, n * h, n * w, self.dim)
         if real is not None:
             img = img * real.view(n, n, h, w, 1).transpose(1, 2).reshape(n * h, n * w, 1).to(img.dtype)
         lepe = self.lepe(img.permute(0, 3, 1, 2))  # depthwise conv on a channels-last map
-        return lepe.permute(0, 2, 3, 1).reshape(N, n, h, n, w, self.dim)
+        return lepe.permute(0, 2, 3, 1).reshape(N * n, h, n, w, self.dim)
 
     def _project_out(self, s, padded: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
         """Output projection written straight in NCHW, then the crop: (N, Hp*Wp, dim) -> (N, dim, H, W)."""
@@ -317,8 +318,9 @@ class BiLevelRoutingAttention(nn.Module):
         else:
             y = s.transpose(1, 2).contiguous()
         y = y.view(N, self.dim, Hp, Wp)
-        padded = (Hp, Wp) != (H, W) or shapes_in_graph()
-        return F.pad(y, (0, W - Wp, 0, H - Hp)) if padded else y  # negative pads crop
+        if shapes_in_graph():  # a traced graph of any size crops with negative pads (maybe by 0)
+            return F.pad(y, (0, W - Wp, 0, H - Hp))
+        return y[:, :, :H, :W] if (Hp, Wp) != (H, W) else y  # a slice: ExecuTorch refuses negative pads
 
 
 def _real_tokens(H: int, W: int, n: int, h: int, w: int, device) -> torch.Tensor:

@@ -124,16 +124,16 @@ class HiLo(nn.Module):
         if padded:
             xl = F.pad(xl, (0, 0, 0, pw, 0, ph))
         hg, wg = (h + ph) // ws, (w + pw) // ws
-        win = xl.reshape(b, hg, ws, wg, ws, c).transpose(2, 3).reshape(b * hg * wg, ws * ws, c)
+        win = xl.reshape(b * hg, ws, wg, ws, c).transpose(1, 2).reshape(b * hg * wg, ws * ws, c)  # rank <= 5
         # q, k, v each (B*win, nh, ws*ws, hd): sliced off h_qkv's last dimension and reshaped one by one. (A 5-D
         # permute of the stacked qkv indexed afterwards computes the same, but OpenVINO's CPU plugin miscomputes
         # that graph in a fixed-size export with 4 heads: a relative error of ~1 in this branch.)
         q, k, v = (t.reshape(-1, ws * ws, nh, hd).transpose(1, 2) for t in self.h_qkv(win).chunk(3, dim=-1))
         mask = _window_key_mask(h, w, ws, b, xl.device) if padded else None
         o = self._sdpa(q, k, v, mask)  # (B*win, nh, ws*ws, hd)
-        o = o.transpose(1, 2).reshape(b, hg, wg, ws, ws, self.h_dim).transpose(2, 3)
-        o = o.reshape(b, hg * ws, wg * ws, self.h_dim)[:, :h, :w]
-        return self.h_proj(o)
+        o = o.transpose(1, 2).reshape(b * hg, wg, ws, ws, self.h_dim).transpose(1, 2)
+        o = o.reshape(b, hg * ws, wg * ws, self.h_dim)
+        return self.h_proj(o[:, :h, :w] if padded else o)
 
     def lofi(self, x: torch.Tensor, xl: torch.Tensor) -> torch.Tensor:
         """Every pixel attends to the pooled map. x (B, C, H, W) and its NHWC view xl -> (B, H, W, l_dim)."""

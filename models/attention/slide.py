@@ -135,7 +135,7 @@ class SlideAttention(nn.Module):
             raise UserError(f"SlideAttention(dim={self.dim}) expects (B, {self.dim}, H, W), got {tuple(x.shape)}")
         b, _, h, w = x.shape
         nh, hd, k2, n = self.num_heads, self.head_dim, self.k * self.k, h * w
-        qkv = self.qkv(x).reshape(b, 3, nh, hd, h, w)
+        qkv = self.qkv(x).reshape(b, 3, nh * hd, h, w)  # rank 5 at most: CoreML's limit
         q = (qkv[:, 0] * self.scale).reshape(b, nh, hd, n)
         # keys and values (B, nh, hd, k*k, HW) are gathered apart: one call for both would make backward hold
         # the gradient of both k*k-fold tensors at once
