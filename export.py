@@ -89,12 +89,12 @@ def _check_options(include, device: torch.device, half: bool, dynamic: bool, opt
     if edge and dynamic:
         raise UserError(f"--dynamic: {', '.join(edge)} exports are made at one fixed size (--imgsz); export them "
                         "without --dynamic")
-    if int8 and fmts != ["openvino"]:
-        raise UserError("--int8 applies to OpenVINO only (--include openvino: NNCF post-training quantization); "
-                        f"got --include {' '.join(fmts)}")
+    if int8 and set(fmts) - {"openvino", "executorch"}:
+        raise UserError("--int8 applies to OpenVINO (NNCF post-training quantization) and ExecuTorch (XNNPACK's "
+                        f"post-training quantization) only; got --include {' '.join(fmts)}")
     if int8 and half:
         raise UserError("--int8 and --half cannot be combined: choose one")
-    if int8:
+    if int8 and "openvino" in fmts:
         try:
             __import__("nncf")
         except ImportError as e:
@@ -187,7 +187,7 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
         elif fmt == "openvino":
             f = export_openvino(model, im, w, meta, int(opset), dynamic, half, written.get("onnx"), calibration)
         else:
-            f = _export_edge(fmt, model, im, w, meta, half)
+            f = _export_edge(fmt, model, im, w, meta, half, calibration)
         written[fmt] = f
         diff = ""
         if check and not (optimize and fmt == "torchscript") and fmt != "coreml":  # CoreML runs on Apple only
@@ -201,13 +201,15 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
     return written
 
 
-def _export_edge(fmt: str, model, im: torch.Tensor, w: Path, meta: dict, half: bool) -> Path:
-    """TFLite, CoreML or ExecuTorch (utils.deploy.edge), converted on the CPU at im's size."""
+def _export_edge(fmt: str, model, im: torch.Tensor, w: Path, meta: dict, half: bool,
+                 calibration: list[np.ndarray] | None) -> Path:
+    """TFLite, CoreML or ExecuTorch (utils.deploy.edge), converted on the CPU at im's size; ExecuTorch in int8
+    where `calibration` batches are given."""
     model, im = copy.deepcopy(model).cpu().float(), im.cpu().float()  # the model may go on to a CUDA export
     if fmt == "tflite":
         return export_tflite(model, im, w, meta)
     if fmt == "executorch":
-        return export_executorch(model, im, w, meta)
+        return export_executorch(model, im, w, meta, calibration)
     f = export_coreml(model, im, w, meta, half)
     s = coreml_summary(f)
     LOGGER.info(f"{colorstr('coreml:')} {s['program']} with {len(s['ops'])} operator types, input "
@@ -248,7 +250,8 @@ def parse_opt(argv=None) -> argparse.Namespace:
     p.add_argument("--half", action="store_true",
                    help="FP16 half-precision export (CUDA; on the CPU OpenVINO: weights stored in fp16, CoreML: "
                         "computing in fp16)")
-    p.add_argument("--int8", action="store_true", help="OpenVINO: int8 post-training quantization with NNCF (--data)")
+    p.add_argument("--int8", action="store_true",
+                   help="OpenVINO (NNCF), ExecuTorch (XNNPACK): int8 post-training quantization calibrated on --data")
     p.add_argument("--inplace", action="store_true", help="set YOLOv5 Detect() inplace=True")
     p.add_argument("--optimize", action="store_true", help="TorchScript: optimize for mobile")
     p.add_argument("--dynamic", action="store_true", help="ONNX/OpenVINO: dynamic batch, height and width")

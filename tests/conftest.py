@@ -46,6 +46,7 @@ SLOW = (
     "test_edge.py::test_export_cli_writes_each_with_its_metadata",
     "test_edge.py::test_val_map_of_tflite_and_executorch_equals_pt",
     "test_edge.py::test_detect_cli_runs_the_edge_files_and_refuses_coreml_clearly",
+    "test_edge.py::test_executorch_int8_from_the_command_line",
     "test_evolve.py::test_evolve_two_generations",
     "test_sweep.py::test_sweep_from_the_command_line",
     "test_export.py::test_a_failed_reexport_keeps_the_previous_files",

@@ -93,7 +93,7 @@ def test_half_and_int8_exports_from_the_command_line(tiny, tmp_path):
 
 @pytest.mark.parametrize("args, message", [
     (["--include", "onnx", "--half"], "--half on the CPU applies to OpenVINO (weights stored in fp16) and CoreML"),
-    (["--include", "onnx", "openvino", "--int8"], "--int8 applies to OpenVINO only"),
+    (["--include", "onnx", "openvino", "--int8"], "--int8 applies to OpenVINO (NNCF post-training quantization) and"),
     (["--include", "openvino", "--int8", "--half"], "--int8 and --half cannot be combined"),
 ])
 def test_precision_options_that_cannot_work_are_one_line(args, message, tiny, tmp_path):

@@ -8,7 +8,8 @@ run here on the CPU. Each is exported at one fixed input size, as phones and boa
   (float16 with --half), the input an image scaled by 1/255 as YOLOv5's CoreML export takes it, the metadata in
   its user-defined metadata. It runs on Apple devices only; here it is converted and its spec read back.
 - ExecuTorch: torch.export lowered to the XNNPACK backend, a folder *_executorch_model holding the .pte and
-  metadata.yaml (as ultralytics lays it out). Run by ExecuTorch's runtime.
+  metadata.yaml (as ultralytics lays it out); with --int8 quantized by XNNPACK's PT2E quantizer on calibration
+  images first (*_int8_executorch_model). Run by ExecuTorch's runtime.
 
     f = export_tflite(model, im, Path("best.pt"), meta)       # best.tflite
     run = open_edge("tflite", f)                               # EdgeModel: run(x (B, 3, H, W) np.float32)
@@ -126,17 +127,43 @@ def coreml_summary(path: Path) -> dict:
             "program": spec.WhichOneof("Type")}
 
 
-def export_executorch(model, im: torch.Tensor, file: Path, meta: dict) -> Path:
+def export_executorch(model, im: torch.Tensor, file: Path, meta: dict,
+                      calibration: list[np.ndarray] | None = None) -> Path:
+    """An ExecuTorch program for XNNPACK in *_executorch_model/; with `calibration` batches, quantized to int8 first
+    (PyTorch's PT2E flow with XNNPACK's quantizer: per-channel symmetric weights, activations observed on the
+    batches) into *_int8_executorch_model/."""
     exir = _need("executorch.exir", "--include executorch")
     xnnpack = _need("executorch.backends.xnnpack.partition.xnnpack_partitioner", "--include executorch")
-    d = Path(str(file.with_suffix("")) + "_executorch_model")
-    program = exir.to_edge_transform_and_lower(_exported_program(model.cpu(), im.cpu().float()),
+    tag = "_int8" if calibration is not None else ""
+    d = Path(str(file.with_suffix("")) + f"{tag}_executorch_model")
+    model, im = model.cpu(), im.cpu().float()
+    if calibration is not None:
+        model = _quantized_xnnpack(model, im, calibration)
+    program = exir.to_edge_transform_and_lower(_exported_program(model, im),
                                                partitioner=[xnnpack.XnnpackPartitioner()]).to_executorch()
     with atomic_output(d, folder=True) as out:
         (out / file.with_suffix(".pte").name).write_bytes(program.buffer)
         with open(out / "metadata.yaml", "w") as fh:
-            yaml.safe_dump(meta, fh, sort_keys=False)
+            yaml.safe_dump({**meta, "int8": calibration is not None}, fh, sort_keys=False)
     return d
+
+
+def _quantized_xnnpack(model, im: torch.Tensor, calibration: list[np.ndarray]):
+    """The model quantized for XNNPACK (PT2E: prepare, observe the calibration batches, convert); the Detect head
+    is kept in float32, since one int8 scale cannot hold pixel coordinates and 0..1 scores at once."""
+    quantizer = _need("executorch.backends.xnnpack.quantizer.xnnpack_quantizer", "--int8 --include executorch")
+    pt2e = _need("torchao.quantization.pt2e.quantize_pt2e", "--int8 --include executorch")
+    if not calibration:
+        raise UserError("--int8: no calibration images (the --data split is empty)")
+    from models.yolo import Detect
+
+    q = quantizer.XNNPACKQuantizer().set_global(quantizer.get_symmetric_quantization_config(is_per_channel=True))
+    q.set_module_type(Detect, None)  # the head stays float: boxes in pixels and scores in 0..1 share its output
+    prepared = pt2e.prepare_pt2e(_exported_program(model, im).module(), q)
+    with torch.no_grad():
+        for batch in calibration:
+            prepared(torch.from_numpy(batch))
+    return pt2e.convert_pt2e(prepared)
 
 
 def executorch_pte(path: Path) -> Path:
