@@ -53,6 +53,15 @@ class _QKVLinear(nn.Module):
         lo, hi = (0, self.qk_dim, 2 * self.qk_dim, None)[part: part + 2]
         return F.linear(x, self.qkv.weight[lo:hi], self.qkv.bias[lo:hi])
 
+    def project_parts(self, x: torch.Tensor, parts: int = 3) -> tuple[torch.Tensor, ...]:
+        """project(x, i) for i < parts. Under torch.export one linear with the whole weight, split after: a
+        sliced weight is computed in the graph, and ExecuTorch's XNNPACK delegate takes only constant weights
+        (sliced, the projections ran in its portable kernels, 4x slower). The same figures up to rounding."""
+        if not torch.compiler.is_exporting():
+            return tuple(self.project(x, i) for i in range(parts))
+        sizes = (self.qk_dim, self.qk_dim, self.qkv.out_features - 2 * self.qk_dim)
+        return F.linear(x, self.qkv.weight, self.qkv.bias).split(sizes, dim=-1)[:parts]
+
 
 class _Router(nn.Module):
     """The region-to-region routing step (the original code's TopkRouting), a submodule so it can be observed.
@@ -211,7 +220,7 @@ class BiLevelRoutingAttention(nn.Module):
         # rank > 5 on the way: CoreML's limit)
         tokens = x.permute(0, 2, 3, 1).reshape(N * n, h, n, w, C).transpose(1, 2).reshape(N * n * n, h * w, C)
         weight, index = self._route(tokens, real, N)  # (N, p2, topk) each
-        q, k, v = (self.qkv.project(tokens, i) for i in range(3))  # (N*p2, h*w, c) each
+        q, k, v = self.qkv.project_parts(tokens)  # (N*p2, h*w, c) each
         keys, values, key_real = self._downsample(k, v, h, w, real)
         out = self._attend(q, keys, values, key_real, index, weight)  # (N*p2, h*w, dim)
         out = out.view(N * n, n, h, w, self.dim).transpose(1, 2)  # (N*n, h, n, w, dim): image order
@@ -238,8 +247,7 @@ class BiLevelRoutingAttention(nn.Module):
                 share = (real / real.sum(1, keepdim=True).clamp_min(1)).to(tokens.dtype).unsqueeze(1)  # (p2,1,hw)
                 x_r = torch.matmul(share, tokens.view(N, -1, *tokens.shape[1:])).flatten(0, 2)
             p2 = self.n_win ** 2
-            q_r = self.qkv.project(x_r, 0).view(N, p2, -1)
-            k_r = self.qkv.project(x_r, 1).view(N, p2, -1)
+            q_r, k_r = (t.reshape(N, p2, -1) for t in self.qkv.project_parts(x_r, 2))
             return self.router(q_r, k_r, self.scale, self.topk, None if real is None else real.any(1))
 
     def _downsample(self, k, v, h: int, w: int, real):
