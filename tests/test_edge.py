@@ -161,3 +161,31 @@ def test_executorch_int8_from_the_command_line(tiny_data, tmp_path):
     (_, _, _, map_, *_), _, _ = val.run(data=tiny_data, weights=str(int8), imgsz=128, batch_size=1, workers=0,
                                         task="speed", project=tmp_path, plots=False)
     assert 0 < map_ <= 1
+
+
+def test_coreml_half_computes_in_float16(tmp_path):
+    """--half --include coreml: the ML Program computes in float16 (the float32 image input is cast once, and a
+    float32 program has no cast at all); the inputs, outputs and metadata are the float32 program's."""
+    pt = tmp_path / "yolov5n.pt"
+    shutil.copy(ROOT / "weights" / "yolov5n.pt", pt)
+    fp32 = coreml_summary(export.run(weights=str(pt), imgsz=64, include=("coreml",), check=False)["coreml"])
+    shutil.move(tmp_path / "yolov5n.mlpackage", tmp_path / "fp32.mlpackage")
+    fp16 = coreml_summary(export.run(weights=str(pt), imgsz=64, include=("coreml",), half=True,
+                                     check=False)["coreml"])
+    assert "cast" not in fp32["ops"] and "cast" in fp16["ops"]
+    assert (fp16["inputs"], fp16["outputs"]) == (fp32["inputs"], fp32["outputs"]) == \
+        ({"images": ("image", 64, 64)}, {"output0": ("multiArrayType", 1, 3 * (64 + 16 + 4), 85)})
+    assert fp16["metadata"]["names"] == fp32["metadata"]["names"] and fp16["metadata"]["stride"] == "32"
+
+
+@pytest.mark.parametrize("fmt, module, package", [("tflite", "litert_torch", "litert-torch"),
+                                                  ("coreml", "coremltools", "coremltools"),
+                                                  ("executorch", "executorch", "executorch")])
+def test_a_missing_edge_package_is_named(fmt, module, package, tmp_path, monkeypatch):
+    pt = tmp_path / "yolov5n.pt"
+    shutil.copy(ROOT / "weights" / "yolov5n.pt", pt)
+    monkeypatch.setitem(sys.modules, module, None)  # import raises ImportError, as where it is not installed
+    with pytest.raises(UserError, match=rf"--include {fmt} needs the package '{package}' \(pip install -r "
+                                        r"requirements-edge.txt\)"):
+        export.run(weights=str(pt), imgsz=64, include=(fmt,))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["yolov5n.pt"]
