@@ -18,6 +18,7 @@ import export
 import val
 from models import load_model
 from models.backends import DetectBackend, weights_format
+from tests.conftest import build_once
 from tests.test_export import CONFIGS, _checkpoint, _images, _rel
 from utils.deploy.edge import coreml_summary, open_edge, tflite_metadata
 from utils.errors import UserError
@@ -64,17 +65,22 @@ def test_every_config_converts_and_equals_pytorch(cfg, tmp_path):
     assert not _coreml_ops_ok(s["ops"]), (cfg, _coreml_ops_ok(s["ops"]))
 
 
-@pytest.fixture(scope="module")
-def yolov5n_edge(tmp_path_factory) -> dict:
-    """yolov5n.pt exported at 256 x 256 to the three edge formats from the command line."""
-    d = tmp_path_factory.mktemp("edge")
+def _export_yolov5n_edge(d: Path) -> None:
     shutil.copy(ROOT / "weights" / "yolov5n.pt", d / "yolov5n.pt")
     r = subprocess.run([sys.executable, "export.py", "--weights", str(d / "yolov5n.pt"), "--include", "tflite",
                         "executorch", "coreml", "--imgsz", "256"], cwd=ROOT, capture_output=True, text=True,
                        timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
+    (d / "export.log").write_text(r.stdout + r.stderr)
+
+
+@pytest.fixture(scope="session")
+def yolov5n_edge(tmp_path_factory) -> dict:
+    """yolov5n.pt exported at 256 x 256 to the three edge formats from the command line, once per test session
+    (shared by pytest-xdist workers; tests only read it)."""
+    d = build_once(tmp_path_factory, "yolov5n_edge", _export_yolov5n_edge)
     return {"pt": d / "yolov5n.pt", "tflite": d / "yolov5n.tflite", "executorch": d / "yolov5n_executorch_model",
-            "coreml": d / "yolov5n.mlpackage", "log": r.stdout + r.stderr}
+            "coreml": d / "yolov5n.mlpackage", "log": (d / "export.log").read_text()}
 
 
 def test_export_cli_writes_each_with_its_metadata(yolov5n_edge):
@@ -144,18 +150,19 @@ def test_edge_options_are_refused_by_name(tmp_path):
 
 def test_executorch_int8_from_the_command_line(tiny_data, tmp_path):
     """export.py --include executorch --int8 --data: XNNPACK's post-training quantization calibrated on the data's
-    train images, written to *_int8_executorch_model with int8 in its metadata, a third or less of the fp32
-    program's size, and run by val.py (its mAP cost is measured in benchmarks/README.md, not asserted)."""
+    train images, written to *_int8_executorch_model with int8 in its metadata, under 0.4x the bytes of the model's
+    float32 parameters, and run by val.py (its mAP cost is measured in benchmarks/README.md, not asserted)."""
     pt = tmp_path / "yolov5n.pt"
     shutil.copy(ROOT / "weights" / "yolov5n.pt", pt)
-    for extra in ([], ["--int8", "--data", str(tiny_data)]):
-        r = subprocess.run([sys.executable, "export.py", "--weights", str(pt), "--include", "executorch",
-                            "--imgsz", "128", *extra], cwd=ROOT, capture_output=True, text=True, timeout=900)
-        assert r.returncode == 0, r.stderr[-3000:]
-    fp32, int8 = tmp_path / "yolov5n_executorch_model", tmp_path / "yolov5n_int8_executorch_model"
+    r = subprocess.run([sys.executable, "export.py", "--weights", str(pt), "--include", "executorch", "--imgsz",
+                        "128", "--int8", "--data", str(tiny_data)], cwd=ROOT, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    int8 = tmp_path / "yolov5n_int8_executorch_model"
     m = open_edge("executorch", int8)
-    assert m.meta["int8"] is True and open_edge("executorch", fp32).meta["int8"] is False
-    assert (int8 / "yolov5n.pte").stat().st_size < (fp32 / "yolov5n.pte").stat().st_size / 2.5
+    assert m.meta["int8"] is True and m.meta["names"][0] == "person"
+    fp32_bytes = 4 * sum(p.numel() for p in load_model(pt).parameters())
+    assert (int8 / "yolov5n.pte").stat().st_size < 0.4 * fp32_bytes
     out = m.run(np.zeros((1, 3, 128, 128), np.float32))
     assert out.shape == (1, 3 * (16 * 16 + 8 * 8 + 4 * 4), 85) and np.isfinite(out).all()
     (_, _, _, map_, *_), _, _ = val.run(data=tiny_data, weights=str(int8), imgsz=128, batch_size=1, workers=0,
