@@ -134,12 +134,14 @@ def _size_mb(path: Path) -> float:
 
 def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
         half=False, inplace=False, optimize=False, dynamic=False, simplify=False, opset=17, check=True, int8=False,
-        data="coco128.yaml"):
+        data="coco128.yaml", modules=None):
     """Export `weights` to each format in `include`; returns {format: path written}.
 
-    imgsz is (h, w) or one size for both; `check` runs each file once against PyTorch and logs the difference.
+    imgsz is (h, w) or one size for both; `check` runs each file once against PyTorch and logs the difference;
+    `modules`: your Python file(s) registering blocks the model uses (as --modules), imported first.
     """
     t0 = time.time()
+    import_module_files(modules)  # before the checkpoint is read
     dev = select_device(device)
     fmts = _check_options(include, dev, half, dynamic, optimize, int(opset), int(batch_size), int8)
     if isinstance(imgsz, (list, tuple)) and len(imgsz) not in (1, 2):
@@ -265,7 +267,7 @@ def parse_opt(argv=None) -> argparse.Namespace:
 def main(opt: argparse.Namespace) -> dict:
     """Export each of --weights in turn, as official YOLOv5 does; {checkpoint: {format: path written}}."""
     setup_logging()
-    import_module_files(vars(opt).pop("modules", None))  # before any checkpoint is read
+    import_module_files(vars(opt).get("modules"))  # before any checkpoint is read
     kw = dict(vars(opt))  # a copy: the namespace keeps its --weights
     weights = kw.pop("weights")
     return {w: run(weights=w, **kw) for w in ([weights] if isinstance(weights, str) else weights)}

@@ -96,6 +96,11 @@ def test_train_with_modules_then_val_detect_export_without(tiny_data, tmp_path):
              "--project", str(tmp_path / "val"), "--modules", str(moved / "my_attention.py"), cwd=elsewhere)
     assert r.returncode == 0, r.stderr[-3000:]
     assert "is gone; its blocks are registered already" in r.stdout + r.stderr
+    # export.run from Python takes modules= as the scripts' run() do
+    code = (f"import export; f = export.run(weights={str(best)!r}, include='onnx', imgsz=64, check=False, "
+            f"modules=[{str(moved / 'my_attention.py')!r}]); print('written', f['onnx'])")
+    r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "written" in r.stdout, r.stderr[-3000:]
 
 
 def test_a_yaml_names_its_own_file_and_the_gflops_count_the_attention(tmp_path):
