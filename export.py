@@ -46,6 +46,7 @@ from utils.deploy.edge import (EDGE_FORMATS, EDGE_PACKAGES, coreml_summary, expo
 from utils.deploy.writers import (calibration_batches, export_metadata, export_onnx, export_openvino,
                                   export_torchscript, probe_image, run_exported)
 from utils.errors import UserError
+from utils.files import size_mb
 from utils.log import LOGGER, colorstr, setup_logging
 from utils.torch_utils import select_device
 
@@ -127,11 +128,6 @@ def has_xnnpack() -> bool:
     return bool(torch.backends.xnnpack.enabled)
 
 
-def _size_mb(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files) / 2**20
-
-
 def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", include=("torchscript", "onnx"),
         half=False, inplace=False, optimize=False, dynamic=False, simplify=False, opset=17, check=True, int8=False,
         data="coco128.yaml", modules=None):
@@ -171,7 +167,7 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
     shape = tuple(y[0].shape)
     meta = export_metadata(model, imgsz, batch_size, dynamic)
     LOGGER.info(f"\n{colorstr('PyTorch:')} starting from {w} with output shape {shape} "
-                f"({_size_mb(w):.1f} MB)")
+                f"({size_mb(w):.1f} MB)")
 
     written, rows = {}, []
     # a real image for the checks: the bundled bus photo when present, letterboxed to imgsz
@@ -196,8 +192,8 @@ def run(weights="yolov5n.pt", imgsz=(640, 640), batch_size=1, device="cpu", incl
             out = open_edge(fmt, f).run(probe.float().cpu().numpy()) if fmt in EDGE_FORMATS else \
                 run_exported(fmt, f, probe)
             diff = f"{np.abs(out - ref).max() / max(np.abs(ref).max(), 1e-12):.1e}"
-        rows.append((fmt, f, _size_mb(f), time.time() - t, diff))
-        LOGGER.info(f"{prefix} export success ({time.time() - t:.1f}s), saved as {f} ({_size_mb(f):.1f} MB)"
+        rows.append((fmt, f, size_mb(f), time.time() - t, diff))
+        LOGGER.info(f"{prefix} export success ({time.time() - t:.1f}s), saved as {f} ({size_mb(f):.1f} MB)"
                     + (f", max |diff| / max |output| against PyTorch {diff}" if diff else ""))
     _summary(rows, w, imgsz, time.time() - t0)
     return written

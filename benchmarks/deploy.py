@@ -71,11 +71,6 @@ class BenchRow:
         return not self.error
 
 
-def _size_mb(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files) / 2**20
-
-
 def _formats(include, pt_only: bool) -> list[tuple[str, str | None]]:
     if pt_only:
         return [FORMATS[0]]
@@ -107,6 +102,8 @@ def _one(name: str, fmt: str | None, weights: Path, imgsz: int, batch_size: int,
     from utils.deploy.runners import short_error
     from utils.deploy.runtimes import cpu_has_bf16
 
+    from utils.files import size_mb
+
     row = BenchRow(name)
     base, _, precision = (fmt or "").partition("-")  # openvino-fp16 / -bf16 / -int8: OpenVINO at that precision
     try:
@@ -115,7 +112,7 @@ def _one(name: str, fmt: str | None, weights: Path, imgsz: int, batch_size: int,
         f = weights if fmt is None else Path(export.run(
             weights=str(weights), imgsz=(imgsz, imgsz), batch_size=batch_size, device=device, include=(base,),
             half=half or precision == "fp16", int8=precision == "int8", data=data)[base])
-        row.file, row.size_mb = f, _size_mb(f)
+        row.file, row.size_mb = f, size_mb(f)
         if not test and base != "coreml":  # a CoreML package runs on Apple devices only: its size, no score
             res, _, times = val.run(data=data, weights=str(f), batch_size=batch_size, imgsz=imgsz, task="speed",
                                     device=device, workers=workers, half=half, plots=False, project=project,

@@ -48,11 +48,6 @@ def _checkpoint(cfg: str, gamma: float, out: Path) -> Path:
     return save_checkpoint({"model": model.state_dict(), "yaml": model.yaml, "names": list(names)}, out)
 
 
-def _size_mb(path: Path) -> float:
-    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-    return sum(p.stat().st_size for p in files) / 2**20
-
-
 def _output(fmt: str, f: Path, x):
     import numpy as np
     import torch
@@ -75,6 +70,7 @@ def bench(cfg: str, imgsz: int, data: str, gamma: float, work: Path) -> list[dic
     import val
     from utils.deploy.runners import short_error
     from utils.deploy.writers import probe_image
+    from utils.files import size_mb
 
     pt = _checkpoint(cfg, gamma, work / Path(cfg).with_suffix(".pt").name)
     x = probe_image([imgsz, imgsz], 1, "cpu", None).float()
@@ -88,7 +84,7 @@ def bench(cfg: str, imgsz: int, data: str, gamma: float, work: Path) -> list[dic
             f = pt if fmt == "pt" else Path(export.run(weights=str(pt), imgsz=(imgsz, imgsz), include=(fmt,),
                                                        check=False)[fmt])
             row["convert_s"] = "" if fmt == "pt" else f"{time.perf_counter() - t:.1f}"
-            row["size_mb"] = f"{_size_mb(f):.1f}"
+            row["size_mb"] = f"{size_mb(f):.1f}"
             if fmt != "coreml":
                 out = _output(fmt, f, x)
                 row["max_rel_err"] = f"{abs(out - ref).max() / abs(ref).max():.1e}"

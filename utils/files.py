@@ -14,7 +14,7 @@ import yaml
 
 from utils.errors import UserError
 
-__all__ = ["atomic_write", "atomic_output", "read_yaml", "yaml_save"]
+__all__ = ["atomic_write", "atomic_output", "read_yaml", "yaml_save", "size_mb"]
 
 
 def atomic_write(path: str | Path, write: Callable[[IO[bytes]], None], fsync: bool = False) -> Path:
@@ -79,3 +79,10 @@ def yaml_save(path: str | Path, d: dict) -> None:
     """`d` as YAML in key order, Path values as strings (hyp.yaml, opt.yaml of a run)."""
     with open(path, "w", encoding="utf-8") as f:
         yaml.safe_dump({k: str(v) if isinstance(v, Path) else v for k, v in d.items()}, f, sort_keys=False)
+
+
+def size_mb(path: str | Path) -> float:
+    """The size of a file, or of every file under a folder (an exported model), in MiB."""
+    path = Path(path)
+    files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+    return sum(p.stat().st_size for p in files) / 2**20

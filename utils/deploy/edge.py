@@ -27,10 +27,9 @@ from typing import Callable
 
 import numpy as np
 import torch
-import yaml
 
 from utils.errors import UserError
-from utils.files import atomic_output
+from utils.files import atomic_output, read_yaml, yaml_save
 
 __all__ = ["EDGE_FORMATS", "EDGE_PACKAGES", "export_tflite", "export_coreml", "export_executorch", "EdgeModel",
            "open_edge", "tflite_metadata", "coreml_summary", "executorch_pte"]
@@ -143,8 +142,7 @@ def export_executorch(model, im: torch.Tensor, file: Path, meta: dict,
                                                partitioner=[xnnpack.XnnpackPartitioner()]).to_executorch()
     with atomic_output(d, folder=True) as out:
         (out / file.with_suffix(".pte").name).write_bytes(program.buffer)
-        with open(out / "metadata.yaml", "w") as fh:
-            yaml.safe_dump({**meta, "int8": calibration is not None}, fh, sort_keys=False)
+        yaml_save(out / "metadata.yaml", {**meta, "int8": calibration is not None})
     return d
 
 
@@ -207,12 +205,7 @@ def open_edge(fmt: str, path: Path, threads: int | None = None) -> EdgeModel:
         method = runtime.Runtime.get().load_program(str(pte)).load_method("forward")
         shape = tuple(int(d) for d in method.metadata.input_tensor_meta(0).sizes())
         meta_file = pte.parent / "metadata.yaml"
-        meta = {}
-        if meta_file.is_file():
-            try:
-                meta = yaml.safe_load(meta_file.read_text(encoding="utf-8")) or {}
-            except yaml.YAMLError as e:
-                raise UserError(f"--weights {path}: its metadata.yaml is not plain YAML: {e}") from None
+        meta = (read_yaml(meta_file) or {}) if meta_file.is_file() else {}
 
         def run(x: np.ndarray) -> np.ndarray:
             return method.execute([torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))])[0].numpy()
