@@ -55,7 +55,7 @@ class Hyp:
     plugin_weight_decay: float = 0.0  # AdamW's decoupled weight decay for those layers
     plugin_block_lr: float = 0.7  # the plug-in blocks' learning rate as a fraction of plugin_lr (gates keep plugin_lr)
     plugin_warmup: float = 0.0  # 1: plugin_lr ramps up from 0 over the recipe's warmup iterations; 0: no ramp
-    plugin_share_max: float = 0.0  # each Residual plug-in's share held at or below this in training (0: no bound)
+    plugin_share_max: float = 0.5  # each Residual plug-in's share held at or below this in training (0: no bound)
 
     @classmethod
     def from_dict(cls, d: dict, source: str = "hyperparameters") -> "Hyp":
