@@ -47,6 +47,7 @@ SLOW = (
     "test_edge.py::test_val_map_of_tflite_and_executorch_equals_pt",
     "test_edge.py::test_detect_cli_runs_the_edge_files_and_refuses_coreml_clearly",
     "test_edge.py::test_executorch_int8_from_the_command_line",
+    "test_edge.py::test_yolov5n_edge_files_equal_pytorch",
     "test_evolve.py::test_evolve_two_generations",
     "test_sweep.py::test_sweep_from_the_command_line",
     "test_export.py::test_a_failed_reexport_keeps_the_previous_files",

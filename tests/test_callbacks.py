@@ -37,7 +37,7 @@ def test_hooks_tensorboard_and_stop(tmp_path):
                        lambda labels, names: calls.append(f"labels {len(labels)} {len(names)}"))
     t0 = time.perf_counter()
     opt = train.run(callbacks=cb, **_opts(tmp_path, weights="yolov5n.pt", cfg="yolov5n_biformer.yaml",
-                                          epochs=2, seed=0))
+                                          epochs=2, seed=0, noplots=False))
     wall = time.perf_counter() - t0
     first = ["on_pretrain_routine_start", "on_pretrain_routine_end", "labels 4 80", "on_train_start",
              "on_train_epoch_start", "on_train_batch_start", "on_before_zero_grad", "on_train_batch_end"]
@@ -74,6 +74,8 @@ def test_hooks_tensorboard_and_stop(tmp_path):
     opt = train.run(callbacks=stopper, **_opts(tmp_path, epochs=3, name="stopped"))
     assert list(ResultsLog(Path(opt.save_dir) / "results.csv").read()["epoch"]) == [0]
     assert len(opt.epoch_seconds) == 1 and opt.plugin_share == {}  # stopped after epoch 0; no plug-ins
+    acc = _scalars(opt.save_dir)[1]
+    assert "metrics/mAP_0.5" in acc.Tags()["scalars"] and not acc.Tags()["graph"]  # --noplots: no graph, as YOLOv5
 
 
 def test_bad_hooks_are_named():

@@ -42,27 +42,34 @@ def _coreml_ops_ok(ops: list[str]) -> list[str]:
             or not any(t <= ct.target.iOS16 for t in SSAOpRegistry.core_ops[op])]
 
 
-@pytest.mark.parametrize("cfg", CONFIGS)
-def test_every_config_converts_and_equals_pytorch(cfg, tmp_path):
-    """Random weights with every plug-in's gate open: TFLite and ExecuTorch equal PyTorch within 1e-4 of the
-    output's range on the two bundled photos; CoreML converts with 1/255-scaled image input, the decoded output
-    shape, the model's stride and names, and Core ML operators only."""
-    pt = _checkpoint(cfg, tmp_path / "best.pt")
-    files = export.run(weights=str(pt), imgsz=HW, include=("tflite", "executorch", "coreml"), check=False)
-    x = _images(*HW)
+def _check_edge_files(files: dict, pt: Path, hw: tuple[int, int], names: dict) -> None:
+    """TFLite and ExecuTorch equal PyTorch within 1e-4 of the output's range on the two bundled photos at `hw`, with
+    the shape, stride and names in their metadata; CoreML converted with 1/255-scaled image input, the decoded
+    output shape, the model's stride and names, and Core ML operators only."""
+    x = _images(*hw)
     with torch.no_grad():
         ref = load_model(pt, fuse=True)(x)[0].numpy()
     for fmt in RUNNABLE:
         m = open_edge(fmt, files[fmt])
-        names = {int(k): v for k, v in m.meta["names"].items()}  # JSON (TFLite) writes the keys as strings
-        assert m.shape == (1, 3, *HW) and m.meta["stride"] == 32 and names == {0: "class0", 1: "class1", 2: "class2"}
+        got_names = {int(k): v for k, v in m.meta["names"].items()}  # JSON (TFLite) writes the keys as strings
+        assert m.shape == (1, 3, *hw) and m.meta["stride"] == 32 and got_names == names
         got = np.concatenate([m.run(x[i:i + 1].numpy()) for i in range(len(x))])
-        assert _rel(got, ref) <= TOL, (cfg, fmt, _rel(got, ref))
+        assert _rel(got, ref) <= TOL, (pt, fmt, _rel(got, ref))
     s = coreml_summary(files["coreml"])
     assert s["program"] == "mlProgram"
-    assert s["inputs"] == {"images": ("image", *HW)} and s["outputs"] == {"output0": ("multiArrayType", *ref[:1].shape)}
-    assert s["metadata"]["stride"] == "32" and s["metadata"]["names"] == "{0: 'class0', 1: 'class1', 2: 'class2'}"
-    assert not _coreml_ops_ok(s["ops"]), (cfg, _coreml_ops_ok(s["ops"]))
+    assert s["inputs"] == {"images": ("image", *hw)} and s["outputs"] == {"output0": ("multiArrayType", *ref[:1].shape)}
+    assert s["metadata"]["stride"] == "32" and s["metadata"]["names"] == str(names)
+    assert not _coreml_ops_ok(s["ops"]), (pt, _coreml_ops_ok(s["ops"]))
+
+
+# yolov5n.yaml's graph is checked on the session's yolov5n.pt export (test_yolov5n_edge_files_equal_pytorch below):
+# the same layers with the official weights, so it is not converted a second time here.
+@pytest.mark.parametrize("cfg", [c for c in CONFIGS if c != "yolov5n.yaml"])
+def test_every_config_converts_and_equals_pytorch(cfg, tmp_path):
+    """Random weights with every plug-in's gate open, at a non-square size (a transposed axis would show)."""
+    pt = _checkpoint(cfg, tmp_path / "best.pt")
+    files = export.run(weights=str(pt), imgsz=HW, include=("tflite", "executorch", "coreml"), check=False)
+    _check_edge_files(files, pt, HW, {0: "class0", 1: "class1", 2: "class2"})
 
 
 def _export_yolov5n_edge(d: Path) -> None:
@@ -96,6 +103,15 @@ def test_export_cli_writes_each_with_its_metadata(yolov5n_edge):
     for fmt in RUNNABLE:
         line = next(x for x in log.splitlines() if x.startswith(fmt) and "MB" not in x and "e-" in x)
         assert float(line.split()[3]) <= TOL, line  # export's own check: max |diff| / max |output|
+
+
+def test_yolov5n_edge_files_equal_pytorch(yolov5n_edge):
+    """yolov5n.pt exported from the command line: the checks every config gets above, on the official weights."""
+    from models import load_model as _load
+
+    names = _load(yolov5n_edge["pt"]).names
+    _check_edge_files(yolov5n_edge, yolov5n_edge["pt"], (256, 256), dict(enumerate(names)) if isinstance(names, list)
+                      else {int(k): v for k, v in names.items()})
 
 
 def test_val_map_of_tflite_and_executorch_equals_pt(yolov5n_edge, tiny_data, tmp_path):

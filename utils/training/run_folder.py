@@ -29,6 +29,7 @@ def open_run_folder(opt: TrainOptions, hyp: Hyp, setup: TrainSetup, save_dir: Pa
     if not opt.resume and not opt.noplots:
         plot_labels(setup.dataset.labels, setup.data.names, save_dir)
         plot_labels_correlogram(setup.dataset.labels, save_dir)
-    loggers = TrainLoggers(save_dir, callbacks, graph_imgsz=setup.imgsz, hyp=hyp.to_dict())
+    # the model graph is a plot, as official YOLOv5's: --noplots leaves it out (its trace takes a second or more)
+    loggers = TrainLoggers(save_dir, callbacks, graph_imgsz=None if opt.noplots else setup.imgsz, hyp=hyp.to_dict())
     loggers.set_model(setup.model)
     return ck, loggers
