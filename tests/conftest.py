@@ -22,12 +22,14 @@ SHARED = ROOT.parent / "shared"
 # Test files that load ONNX Runtime or OpenVINO into the test process (tests elsewhere that do carry
 # @pytest.mark.runtime). A process that has their native thread pools loaded can die with SIGSEGV when it later
 # starts a process (a DataLoader worker, a subprocess): the serial suite did, in a later test that started one. So
-# these run last, marked `runtime`: marked tests first, then these files in the order listed.
+# these run last, marked `runtime`: marked tests first, then these files (their slow tests first, then the rest,
+# each part in the order listed).
 RUNTIME_FILES = ("test_deploy.py", "test_backends.py", "test_export.py", "test_openvino_f32.py", "test_precision.py",
                  "test_hub.py", "test_ensemble_tta.py", "test_edge.py")
 
 
-# Tests that took 5 s or more each on a 2-core machine (pytest --durations, 2026-12-05): marked `slow`, so that
+# Tests that took 5 s or more each on a 2-core machine (pytest --durations, 2026-12-05; those of 13 s or more on
+# 2026-12-06 added): marked `slow`, so that
 # `pytest -m "not slow"` is a quick check while CI runs everything. Each entry must name a collected test.
 SLOW = (
     "test_backends.py::test_val_map_equals_pt",
@@ -75,6 +77,15 @@ SLOW = (
     "test_train_errors.py::test_command_line_user_error_is_one_line",
     "test_train_errors.py::test_yaml_files_are_plain_data",
     "test_val.py::test_saved_image_stats_give_vals_map_and_resample_it",
+    "test_user_modules.py::test_train_with_modules_then_val_detect_export_without",
+    "test_user_modules.py::test_compare_with_modules_and_workers",
+    "test_user_modules.py::test_a_file_that_fails_to_import_is_one_line",
+    "test_share_cap.py::test_cap_from_a_hyp_file_on_the_command_line",
+    "test_compare_ray.py::test_a_node_that_cannot_read_the_data_stops_the_job_at_once",
+    "test_compare_ray.py::test_ray_local_starts_a_cluster_of_its_own_beside_a_running_one",
+    "test_heatmaps.py::test_detect_heatmap_from_the_command_line",
+    "test_edge.py::test_coreml_half_computes_in_float16",
+    "test_detect.py::test_data_names_label_the_boxes_from_the_command_line",
 )
 
 
@@ -94,10 +105,12 @@ def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(RUNTIME_FILES)}
 
     def key(item):
-        name = Path(str(item.fspath)).name
+        # inside each group the slow tests first (longest work first): the suite does not end on one long test
+        # while the other worker idles
+        name, fast = Path(str(item.fspath)).name, 0 if item.get_closest_marker("slow") else 1
         if name in rank:
-            return (1, 1 + rank[name])
-        return (1, 0) if item.get_closest_marker("runtime") else (0, 0)
+            return (1, 1, fast, rank[name])
+        return (1, 0, fast, 0) if item.get_closest_marker("runtime") else (0, 0, fast, 0)
 
     slow = set(SLOW)
     seen = set()
