@@ -107,11 +107,9 @@ def test_export_cli_writes_each_with_its_metadata(yolov5n_edge):
 
 def test_yolov5n_edge_files_equal_pytorch(yolov5n_edge):
     """yolov5n.pt exported from the command line: the checks every config gets above, on the official weights."""
-    from models import load_model as _load
-
-    names = _load(yolov5n_edge["pt"]).names
-    _check_edge_files(yolov5n_edge, yolov5n_edge["pt"], (256, 256), dict(enumerate(names)) if isinstance(names, list)
-                      else {int(k): v for k, v in names.items()})
+    names = load_model(yolov5n_edge["pt"]).names
+    names = names if isinstance(names, dict) else dict(enumerate(names))  # as the export writes them
+    _check_edge_files(yolov5n_edge, yolov5n_edge["pt"], (256, 256), names)
 
 
 def test_val_map_of_tflite_and_executorch_equals_pt(yolov5n_edge, tiny_data, tmp_path):

@@ -15,14 +15,6 @@ __all__ = ["non_max_suppression"]
 MAX_NMS = 30_000  # boxes kept (by confidence) before NMS; bounds its quadratic cost
 
 
-def _batched_nms():
-    """torchvision.ops.batched_nms, imported on first use: importing torchvision takes 1.5-2 s (it loads
-    torch._dynamo), which a script that stops at a bad option or only trains never needs to pay."""
-    from torchvision.ops import batched_nms
-
-    return batched_nms
-
-
 def _candidates(x: torch.Tensor, conf_thres: float, multi_label: bool) -> torch.Tensor:
     """(n, 5 + nc) rows of one image -> (m, 6) rows [x1, y1, x2, y2, conf, cls] above `conf_thres`.
 
@@ -76,6 +68,10 @@ def non_max_suppression(
     Returns:
         list of B Tensors [n, 6]: x1, y1, x2, y2, conf, cls, sorted by decreasing confidence.
     """
+    # imported here, not with the module: importing torchvision takes 1.5-2 s (it loads torch._dynamo), which a
+    # script that stops at a bad option never needs to pay
+    from torchvision.ops import batched_nms
+
     if isinstance(prediction, (list, tuple)):
         prediction = prediction[0]
     if not 0 <= conf_thres <= 1:
@@ -106,7 +102,7 @@ def non_max_suppression(
             continue
         x = x[x[:, 4].argsort(descending=True)[:MAX_NMS]]
         idxs = torch.zeros_like(x[:, 5], dtype=torch.long) if agnostic else x[:, 5].long()
-        keep = _batched_nms()(x[:, :4], x[:, 4], idxs, iou_thres)[:max_det]
+        keep = batched_nms(x[:, :4], x[:, 4], idxs, iou_thres)[:max_det]
         output[xi] = x[keep].to(device)
         if time_limit is not None and time.time() - t > time_limit:
             LOGGER.warning(f"WARNING: NMS time limit {time_limit:.3f}s exceeded; later images of this batch "
